@@ -1,0 +1,452 @@
+"""Pure functions that read LangChain objects: provider names, parameters, usage, messages, documents.
+
+Nothing here touches OpenTelemetry or keeps state; every function tolerates shapes it does not
+know (missing keys, other types) by returning None rather than raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llmtrace import semconv
+from llmtrace._invocation import ModelInvocation
+
+LC_ID_PREFIX = "lc_run-"
+"""Ids LangChain makes up for messages (``lc_run--{run_id}-{i}``): not provider response ids."""
+
+_PROVIDERS: dict[str, str] = {
+    "openai": semconv.PROVIDER_OPENAI,
+    "anthropic": semconv.PROVIDER_ANTHROPIC,
+    "azure": semconv.PROVIDER_AZURE_OPENAI,
+    "azure_openai": semconv.PROVIDER_AZURE_OPENAI,
+    "azure_ai": semconv.PROVIDER_AZURE_INFERENCE,
+    "azure_inference": semconv.PROVIDER_AZURE_INFERENCE,
+    "bedrock": semconv.PROVIDER_AWS_BEDROCK,
+    "amazon_bedrock": semconv.PROVIDER_AWS_BEDROCK,
+    "aws_bedrock": semconv.PROVIDER_AWS_BEDROCK,
+    "bedrock_converse": semconv.PROVIDER_AWS_BEDROCK,
+    "google_genai": semconv.PROVIDER_GCP_GEN_AI,
+    "google_gemini": semconv.PROVIDER_GCP_GEMINI,
+    "google_vertexai": semconv.PROVIDER_GCP_VERTEX_AI,
+    "vertexai": semconv.PROVIDER_GCP_VERTEX_AI,
+    "cohere": semconv.PROVIDER_COHERE,
+    "mistral": semconv.PROVIDER_MISTRAL,
+    "mistralai": semconv.PROVIDER_MISTRAL,
+    "deepseek": semconv.PROVIDER_DEEPSEEK,
+    "xai": semconv.PROVIDER_XAI,
+    "groq": semconv.PROVIDER_GROQ,
+    "perplexity": semconv.PROVIDER_PERPLEXITY,
+    "ibm": semconv.PROVIDER_IBM_WATSONX,
+    "watsonx": semconv.PROVIDER_IBM_WATSONX,
+    "moonshot": semconv.PROVIDER_MOONSHOT,
+}
+
+UNKNOWN_PROVIDER = "langchain"
+"""Provider name when LangChain reports none (a model class without ``ls_provider``)."""
+
+
+def provider_name(metadata: Mapping[str, Any], serialized: Mapping[str, Any] | None) -> str:
+    """The conventions' provider name for LangChain's ``ls_provider`` (unknown values pass through)."""
+    raw = metadata.get("ls_provider")
+    if isinstance(raw, str) and raw:
+        key = raw.lower()
+        return _PROVIDERS.get(key, key)
+    if serialized:
+        ident = serialized.get("id")
+        if isinstance(ident, list) and len(ident) > 2 and isinstance(ident[2], str):
+            # ["langchain", "chat_models", "openai", "ChatOpenAI"] -> openai
+            return _PROVIDERS.get(ident[2], UNKNOWN_PROVIDER)
+    return UNKNOWN_PROVIDER
+
+
+def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    for value in (
+        metadata.get("ls_model_name"),
+        params.get("model"),
+        params.get("model_name"),
+        params.get("model_id"),
+        params.get("deployment_name"),
+    ):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _first(*values: object) -> object:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def apply_request_params(
+    invocation: ModelInvocation, metadata: Mapping[str, Any], params: Mapping[str, Any]
+) -> None:
+    """Copy request parameters from ``ls_*`` metadata and invocation params onto the invocation."""
+    invocation.temperature = _number(_first(metadata.get("ls_temperature"), params.get("temperature")))
+    invocation.max_tokens = _int(
+        _first(metadata.get("ls_max_tokens"), params.get("max_tokens"), params.get("max_output_tokens"))
+    )
+    invocation.top_p = _number(params.get("top_p"))
+    invocation.top_k = _int(params.get("top_k"))
+    invocation.frequency_penalty = _number(params.get("frequency_penalty"))
+    invocation.presence_penalty = _number(params.get("presence_penalty"))
+    invocation.seed = _int(params.get("seed"))
+    invocation.choice_count = _int(params.get("n"))
+    stop = _first(metadata.get("ls_stop"), params.get("stop"), params.get("stop_sequences"))
+    if isinstance(stop, str):
+        invocation.stop_sequences = [stop]
+    elif isinstance(stop, (list, tuple)) and stop:
+        invocation.stop_sequences = [str(s) for s in stop]
+    effort = _first(
+        params.get("reasoning_effort"),
+        (params.get("reasoning") or {}).get("effort")
+        if isinstance(params.get("reasoning"), Mapping)
+        else None,
+    )
+    if isinstance(effort, str):
+        invocation.reasoning_level = effort
+
+
+def is_streaming(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("stream") or params.get("streaming"))
+
+
+# --------------------------------------------------------------------------------------
+# Responses
+# --------------------------------------------------------------------------------------
+def generations(response: Any) -> list[Any]:
+    """Every generation of an LLMResult, flattened (one list per prompt)."""
+    result: list[Any] = []
+    for per_prompt in getattr(response, "generations", None) or ():
+        if isinstance(per_prompt, list):
+            result.extend(per_prompt)
+    return result
+
+
+def response_fields(response: Any, gens: Sequence[Any]) -> tuple[str | None, str | None, list[str] | None]:
+    """(response id, response model, finish reasons) from the message metadata or ``llm_output``."""
+    llm_output = getattr(response, "llm_output", None) or {}
+    response_id: str | None = None
+    model: str | None = None
+    reasons: list[str] = []
+    for gen in gens:
+        message = getattr(gen, "message", None)
+        meta: Mapping[str, Any] = getattr(message, "response_metadata", None) or {}
+        info: Mapping[str, Any] = getattr(gen, "generation_info", None) or {}
+        if response_id is None:
+            candidate = meta.get("id")
+            if candidate is None:
+                message_id = getattr(message, "id", None)
+                if isinstance(message_id, str) and not message_id.startswith(LC_ID_PREFIX):
+                    candidate = message_id
+            if isinstance(candidate, str) and candidate:
+                response_id = candidate
+        if model is None:
+            candidate = _first(meta.get("model_name"), meta.get("model"), info.get("model"))
+            if isinstance(candidate, str) and candidate:
+                model = candidate
+        reason = _first(
+            meta.get("finish_reason"),
+            meta.get("stop_reason"),
+            info.get("finish_reason"),
+            info.get("stop_reason"),
+            meta.get("done_reason"),
+        )
+        if isinstance(reason, str) and reason:
+            reasons.append(reason)
+    if isinstance(llm_output, Mapping):
+        if response_id is None and isinstance(llm_output.get("id"), str):
+            response_id = llm_output["id"]
+        if model is None:
+            candidate = _first(llm_output.get("model_name"), llm_output.get("model"))
+            if isinstance(candidate, str) and candidate:
+                model = candidate
+    return response_id, model, reasons or None
+
+
+Usage5 = tuple[object, object, object, object, object]
+
+
+def usage(response: Any, gens: Sequence[Any]) -> Usage5 | None:
+    """(input, output, cache read, cache write, reasoning) tokens, or None if nothing was reported.
+
+    ``usage_metadata`` of the messages first (summed over generations: one per prompt), then
+    the older ``llm_output`` shapes (``token_usage`` of OpenAI, ``usage`` of Anthropic).
+    """
+    found: list[Mapping[str, Any]] = []
+    for gen in gens:
+        meta = getattr(getattr(gen, "message", None), "usage_metadata", None)
+        if isinstance(meta, Mapping) and ("input_tokens" in meta or "output_tokens" in meta):
+            found.append(meta)
+    if found:
+        return _sum_usage_metadata(found)
+    llm_output = getattr(response, "llm_output", None)
+    if isinstance(llm_output, Mapping):
+        raw = _first(llm_output.get("token_usage"), llm_output.get("usage"))
+        if isinstance(raw, Mapping):
+            return _legacy_usage(raw)
+    for gen in gens:  # some integrations only fill response_metadata
+        meta = getattr(getattr(gen, "message", None), "response_metadata", None)
+        if isinstance(meta, Mapping):
+            raw = _first(meta.get("token_usage"), meta.get("usage"))
+            if isinstance(raw, Mapping):
+                return _legacy_usage(raw)
+    return None
+
+
+def _sum_usage_metadata(items: Sequence[Mapping[str, Any]]) -> Usage5:
+    if len(items) == 1:
+        return _usage_metadata(items[0])
+    totals: list[int | None] = [None] * 5
+    for item in items:
+        for i, value in enumerate(_usage_metadata(item)):
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[i] = (totals[i] or 0) + value
+    return (totals[0], totals[1], totals[2], totals[3], totals[4])
+
+
+def _usage_metadata(meta: Mapping[str, Any]) -> Usage5:
+    inputs = meta.get("input_token_details")
+    outputs = meta.get("output_token_details")
+    cache_read = inputs.get("cache_read") if isinstance(inputs, Mapping) else None
+    cache_write = inputs.get("cache_creation") if isinstance(inputs, Mapping) else None
+    reasoning = outputs.get("reasoning") if isinstance(outputs, Mapping) else None
+    return meta.get("input_tokens"), meta.get("output_tokens"), cache_read, cache_write, reasoning
+
+
+def _legacy_usage(raw: Mapping[str, Any]) -> Usage5:
+    if "prompt_tokens" in raw or "completion_tokens" in raw:  # OpenAI-style
+        prompt_details = raw.get("prompt_tokens_details")
+        completion_details = raw.get("completion_tokens_details")
+        cache_read = prompt_details.get("cached_tokens") if isinstance(prompt_details, Mapping) else None
+        reasoning = (
+            completion_details.get("reasoning_tokens") if isinstance(completion_details, Mapping) else None
+        )
+        return raw.get("prompt_tokens"), raw.get("completion_tokens"), cache_read, None, reasoning
+    # Anthropic-style: input_tokens excludes the cached parts
+    read = raw.get("cache_read_input_tokens")
+    write = raw.get("cache_creation_input_tokens")
+    inputs = raw.get("input_tokens")
+    if isinstance(inputs, int) and not isinstance(inputs, bool):
+        for extra in (read, write):
+            if isinstance(extra, int) and not isinstance(extra, bool):
+                inputs += extra
+    return inputs, raw.get("output_tokens"), read, write, None
+
+
+def is_cache_replay(gens: Sequence[Any], run_id: object) -> bool:
+    """True if LangChain answered a chat call from its LLM cache.
+
+    A cached chat generation keeps the message id of the run that produced it and gets
+    ``usage_metadata["total_cost"] = 0`` injected (langchain-core >= 0.3.75).
+    """
+    if not gens:
+        return False
+    for gen in gens:
+        message = getattr(gen, "message", None)
+        meta = getattr(message, "usage_metadata", None)
+        if not isinstance(meta, Mapping) or meta.get("total_cost") != 0:
+            return False
+        message_id = getattr(message, "id", None)
+        if isinstance(message_id, str) and message_id.startswith(LC_ID_PREFIX) and str(run_id) in message_id:
+            return False
+    return True
+
+
+def tool_calls(gens: Sequence[Any]) -> list[tuple[str | None, str | None]]:
+    """(tool name, call id) for every tool call the model decided."""
+    calls: list[tuple[str | None, str | None]] = []
+    for gen in gens:
+        for call in getattr(getattr(gen, "message", None), "tool_calls", None) or ():
+            if isinstance(call, Mapping):
+                name, call_id = call.get("name"), call.get("id")
+                calls.append(
+                    (name if isinstance(name, str) else None, call_id if isinstance(call_id, str) else None)
+                )
+    return calls
+
+
+# --------------------------------------------------------------------------------------
+# Messages in the conventions' JSON shapes (only built when content is captured)
+# --------------------------------------------------------------------------------------
+_ROLES = {
+    "human": "user",
+    "ai": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+    "developer": "system",
+    "chat": "user",
+}
+
+
+def _parts_of_content(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}] if content else []
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, list):
+        for block in content:
+            if isinstance(block, str):
+                parts.append({"type": "text", "content": block})
+            elif isinstance(block, Mapping):
+                kind = block.get("type")
+                if kind == "text" and isinstance(block.get("text"), str):
+                    parts.append({"type": "text", "content": block["text"]})
+                elif kind in ("reasoning", "thinking"):
+                    text = _first(block.get("reasoning"), block.get("thinking"), block.get("text"))
+                    parts.append({"type": "reasoning", "content": text})
+                elif kind in ("tool_use", "tool_call", "function_call"):
+                    continue  # reported from message.tool_calls
+                else:
+                    parts.append({"type": str(kind or "unknown")})
+    return parts
+
+
+def message_to_json(message: Any) -> dict[str, Any]:
+    kind = getattr(message, "type", None)
+    if kind is None and isinstance(message, str):
+        return {"role": "user", "parts": [{"type": "text", "content": message}]}
+    role = _ROLES.get(str(kind), str(getattr(message, "role", None) or kind or "user"))
+    if role == "tool":
+        return {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": getattr(message, "tool_call_id", None),
+                    "response": getattr(message, "content", None),
+                }
+            ],
+        }
+    parts = _parts_of_content(getattr(message, "content", None))
+    for call in getattr(message, "tool_calls", None) or ():
+        if isinstance(call, Mapping):
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call.get("name"),
+                    "arguments": call.get("args"),
+                }
+            )
+    result: dict[str, Any] = {"role": role, "parts": parts}
+    name = getattr(message, "name", None)
+    if isinstance(name, str) and name:
+        result["name"] = name
+    return result
+
+
+def input_messages(
+    batches: Sequence[Sequence[Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """(messages, system instructions) of the first prompt of a chat call."""
+    messages = batches[0] if batches else []
+    converted: list[dict[str, Any]] = []
+    system: list[dict[str, Any]] = []
+    for message in messages:
+        item = message_to_json(message)
+        if item["role"] == "system":
+            system.extend(item["parts"])
+        else:
+            converted.append(item)
+    return converted, system or None
+
+
+def prompt_messages(prompts: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"role": "user", "parts": [{"type": "text", "content": p}]} for p in prompts[:1]]
+
+
+def output_messages(gens: Sequence[Any], finish_reasons: Sequence[str] | None) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    for i, gen in enumerate(gens):
+        message = getattr(gen, "message", None)
+        if message is not None:
+            item = message_to_json(message)
+        else:
+            item = {"role": "assistant", "parts": [{"type": "text", "content": getattr(gen, "text", "")}]}
+        item["role"] = "assistant"
+        if finish_reasons and i < len(finish_reasons):
+            item["finish_reason"] = finish_reasons[i]
+        result.append(item)
+    return result
+
+
+def tool_result(output: Any) -> Any:
+    """The content of a tool's result (a ToolMessage's content, or the value)."""
+    if hasattr(output, "content") and getattr(output, "type", None) == "tool":
+        return output.content
+    return output
+
+
+def handled_tool_error(output: Any) -> bool:
+    """A tool that caught its own error returns ``ToolMessage(status="error")``."""
+    return getattr(output, "type", None) == "tool" and getattr(output, "status", None) == "error"
+
+
+# --------------------------------------------------------------------------------------
+# Retrieval
+# --------------------------------------------------------------------------------------
+_SCORE_KEYS = ("score", "relevance_score", "similarity_score", "_score", "distance")
+
+
+def documents(docs: Sequence[Any], with_content: bool) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    for doc in docs:
+        item: dict[str, Any] = {}
+        doc_id = getattr(doc, "id", None)
+        metadata = getattr(doc, "metadata", None) or {}
+        if doc_id is None and isinstance(metadata, Mapping):
+            doc_id = metadata.get("id")
+        if doc_id is not None:
+            item["id"] = str(doc_id)
+        if isinstance(metadata, Mapping):
+            for key in _SCORE_KEYS:
+                score = _number(metadata.get(key))
+                if score is not None:
+                    item["score"] = score
+                    break
+        if with_content:
+            item["content"] = getattr(doc, "page_content", None)
+        result.append(item)
+    return result
+
+
+def retrieval_source(
+    metadata: Mapping[str, Any], serialized: Mapping[str, Any] | None, name: str | None
+) -> str | None:
+    for value in (
+        metadata.get("ls_vector_store_provider"),
+        metadata.get("ls_retriever_name"),
+        name,
+        serialized.get("name") if serialized else None,
+    ):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def run_name(serialized: Mapping[str, Any] | None, name: object) -> str | None:
+    if isinstance(name, str) and name:
+        return name
+    if serialized:
+        value = serialized.get("name")
+        if isinstance(value, str) and value:
+            return value
+        ident = serialized.get("id")
+        if isinstance(ident, list) and ident and isinstance(ident[-1], str):
+            return ident[-1]
+    return None

@@ -1,0 +1,577 @@
+"""The LangChain callback handler: LangChain runs in, llmtrace invocations out.
+
+Parents come only from ``parent_run_id`` (a bounded map of runs); the OTel context is never
+attached in a callback. Chains are decided lazily: a chain that is not a model, tool or
+retriever gets a span only if it is the root (``invoke_workflow``), an agent (a LangGraph graph,
+``create_agent``, a legacy ``AgentExecutor``: ``invoke_agent``) or ``keep_chain_spans`` is set;
+whether a root chain is a graph is known from its first child (LangGraph nodes carry
+``langgraph_node`` metadata), so the span is started then, with the chain's own start time.
+Plumbing chains make no span and their children hang under the nearest traced ancestor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.globals import get_llm_cache
+from opentelemetry import _logs, metrics, trace
+
+from llmtrace import semconv
+from llmtrace._errors import classify_error
+from llmtrace._handler import TelemetryHandler
+from llmtrace._invocation import (
+    AgentInvocation,
+    Invocation,
+    ModelInvocation,
+    RetrievalInvocation,
+    ToolInvocation,
+)
+from llmtrace._runmap import RunMap
+from llmtrace._safety import never_raise
+from llmtrace._settings import settings
+from llmtrace_langchain import _extract
+from llmtrace_langchain._cache import note_model_start, pending_cache_source
+
+if TYPE_CHECKING:
+    from langchain_core.agents import AgentAction, AgentFinish
+    from langchain_core.documents import Document
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import LLMResult
+    from tenacity import RetryCallState
+
+FRAMEWORK = "langchain"
+LEGACY_AGENT_NAMES = frozenset({"AgentExecutor"})
+HANDLED_TOOL_ERROR = "tool_error"
+"""``error.type`` of a tool that reported its own failure (``ToolMessage(status="error")``)."""
+_NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
+"""LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
+
+# chain states
+_PENDING = 0
+_PLUMBING = 1
+_TRACED = 2
+
+
+class _Run:
+    """One LangChain run: its invocation (if traced) and where its children hang."""
+
+    __slots__ = (
+        "agent",
+        "done_calls",
+        "final",
+        "invocation",
+        "metadata",
+        "name",
+        "parent",
+        "root",
+        "start_ns",
+        "state",
+    )
+
+    def __init__(self, invocation: Invocation | None, parent: Invocation | None, agent: _Run | None) -> None:
+        self.invocation = invocation
+        self.parent = parent
+        """The nearest traced ancestor's invocation (children of a plumbing run hang there)."""
+        self.agent = agent
+        """The nearest agent run (itself for an agent)."""
+        self.state = _TRACED if invocation is not None else _PLUMBING
+        self.name: str | None = None
+        self.metadata: Mapping[str, Any] | None = None
+        self.start_ns = 0
+        self.root = False
+        self.done_calls: set[str] | None = None
+        self.final = False
+
+    @property
+    def span_parent(self) -> Invocation | None:
+        return self.invocation if self.invocation is not None else self.parent
+
+
+def _capturing() -> bool:
+    return settings.content.enabled
+
+
+def _not_an_error(error: BaseException) -> bool:
+    return any(cls.__name__ in _NOT_ERRORS for cls in type(error).__mro__)
+
+
+class LLMTraceCallbackHandler(BaseCallbackHandler):
+    """Turns LangChain and LangGraph callbacks into OpenTelemetry GenAI spans and metrics.
+
+    Add it to ``config={"callbacks": [LLMTraceCallbackHandler()]}`` (or let
+    ``llmtrace.instrument()`` add one everywhere). ``keep_chain_spans=True`` keeps a span
+    (``invoke_workflow {name}``) for every chain, including LangChain's plumbing runnables and
+    LangGraph nodes, instead of re-parenting their children to the nearest traced run.
+    """
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        logger_provider: _logs.LoggerProvider | None = None,
+        *,
+        keep_chain_spans: bool = False,
+    ) -> None:
+        super().__init__()
+        self.telemetry = TelemetryHandler(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            logger_provider=logger_provider,
+            framework=FRAMEWORK,
+        )
+        self.keep_chain_spans = keep_chain_spans
+        self._runs: RunMap[UUID, _Run] = RunMap(
+            _evict, ttl_s=settings.run_ttl_s, max_size=settings.max_open_runs
+        )
+        self._lock = threading.Lock()
+
+    # ---- run bookkeeping -------------------------------------------------------------------
+    def open_runs(self) -> int:
+        """How many runs are open (for diagnostics and tests)."""
+        return len(self._runs)
+
+    def invocation(self, run_id: UUID) -> Invocation | None:
+        """The live invocation of a traced run (for the instrumentor's call-scope wrappers)."""
+        run = self._runs.peek(run_id)
+        return None if run is None else run.invocation
+
+    def close(self) -> None:
+        """End every open run (on uninstrument)."""
+        self._runs.clear()
+
+    def _parent(self, parent_run_id: UUID | None, child_metadata: Mapping[str, Any] | None) -> _Run | None:
+        if parent_run_id is None:
+            return None
+        run = self._runs.get(parent_run_id)
+        if run is not None and run.state == _PENDING:
+            self._decide(run, child_metadata)
+        return run
+
+    def _decide(self, run: _Run, child_metadata: Mapping[str, Any] | None) -> None:
+        """Decide what a pending chain is, now that its first child (or its end) is known."""
+        with self._lock:
+            if run.state != _PENDING:
+                return
+            own = run.metadata or {}
+            is_graph = (
+                child_metadata is not None
+                and "langgraph_node" in child_metadata
+                and "langgraph_node" not in own
+            )
+            if is_graph:
+                name = own.get("lc_agent_name") or run.name
+                self._start_agent(run, name if isinstance(name, str) else None)
+            elif run.root or self.keep_chain_spans:
+                run.invocation = self.telemetry.start_workflow(
+                    run.name, parent=run.parent, start_time_ns=run.start_ns
+                )
+                run.state = _TRACED
+            else:
+                run.state = _PLUMBING
+            run.metadata = None
+
+    def _start_agent(self, run: _Run, name: str | None) -> None:
+        run.invocation = self.telemetry.start_agent(
+            name, parent=run.parent, start_time_ns=run.start_ns or None
+        )
+        run.agent = run
+        run.state = _TRACED
+
+    # ---- chains and agents -------------------------------------------------------------------
+    @never_raise
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        md = metadata or {}
+        parent_run = self._parent(parent_run_id, md)
+        parent = parent_run.span_parent if parent_run is not None else None
+        agent_run = parent_run.agent if parent_run is not None else None
+        run = _Run(None, parent, agent_run)
+        name = _extract.run_name(serialized, kwargs.get("name"))
+        agent_name = md.get("lc_agent_name")
+        if name in LEGACY_AGENT_NAMES or (
+            isinstance(agent_name, str)
+            and (agent_run is None or _agent_name(agent_run) != agent_name)
+            and (parent_run is None or "langgraph_node" not in md or name == agent_name)
+        ):
+            run.start_ns = 0
+            self._start_agent(run, agent_name if isinstance(agent_name, str) else name)
+        elif parent is None or self.keep_chain_spans or "langgraph_node" not in md:
+            run.state = _PENDING
+            run.root = parent is None
+            run.name = name
+            run.metadata = md
+            run.start_ns = time.time_ns()
+        if run.state == _TRACED and _capturing() and run.invocation is not None:
+            _set_input(run.invocation, inputs)
+        self._runs.put(run_id, run)
+
+    @never_raise
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is None:
+            return
+        if run.state == _PENDING:
+            self._decide(run, None)
+        invocation = run.invocation
+        if invocation is None:
+            return
+        if isinstance(invocation, AgentInvocation) and not run.final:
+            run.final = True
+            invocation.step(semconv.STEP_FINAL)
+        if _capturing():
+            _set_output(invocation, outputs)
+        invocation.stop()
+
+    @never_raise
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is None:
+            return
+        if run.state == _PENDING:
+            self._decide(run, None)
+        if run.invocation is None:
+            return
+        if _not_an_error(error):
+            run.invocation.stop()
+        else:
+            run.invocation.fail(error)
+
+    @never_raise
+    def on_agent_action(self, action: AgentAction, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        agent_run = run.agent if run is not None else None
+        if agent_run is None or not isinstance(agent_run.invocation, AgentInvocation):
+            return
+        call_id = getattr(action, "tool_call_id", None)
+        if isinstance(call_id, str) and agent_run.done_calls and call_id in agent_run.done_calls:
+            return  # already reported from the model's tool calls
+        agent_run.invocation.step(
+            semconv.STEP_ACTION,
+            tool_name=str(action.tool),
+            tool_call_id=call_id if isinstance(call_id, str) else None,
+        )
+
+    @never_raise
+    def on_agent_finish(self, finish: AgentFinish, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        agent_run = run.agent if run is not None else None
+        if agent_run is None or agent_run.final or not isinstance(agent_run.invocation, AgentInvocation):
+            return
+        agent_run.final = True
+        agent_run.invocation.step(semconv.STEP_FINAL)
+
+    # ---- model calls ----------------------------------------------------------------------------
+    @never_raise
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        invocation = self._start_model(
+            semconv.OP_CHAT, serialized, run_id, parent_run_id, metadata, kwargs.get("invocation_params")
+        )
+        if invocation is not None and _capturing():
+            invocation.input_messages, invocation.system_instructions = _extract.input_messages(messages)
+
+    @never_raise
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        invocation = self._start_model(
+            semconv.OP_TEXT_COMPLETION,
+            serialized,
+            run_id,
+            parent_run_id,
+            metadata,
+            kwargs.get("invocation_params"),
+        )
+        if invocation is not None and _capturing():
+            invocation.input_messages = _extract.prompt_messages(prompts)
+
+    def _start_model(
+        self,
+        operation: str,
+        serialized: Mapping[str, Any] | None,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        metadata: Mapping[str, Any] | None,
+        invocation_params: Mapping[str, Any] | None,
+    ) -> ModelInvocation | None:
+        md = metadata or {}
+        params = invocation_params or {}
+        parent_run = self._parent(parent_run_id, md)
+        parent = parent_run.span_parent if parent_run is not None else None
+        provider = _extract.provider_name(md, serialized)
+        model = _extract.request_model(md, params)
+        stream = _extract.is_streaming(params)
+        if operation == semconv.OP_CHAT:
+            invocation = self.telemetry.start_chat(model, provider=provider, parent=parent, stream=stream)
+        else:
+            invocation = self.telemetry.start_text_completion(
+                model, provider=provider, parent=parent, stream=stream
+            )
+        _extract.apply_request_params(invocation, md, params)
+        # the instrumentor's call-scope wrapper corrects this with the model's own cache
+        source = pending_cache_source() if operation == semconv.OP_TEXT_COMPLETION else _global_cache_name()
+        if source is not None:
+            invocation.cache_source = source
+        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
+        note_model_start(invocation)
+        return invocation
+
+    @never_raise
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.peek(run_id)
+        if run is None:
+            return
+        invocation = run.invocation
+        if isinstance(invocation, ModelInvocation):
+            if not invocation.stream:
+                invocation.stream = True
+                invocation.set_attribute(semconv.GEN_AI_REQUEST_STREAM, True)
+            invocation.chunk()
+
+    @never_raise
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is None or not isinstance(run.invocation, ModelInvocation):
+            return
+        invocation = run.invocation
+        gens = _extract.generations(response)
+        counts = _extract.usage(response, gens)
+        if counts is not None:
+            invocation.set_usage(*counts)
+        response_id, model, reasons = _extract.response_fields(response, gens)
+        invocation.response_id = response_id
+        invocation.response_model = model
+        invocation.finish_reasons = reasons
+        if invocation.operation == semconv.OP_CHAT and _extract.is_cache_replay(gens, run_id):
+            invocation.cache_hit = True
+            if invocation.cache_source is None:
+                invocation.cache_source = _global_cache_name()
+        elif invocation.cache_hit is None and invocation.cache_source is not None:
+            invocation.cache_hit = False
+        agent_run = run.agent
+        if agent_run is not None and isinstance(agent_run.invocation, AgentInvocation):
+            for tool_name, call_id in _extract.tool_calls(gens):
+                agent_run.invocation.step(semconv.STEP_ACTION, tool_name=tool_name, tool_call_id=call_id)
+                if call_id:
+                    if agent_run.done_calls is None:
+                        agent_run.done_calls = set()
+                    agent_run.done_calls.add(call_id)
+        if _capturing():
+            invocation.output_messages = _extract.output_messages(gens, reasons)
+        invocation.stop()
+
+    @never_raise
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is not None and run.invocation is not None:
+            run.invocation.fail(error)
+
+    # ---- tools --------------------------------------------------------------------------------------
+    @never_raise
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        parent_run = self._parent(parent_run_id, metadata)
+        parent = parent_run.span_parent if parent_run is not None else None
+        ser = serialized or {}
+        name = _extract.run_name(ser, kwargs.get("name")) or "tool"
+        call_id = kwargs.get("tool_call_id")
+        if call_id is None and isinstance(inputs, Mapping):
+            call_id = inputs.get("tool_call_id")
+        description = ser.get("description")
+        invocation = self.telemetry.start_tool(
+            name,
+            call_id=call_id if isinstance(call_id, str) else None,
+            description=description if isinstance(description, str) else None,
+            parent=parent,
+        )
+        if _capturing():
+            invocation.arguments = inputs if inputs is not None else input_str
+        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
+
+    @never_raise
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is None or not isinstance(run.invocation, ToolInvocation):
+            return
+        invocation = run.invocation
+        self._observation(run, invocation)
+        if _extract.handled_tool_error(output):
+            invocation.fail(HANDLED_TOOL_ERROR)
+            return
+        if _capturing():
+            invocation.result = _extract.tool_result(output)
+        invocation.stop()
+
+    @never_raise
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is None or not isinstance(run.invocation, ToolInvocation):
+            return
+        self._observation(run, run.invocation)
+        if _not_an_error(error):
+            run.invocation.stop()
+        else:
+            run.invocation.fail(error)
+
+    def _observation(self, run: _Run, invocation: ToolInvocation) -> None:
+        agent_run = run.agent
+        if agent_run is not None and isinstance(agent_run.invocation, AgentInvocation):
+            agent_run.invocation.step(
+                semconv.STEP_OBSERVATION, tool_name=invocation.name, tool_call_id=invocation.call_id
+            )
+
+    # ---- retrieval ----------------------------------------------------------------------------------
+    @never_raise
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any],
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        md = metadata or {}
+        parent_run = self._parent(parent_run_id, md)
+        parent = parent_run.span_parent if parent_run is not None else None
+        embedding = md.get("ls_embedding_model") or md.get("ls_embedding_provider")
+        top_k = md.get("ls_retriever_k", md.get("k"))
+        invocation = self.telemetry.start_retrieval(
+            _extract.retrieval_source(md, serialized, kwargs.get("name")),
+            request_model=embedding if isinstance(embedding, str) else None,
+            top_k=top_k if isinstance(top_k, int) and not isinstance(top_k, bool) else None,
+            parent=parent,
+        )
+        if _capturing():
+            invocation.query = query
+        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
+
+    @never_raise
+    def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is None or not isinstance(run.invocation, RetrievalInvocation):
+            return
+        run.invocation.documents = _extract.documents(documents, _capturing())
+        run.invocation.stop()
+
+    @never_raise
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.pop(run_id)
+        if run is not None and run.invocation is not None:
+            run.invocation.fail(error)
+
+    # ---- retries ------------------------------------------------------------------------------------
+    @never_raise
+    def on_retry(self, retry_state: RetryCallState, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        target = run.span_parent if run is not None else None
+        if target is None:
+            return
+        attrs: dict[str, Any] = {semconv.LLMTRACE_RETRY_ATTEMPT: int(retry_state.attempt_number)}
+        outcome = retry_state.outcome
+        if outcome is not None and outcome.failed:
+            error = outcome.exception()
+            if error is not None:
+                attrs[semconv.ERROR_TYPE] = classify_error(error)
+        target.add_event(semconv.LLMTRACE_RETRY_EVENT, attrs)
+
+    # ---- cached completions (called by the instrumentor's cache wrapper) ----------------------------
+    def cached_completion(
+        self,
+        serialized: Mapping[str, Any] | None,
+        params: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None,
+        parent_run_id: UUID | None,
+        prompt: str,
+        cached: Sequence[Any],
+        source: str,
+    ) -> None:
+        """A span for a completion-LLM prompt answered from LangChain's cache (which fires no callbacks)."""
+        md = metadata or {}
+        parent_run = self._parent(parent_run_id, md)
+        parent = parent_run.span_parent if parent_run is not None else None
+        invocation = self.telemetry.start_text_completion(
+            _extract.request_model(md, params), provider=_extract.provider_name(md, serialized), parent=parent
+        )
+        _extract.apply_request_params(invocation, md, params)
+        invocation.cache_hit = True
+        invocation.cache_source = source
+        if _capturing():
+            invocation.input_messages = _extract.prompt_messages([prompt])
+            invocation.output_messages = _extract.output_messages(cached, None)
+        invocation.stop()
+
+
+def _agent_name(run: _Run) -> str | None:
+    invocation = run.invocation
+    return invocation.name if isinstance(invocation, AgentInvocation) else None
+
+
+def _global_cache_name() -> str | None:
+    cache = get_llm_cache()
+    return None if cache is None else type(cache).__name__
+
+
+def _set_input(invocation: Invocation, inputs: Any) -> None:
+    if isinstance(invocation, AgentInvocation):
+        messages = inputs.get("messages") if isinstance(inputs, Mapping) else None
+        if isinstance(messages, list):
+            invocation.input_messages = [_extract.message_to_json(m) for m in messages]
+
+
+def _set_output(invocation: Invocation, outputs: Any) -> None:
+    if isinstance(invocation, AgentInvocation):
+        messages = outputs.get("messages") if isinstance(outputs, Mapping) else None
+        if isinstance(messages, list) and messages:
+            invocation.output_messages = [_extract.message_to_json(messages[-1])]
+
+
+def _evict(run: _Run, reason: str) -> None:
+    if run.invocation is not None:
+        run.invocation.evict(reason)

@@ -1,0 +1,302 @@
+"""``LangChainInstrumentor``: one inheritable handler in every callback manager, plus call-scope wrappers.
+
+- ``BaseCallbackManager.__init__`` gets the instrumentor's handler unless the manager already
+  holds an :class:`LLMTraceCallbackHandler` (a hand-registered one wins: ``add_handler`` of one
+  removes the automatic handler), so each run is traced exactly once.
+- ``BaseChatModel._generate_with_cache`` / ``_agenerate_with_cache``, ``BaseLLM._generate_helper`` /
+  ``_agenerate_helper`` and the ``_stream`` / ``_astream`` of every model class: the model span is
+  made current for the duration of the call (attached and detached in the same frame, never
+  across callbacks), so spans of HTTP clients and provider SDKs nest under it. These wrappers
+  also tell the span which LLM cache was consulted.
+- ``BaseLLM.generate`` / ``agenerate`` and ``get_prompts`` / ``aget_prompts``: spans for
+  completion prompts answered from the cache (see ``_cache``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from llmtrace._invocation import ModelInvocation
+from llmtrace._safety import report_internal_error
+from llmtrace_langchain import _cache
+from llmtrace_langchain._handler import LLMTraceCallbackHandler
+
+_CALLBACKS = "langchain_core.callbacks.base"
+_CHAT = "langchain_core.language_models.chat_models"
+_LLMS = "langchain_core.language_models.llms"
+
+_state_lock = threading.Lock()
+_stream_patched: list[tuple[type, str, Any]] = []
+
+
+class _AutoHandler(LLMTraceCallbackHandler):
+    """The handler the instrumentor injects (told apart from hand-registered ones)."""
+
+
+class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Instruments LangChain and LangGraph (``instrument(tracer_provider=..., meter_provider=...)``)."""
+
+    _handler: _AutoHandler | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("langchain-core >= 0.3",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        handler = _AutoHandler(
+            tracer_provider=kwargs.get("tracer_provider"),
+            meter_provider=kwargs.get("meter_provider"),
+            logger_provider=kwargs.get("logger_provider"),
+            keep_chain_spans=bool(kwargs.get("keep_chain_spans", False)),
+        )
+        LangChainInstrumentor._handler = handler
+        wrapt.wrap_function_wrapper(_CALLBACKS, "BaseCallbackManager.__init__", _ManagerInit(handler))
+        wrapt.wrap_function_wrapper(_CALLBACKS, "BaseCallbackManager.add_handler", _add_handler)
+        wrapt.wrap_function_wrapper(_CHAT, "BaseChatModel._generate_with_cache", _chat_scope)
+        wrapt.wrap_function_wrapper(_CHAT, "BaseChatModel._agenerate_with_cache", _achat_scope)
+        wrapt.wrap_function_wrapper(_LLMS, "BaseLLM._generate_helper", _llm_scope)
+        wrapt.wrap_function_wrapper(_LLMS, "BaseLLM._agenerate_helper", _allm_scope)
+        for module, cls in ((_CHAT, "BaseChatModel"), (_LLMS, "BaseLLM")):
+            wrapt.wrap_function_wrapper(module, f"{cls}.stream", _patch_stream_method)
+            wrapt.wrap_function_wrapper(module, f"{cls}.astream", _patch_stream_method)
+        wrapt.wrap_function_wrapper(_LLMS, "BaseLLM.generate", _cache.generate_wrapper)
+        wrapt.wrap_function_wrapper(_LLMS, "BaseLLM.agenerate", _cache.agenerate_wrapper)
+        wrapt.wrap_function_wrapper(_LLMS, "get_prompts", _cache.get_prompts_wrapper)
+        wrapt.wrap_function_wrapper(_LLMS, "aget_prompts", _cache.aget_prompts_wrapper)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import langchain_core.callbacks.base as callbacks_base
+        import langchain_core.language_models.chat_models as chat_models
+        import langchain_core.language_models.llms as llms
+
+        _unwrap(callbacks_base.BaseCallbackManager, "__init__")
+        _unwrap(callbacks_base.BaseCallbackManager, "add_handler")
+        for name in ("_generate_with_cache", "_agenerate_with_cache", "stream", "astream"):
+            _unwrap(chat_models.BaseChatModel, name)
+        for name in ("_generate_helper", "_agenerate_helper", "stream", "astream", "generate", "agenerate"):
+            _unwrap(llms.BaseLLM, name)
+        _unwrap(llms, "get_prompts")
+        _unwrap(llms, "aget_prompts")
+        with _state_lock:
+            for cls, name, original in reversed(_stream_patched):
+                setattr(cls, name, original)
+            _stream_patched.clear()
+        handler = LangChainInstrumentor._handler
+        LangChainInstrumentor._handler = None
+        if handler is not None:
+            handler.close()
+
+
+def _unwrap(owner: Any, name: str) -> None:
+    attr = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+    if isinstance(attr, wrapt.FunctionWrapper):
+        setattr(owner, name, attr.__wrapped__)
+
+
+# ---- handler injection -----------------------------------------------------------------------------
+class _ManagerInit:
+    def __init__(self, handler: _AutoHandler) -> None:
+        self._handler = handler
+
+    def __call__(self, wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any) -> None:
+        wrapped(*args, **kwargs)
+        try:
+            handler = self._handler
+            ours = [
+                h
+                for h in (*instance.handlers, *instance.inheritable_handlers)
+                if isinstance(h, LLMTraceCallbackHandler)
+            ]
+            if any(h is not handler for h in ours):
+                _drop(instance, handler)
+            elif not ours:
+                instance.add_handler(handler, True)
+        except Exception as exc:
+            report_internal_error(f"{__name__}.BaseCallbackManager.__init__", exc)
+
+
+def _drop(manager: Any, handler: LLMTraceCallbackHandler) -> None:
+    if handler in manager.handlers:
+        manager.handlers.remove(handler)
+    if handler in manager.inheritable_handlers:
+        manager.inheritable_handlers.remove(handler)
+
+
+def _add_handler(wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any) -> None:
+    wrapped(*args, **kwargs)
+    try:
+        added = args[0] if args else kwargs.get("handler")
+        auto = LangChainInstrumentor._handler
+        if auto is not None and isinstance(added, LLMTraceCallbackHandler) and added is not auto:
+            _drop(instance, auto)
+    except Exception as exc:
+        report_internal_error(f"{__name__}.BaseCallbackManager.add_handler", exc)
+
+
+# ---- call scopes --------------------------------------------------------------------------------------
+def _model_invocation(
+    run_manager: Any, cache_source: str | None = None, exact_cache: bool = False
+) -> ModelInvocation | None:
+    """The model invocation of ``run_manager``'s run, from whichever llmtrace handler traces it."""
+    if run_manager is None:
+        return None
+    for handler in run_manager.handlers:
+        if isinstance(handler, LLMTraceCallbackHandler):
+            invocation = handler.invocation(run_manager.run_id)
+            if isinstance(invocation, ModelInvocation):
+                if exact_cache:
+                    invocation.cache_source = cache_source
+                return invocation
+    return None
+
+
+def _chat_cache_source(model: Any) -> str | None:
+    from langchain_core.caches import BaseCache
+    from langchain_core.globals import get_llm_cache
+
+    cache = model.cache
+    if cache is False:
+        return None
+    found = cache if isinstance(cache, BaseCache) else get_llm_cache()
+    return None if found is None else type(found).__name__
+
+
+def _enter(instance: Any, kwargs: Any, chat: bool) -> object | None:
+    try:
+        source = _chat_cache_source(instance) if chat else None
+        invocation = _model_invocation(kwargs.get("run_manager"), source, chat)
+        if invocation is None:
+            return None
+        return otel_context.attach(invocation.context)
+    except Exception as exc:
+        report_internal_error(f"{__name__}.call_scope", exc)
+        return None
+
+
+def _exit(token: object | None) -> None:
+    if token is not None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def _chat_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    token = _enter(instance, kwargs, True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _exit(token)
+
+
+async def _achat_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    token = _enter(instance, kwargs, True)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _exit(token)
+
+
+def _single_run_manager(args: Any, kwargs: Any) -> dict[str, Any]:
+    managers = kwargs.get("run_managers", args[2] if len(args) > 2 else None)
+    return {"run_manager": managers[0] if isinstance(managers, list) and len(managers) == 1 else None}
+
+
+def _llm_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    token = _enter(instance, _single_run_manager(args, kwargs), False)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _exit(token)
+
+
+async def _allm_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    token = _enter(instance, _single_run_manager(args, kwargs), False)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _exit(token)
+
+
+# ---- streams: wrap the model class's own _stream/_astream on first use ----------------------------------
+def _patch_stream_method(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    try:
+        _ensure_stream_patched(type(instance))
+    except Exception as exc:
+        report_internal_error(f"{__name__}.patch_stream", exc)
+    return wrapped(*args, **kwargs)
+
+
+def _ensure_stream_patched(model_class: type) -> None:
+    for name, factory in (("_stream", _wrap_sync_stream), ("_astream", _wrap_async_stream)):
+        owner = next((c for c in model_class.__mro__ if name in c.__dict__), None)
+        if owner is None:
+            continue
+        current = owner.__dict__[name]
+        if getattr(current, "_llmtrace_wrapped", False):
+            continue
+        with _state_lock:
+            if getattr(owner.__dict__[name], "_llmtrace_wrapped", False):
+                continue
+            patched = factory(current)
+            setattr(patched, "_llmtrace_wrapped", True)  # noqa: B010
+            _stream_patched.append((owner, name, current))
+            setattr(owner, name, patched)
+
+
+def _lookup(kwargs: Any) -> ModelInvocation | None:
+    try:
+        run_manager = kwargs.get("run_manager")
+        if run_manager is None:  # BaseChatModel.stream passes none: the run started just before
+            return _cache.last_model_started()
+        return _model_invocation(run_manager)
+    except Exception as exc:
+        report_internal_error(f"{__name__}.stream_scope", exc)
+        return None
+
+
+def _wrap_sync_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    def _stream(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        iterator = original(self, *args, **kwargs)
+        invocation = _lookup(kwargs)
+        if invocation is None:
+            yield from iterator
+            return
+        context = invocation.context
+        while True:
+            token = otel_context.attach(context)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                otel_context.detach(token)
+            yield chunk
+
+    _stream.__wrapped__ = original  # type: ignore[attr-defined]
+    return _stream
+
+
+def _wrap_async_stream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def _astream(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        iterator = original(self, *args, **kwargs)
+        invocation = _lookup(kwargs)
+        if invocation is None:
+            async for chunk in iterator:
+                yield chunk
+            return
+        context = invocation.context
+        while True:
+            token = otel_context.attach(context)
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                otel_context.detach(token)
+            yield chunk
+
+    _astream.__wrapped__ = original  # type: ignore[attr-defined]
+    return _astream

@@ -1,0 +1,99 @@
+"""Which LlamaIndex dispatcher spans become which GenAI operations.
+
+The dispatcher names a span ``"{Class}.{method}-{uuid}"`` and hands over the bound
+instance. A span is classified by the instance's base class and the method name; every
+other span is plumbing (transparent: it gets no OTel span, its children go to its parent).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.chat_engine.types import BaseChatEngine
+from llama_index.core.tools.types import BaseTool
+from llama_index.core.workflow import Workflow
+
+
+class Kind(enum.Enum):
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+    RETRIEVAL = "retrieval"
+    QUERY_ENGINE = "query_engine"
+    CHAT_ENGINE = "chat_engine"
+    TOOL = "tool"
+    AGENT_RUN = "agent_run"
+    WORKFLOW_RUN = "workflow_run"
+    STEP = "step"
+    OTHER = "other"
+
+
+CHAT_METHODS = frozenset({"chat", "achat", "stream_chat", "astream_chat"})
+COMPLETION_METHODS = frozenset({"complete", "acomplete", "stream_complete", "astream_complete"})
+EMBEDDING_METHODS = frozenset(
+    {
+        "get_query_embedding",
+        "aget_query_embedding",
+        "get_text_embedding",
+        "aget_text_embedding",
+        "get_text_embedding_batch",
+        "aget_text_embedding_batch",
+        "get_agg_embedding_from_queries",
+        "aget_agg_embedding_from_queries",
+    }
+)
+RETRIEVAL_METHODS = frozenset({"retrieve", "aretrieve"})
+QUERY_METHODS = frozenset({"query", "aquery"})
+CHAT_ENGINE_METHODS = CHAT_METHODS
+TOOL_METHODS = frozenset({"call", "acall", "__call__"})
+AGENT_STEPS = frozenset({"setup_agent", "run_agent_step", "call_tool", "parse_agent_output"})
+
+_UUID_SUFFIX = 37  # "-" + a 36-character uuid4
+
+
+def method_name(span_id: str) -> str:
+    """``"Class.method-uuid"`` -> ``"method"``."""
+    qualified = span_id[:-_UUID_SUFFIX] if len(span_id) > _UUID_SUFFIX else span_id
+    return qualified.rpartition(".")[2]
+
+
+def classify(span_id: str, instance: Any) -> Kind:
+    method = method_name(span_id)
+    if instance is None:
+        # workflow steps are wrapped as plain functions: "Class.step_name-uuid"
+        return Kind.STEP
+    if isinstance(instance, BaseLLM):
+        if method in CHAT_METHODS:
+            return Kind.CHAT
+        if method in COMPLETION_METHODS:
+            return Kind.COMPLETION
+        return Kind.OTHER
+    if isinstance(instance, BaseEmbedding):
+        return Kind.EMBEDDING if method in EMBEDDING_METHODS else Kind.OTHER
+    if isinstance(instance, BaseRetriever):
+        return Kind.RETRIEVAL if method in RETRIEVAL_METHODS else Kind.OTHER
+    if isinstance(instance, BaseQueryEngine):
+        return Kind.QUERY_ENGINE if method in QUERY_METHODS else Kind.OTHER
+    if isinstance(instance, BaseChatEngine):
+        return Kind.CHAT_ENGINE if method in CHAT_ENGINE_METHODS else Kind.OTHER
+    if isinstance(instance, BaseTool):
+        return Kind.TOOL if method in TOOL_METHODS else Kind.OTHER
+    if isinstance(instance, Workflow) and method == "run":
+        if isinstance(instance, BaseWorkflowAgent):
+            return Kind.AGENT_RUN
+        return Kind.WORKFLOW_RUN
+    return Kind.OTHER
+
+
+def is_multi_agent(instance: Any) -> bool:
+    return isinstance(instance, AgentWorkflow)
+
+
+def is_stream(method: str) -> bool:
+    return "stream" in method

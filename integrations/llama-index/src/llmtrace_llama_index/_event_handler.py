@@ -1,0 +1,128 @@
+"""Dispatcher event handler: fills the invocations of open spans from LlamaIndex events.
+
+Events carry the id of the dispatcher span they belong to. Model end events give usage,
+response id/model and finish reasons; in-progress events count stream chunks (the first one
+sets the time to first chunk) and carry the usage of the last chunk; a stream's end or
+exception event ends its span, since a stream outlives its dispatcher span.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
+from llama_index.core.instrumentation.events.exception import ExceptionEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatInProgressEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
+)
+from llama_index_instrumentation.event_handlers.base import BaseEventHandler
+from pydantic import PrivateAttr
+
+from llmtrace import ModelInvocation
+from llmtrace._safety import never_raise
+from llmtrace_llama_index import _extract
+from llmtrace_llama_index._runs import Node, Runs
+from llmtrace_llama_index._span_handler import capture_content, is_control_flow
+
+_IN_PROGRESS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
+_END = (LLMChatEndEvent, LLMCompletionEndEvent)
+
+
+class LlamaIndexEventHandler(BaseEventHandler):
+    """Registered on the root dispatcher next to the span handler; shares its run map."""
+
+    _runs: Runs = PrivateAttr()
+
+    def __init__(self, runs: Runs) -> None:
+        super().__init__()
+        self._runs = runs
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LLMTraceEventHandler"
+
+    @never_raise
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        span_id = event.span_id
+        if not span_id:
+            return
+        if isinstance(event, _IN_PROGRESS):
+            node = self._runs.nodes.get(span_id)  # refreshes the run's expiry: the stream is alive
+            if node is not None:
+                self._chunk(node, event.response)
+        elif isinstance(event, _END):
+            node = self._runs.nodes.peek(span_id)
+            if node is not None:
+                self._end(span_id, node, event.response)
+        elif isinstance(event, ExceptionEvent):
+            node = self._runs.nodes.peek(span_id)
+            if node is not None:
+                self._stream_error(span_id, node, event.exception)
+        elif isinstance(event, EmbeddingEndEvent):
+            node = self._runs.nodes.peek(span_id)
+            invocation = node.effective if node is not None else None
+            if isinstance(invocation, ModelInvocation):
+                invocation.input_count = (invocation.input_count or 0) + len(event.chunks)
+                if invocation.dimension_count is None:
+                    invocation.dimension_count = _extract.embedding_dimension(event.embeddings)
+
+    # ---- model events -------------------------------------------------------------------
+    def _chunk(self, node: Node, response: Any) -> None:
+        invocation = node.invocation
+        if not isinstance(invocation, ModelInvocation):
+            return  # merged inner call: the outer call counts the chunks
+        if invocation.chunk_count == 0:
+            self._runs.forget_pending(node)
+        invocation.chunk()
+        _apply_response(invocation, response, content=False)
+
+    def _end(self, span_id: str, node: Node, response: Any) -> None:
+        invocation = node.effective
+        if not isinstance(invocation, ModelInvocation):
+            return
+        owned = node.invocation is invocation
+        _apply_response(invocation, response, content=owned and capture_content())
+        if owned and node.exited:  # the end of a stream that outlived its dispatcher span
+            self._runs.nodes.pop(span_id)
+            self._runs.forget_pending(node)
+            invocation.stop()
+
+    def _stream_error(self, span_id: str, node: Node, exception: BaseException) -> None:
+        invocation = node.invocation
+        if not isinstance(invocation, ModelInvocation) or not node.exited:
+            return  # errors inside the dispatcher span end it through span drop
+        self._runs.nodes.pop(span_id)
+        self._runs.forget_pending(node)
+        if is_control_flow(exception):  # the consumer closed the stream early
+            invocation.stop()
+        else:
+            invocation.fail(exception)
+
+
+def _apply_response(invocation: ModelInvocation, response: Any, *, content: bool) -> None:
+    """Usage, response id/model and finish reasons of a (possibly partial) response.
+
+    Only values the response reports overwrite earlier ones, so a stream keeps the finish
+    reason of its penultimate chunk and the usage of its last one.
+    """
+    usage = _extract.usage_from_response(response)
+    if usage is not None:
+        invocation.set_usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+        )
+    info = _extract.response_info(response)
+    if info.response_id is not None:
+        invocation.response_id = info.response_id
+    if info.response_model is not None:
+        invocation.response_model = info.response_model
+    if info.finish_reasons is not None:
+        invocation.finish_reasons = info.finish_reasons
+    if content:
+        invocation.output_messages = _extract.output_messages(response, invocation.finish_reasons)

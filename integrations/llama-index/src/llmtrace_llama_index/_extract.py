@@ -1,0 +1,418 @@
+"""Pure functions that read LlamaIndex and provider objects (no telemetry, no state).
+
+Everything here is defensive: provider SDK objects and plain dicts are both accepted, and a
+missing or malformed field yields None rather than an exception or a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from llmtrace import semconv
+
+# (substring of the lower-cased class name, provider name); first match wins, so the more
+# specific names come first.
+_PROVIDERS: tuple[tuple[str, str], ...] = (
+    ("azureopenai", semconv.PROVIDER_AZURE_OPENAI),
+    ("azureaiinference", semconv.PROVIDER_AZURE_INFERENCE),
+    ("bedrock", semconv.PROVIDER_AWS_BEDROCK),
+    ("vertex", semconv.PROVIDER_GCP_VERTEX_AI),
+    ("googlegenai", semconv.PROVIDER_GCP_GEN_AI),
+    ("gemini", semconv.PROVIDER_GCP_GEMINI),
+    ("anthropic", semconv.PROVIDER_ANTHROPIC),
+    ("mistral", semconv.PROVIDER_MISTRAL),
+    ("cohere", semconv.PROVIDER_COHERE),
+    ("deepseek", semconv.PROVIDER_DEEPSEEK),
+    ("groq", semconv.PROVIDER_GROQ),
+    ("perplexity", semconv.PROVIDER_PERPLEXITY),
+    ("watsonx", semconv.PROVIDER_IBM_WATSONX),
+    ("moonshot", semconv.PROVIDER_MOONSHOT),
+    ("xai", semconv.PROVIDER_XAI),
+    ("grok", semconv.PROVIDER_XAI),
+    ("openai", semconv.PROVIDER_OPENAI),
+)
+_SUFFIX = re.compile(r"(functioncallingllm|llm|embedding|embeddings)$")
+_UNKNOWN_MODEL = {"", "unknown", "none"}
+
+
+def get(obj: Any, name: str) -> Any:
+    """``obj.name`` or ``obj[name]``, None if absent (never raises on odd objects)."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def provider_name(component: Any) -> str:
+    """The ``gen_ai.provider.name`` of an LLM or embedding model, from its class.
+
+    Well-known providers map to the conventions' values; any other class gives its own
+    lower-cased name without an ``LLM``/``Embedding`` suffix (``MockLLM`` -> ``mock``).
+    """
+    name = type(component).__name__.lower()
+    for needle, provider in _PROVIDERS:
+        if needle in name:
+            return provider
+    return _SUFFIX.sub("", name) or name
+
+
+def model_name(component: Any) -> str | None:
+    """The model an LLM or embedding model is configured with, if it names one."""
+    for attr in ("model", "model_name", "deployment_name"):
+        value = get(component, attr)
+        if isinstance(value, str) and value.strip().lower() not in _UNKNOWN_MODEL:
+            return value
+    try:
+        value = component.metadata.model_name
+    except Exception:
+        return None
+    if isinstance(value, str) and value.strip().lower() not in _UNKNOWN_MODEL:
+        return value
+    return None
+
+
+def server_address(component: Any) -> tuple[str | None, int | None]:
+    """Host and port of the API base URL an LLM or embedding model calls, if it has one."""
+    for attr in ("api_base", "base_url", "azure_endpoint", "endpoint"):
+        value = get(component, attr)
+        if isinstance(value, str) and "://" in value:
+            try:
+                parsed = urlparse(value)
+                return parsed.hostname, parsed.port
+            except ValueError:
+                return None, None
+    return None, None
+
+
+def unwrap_llm(llm: Any) -> Any:
+    """The LLM that actually calls the provider (``StructuredLLM`` wraps another one)."""
+    inner = get(llm, "llm")
+    if inner is not None and type(inner).__name__ != type(llm).__name__ and hasattr(inner, "metadata"):
+        return inner
+    return llm
+
+
+@dataclass(slots=True)
+class RequestParams:
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop_sequences: list[str] | None = None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def request_params(llm: Any, kwargs: Mapping[str, Any] | None) -> RequestParams:
+    """Request parameters from the call's kwargs, the LLM's ``additional_kwargs`` and its fields."""
+    sources: list[Any] = []
+    if kwargs:
+        sources.append(kwargs)
+    extra = get(llm, "additional_kwargs")
+    if isinstance(extra, Mapping):
+        sources.append(extra)
+    sources.append(llm)
+
+    def first(*names: str) -> Any:
+        for source in sources:
+            for name in names:
+                value = get(source, name)
+                if value is not None:
+                    return value
+        return None
+
+    params = RequestParams(
+        temperature=_number(first("temperature")),
+        max_tokens=_integer(first("max_tokens", "max_completion_tokens", "max_new_tokens")),
+        top_p=_number(first("top_p")),
+        top_k=_integer(first("top_k")),
+        seed=_integer(first("seed")),
+        frequency_penalty=_number(first("frequency_penalty")),
+        presence_penalty=_number(first("presence_penalty")),
+    )
+    stop = first("stop", "stop_sequences")
+    if isinstance(stop, str):
+        params.stop_sequences = [stop]
+    elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):
+        params.stop_sequences = list(stop)
+    return params
+
+
+# --------------------------------------------------------------------------------------
+# Responses: usage, ids, finish reasons
+# --------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class UsageCounts:
+    """Token counts in the conventions' sense: input includes cache reads and writes."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def usage_from_raw(raw: Any) -> UsageCounts | None:
+    """Usage from an OpenAI- (chat completions or responses) or Anthropic-style raw response.
+
+    OpenAI reports ``prompt_tokens`` including cached ones (``prompt_tokens_details``);
+    Anthropic reports ``input_tokens`` excluding cache reads and writes, so those are added.
+    """
+    usage = get(raw, "usage")
+    if usage is None:
+        return None
+    prompt = _count(get(usage, "prompt_tokens"))
+    if prompt is not None or get(usage, "completion_tokens") is not None:
+        details = get(usage, "prompt_tokens_details")
+        out_details = get(usage, "completion_tokens_details")
+        return UsageCounts(
+            input_tokens=prompt,
+            output_tokens=_count(get(usage, "completion_tokens")),
+            cache_read_tokens=_count(get(details, "cached_tokens")),
+            reasoning_tokens=_count(get(out_details, "reasoning_tokens")),
+        )
+    input_tokens = _count(get(usage, "input_tokens"))
+    output_tokens = _count(get(usage, "output_tokens"))
+    if input_tokens is None and output_tokens is None:
+        return None
+    cache_read = _count(get(usage, "cache_read_input_tokens"))
+    cache_write = _count(get(usage, "cache_creation_input_tokens"))
+    if cache_read is not None or cache_write is not None:  # Anthropic
+        total = None if input_tokens is None else input_tokens + (cache_read or 0) + (cache_write or 0)
+        return UsageCounts(
+            input_tokens=total,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        )
+    in_details = get(usage, "input_tokens_details")  # OpenAI responses API
+    out_details = get(usage, "output_tokens_details")
+    return UsageCounts(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=_count(get(in_details, "cached_tokens")),
+        reasoning_tokens=_count(get(out_details, "reasoning_tokens")),
+    )
+
+
+def usage_from_response(response: Any) -> UsageCounts | None:
+    """Usage of a LlamaIndex ``ChatResponse``/``CompletionResponse``: the raw response first,
+    then the ``prompt_tokens``/``completion_tokens`` some integrations copy to ``additional_kwargs``."""
+    counts = usage_from_raw(get(response, "raw"))
+    if counts is not None:
+        return counts
+    extra = get(response, "additional_kwargs")
+    if isinstance(extra, Mapping) and ("prompt_tokens" in extra or "completion_tokens" in extra):
+        prompt, completion = _count(extra.get("prompt_tokens")), _count(extra.get("completion_tokens"))
+        if prompt is not None or completion is not None:
+            return UsageCounts(input_tokens=prompt, output_tokens=completion)
+    return None
+
+
+@dataclass(slots=True)
+class ResponseInfo:
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: list[str] | None = None
+
+
+def response_info(response: Any) -> ResponseInfo:
+    """Response id, model and finish reasons from the raw response of a ``ChatResponse``."""
+    raw = get(response, "raw")
+    info = ResponseInfo()
+    if raw is None:
+        return info
+    response_id = get(raw, "id")
+    if isinstance(response_id, str):
+        info.response_id = response_id
+    model = get(raw, "model")
+    if isinstance(model, str) and model:
+        info.response_model = model
+    reasons: list[str] = []
+    choices = get(raw, "choices")
+    if isinstance(choices, Sequence):
+        for choice in choices:
+            reason = get(choice, "finish_reason")
+            if isinstance(reason, str) and reason:
+                reasons.append(reason)
+    stop_reason = get(raw, "stop_reason")  # Anthropic
+    if isinstance(stop_reason, str) and stop_reason:
+        reasons.append(stop_reason)
+    status = get(raw, "status")  # OpenAI responses API
+    if not reasons and get(raw, "object") == "response" and isinstance(status, str):
+        reasons.append(status)
+    if reasons:
+        info.finish_reasons = reasons
+    return info
+
+
+# --------------------------------------------------------------------------------------
+# Content: messages and documents in the conventions' JSON shapes
+# --------------------------------------------------------------------------------------
+def _role(message: Any) -> str:
+    role = get(message, "role")
+    value = get(role, "value")
+    if isinstance(value, str):
+        return value
+    return role if isinstance(role, str) else "user"
+
+
+def _arguments(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def message_parts(message: Any) -> list[dict[str, Any]]:
+    """The ``parts`` of one LlamaIndex ``ChatMessage``: text, tool calls, tool responses."""
+    parts: list[dict[str, Any]] = []
+    role = _role(message)
+    extra = get(message, "additional_kwargs")
+    blocks = get(message, "blocks")
+    text_parts: list[str] = []
+    if isinstance(blocks, Iterable):
+        for block in blocks:
+            kind = get(block, "block_type")
+            if kind == "text":
+                text = get(block, "text")
+                if isinstance(text, str) and text:
+                    text_parts.append(text)
+            elif kind == "tool_call":
+                parts.append(
+                    {
+                        "type": "tool_call",
+                        "id": get(block, "tool_call_id"),
+                        "name": get(block, "tool_name"),
+                        "arguments": _arguments(get(block, "tool_kwargs")),
+                    }
+                )
+            elif kind == "thinking":
+                content = get(block, "content")
+                if isinstance(content, str) and content:
+                    parts.append({"type": "reasoning", "content": content})
+            elif isinstance(kind, str):
+                parts.append({"type": kind})
+    else:
+        content = get(message, "content")
+        if isinstance(content, str) and content:
+            text_parts.append(content)
+    text = "".join(text_parts)
+    if role == "tool":
+        call_id = get(extra, "tool_call_id") if isinstance(extra, Mapping) else None
+        return [{"type": "tool_call_response", "id": call_id, "response": text}]
+    if text:
+        parts.insert(0, {"type": "text", "content": text})
+    if isinstance(extra, Mapping) and not any(p["type"] == "tool_call" for p in parts):
+        for call in extra.get("tool_calls") or ():
+            function = get(call, "function")
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": get(call, "id"),
+                    "name": get(function, "name"),
+                    "arguments": _arguments(get(function, "arguments")),
+                }
+            )
+    return parts
+
+
+def input_messages(messages: Iterable[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """Chat messages as convention input messages, with system messages split out as instructions."""
+    result: list[dict[str, Any]] = []
+    system: list[dict[str, Any]] = []
+    for message in messages:
+        parts = message_parts(message)
+        if _role(message) == "system":
+            system.extend(parts)
+        else:
+            result.append({"role": _role(message), "parts": parts})
+    return result, (system or None)
+
+
+def prompt_messages(prompt: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "parts": [{"type": "text", "content": prompt}]}]
+
+
+def output_messages(response: Any, finish_reasons: Sequence[str] | None) -> list[dict[str, Any]]:
+    """A chat or completion response as convention output messages."""
+    message = get(response, "message")
+    if message is not None:
+        parts = message_parts(message)
+        role = _role(message)
+    else:
+        text = get(response, "text")
+        parts = [{"type": "text", "content": text}] if isinstance(text, str) else []
+        role = "assistant"
+    entry: dict[str, Any] = {"role": role, "parts": parts}
+    entry["finish_reason"] = finish_reasons[0] if finish_reasons else "stop"
+    return [entry]
+
+
+def documents(nodes: Any, with_content: bool) -> list[dict[str, Any]]:
+    """Retrieved ``NodeWithScore`` objects as ``[{"id", "score", "content"}]`` (content only if asked)."""
+    result: list[dict[str, Any]] = []
+    if not isinstance(nodes, Iterable):
+        return result
+    for item in nodes:
+        node = get(item, "node") or item
+        doc: dict[str, Any] = {"id": get(node, "node_id") or get(node, "id_")}
+        score = get(item, "score")
+        if isinstance(score, (int, float)) and not isinstance(score, bool):
+            doc["score"] = float(score)
+        if with_content:
+            try:
+                doc["content"] = node.get_content()
+            except Exception:
+                text = get(node, "text")
+                if isinstance(text, str):
+                    doc["content"] = text
+        result.append(doc)
+    return result
+
+
+def query_text(value: Any) -> str | None:
+    """The text of a query string or ``QueryBundle``."""
+    if isinstance(value, str):
+        return value
+    text = get(value, "query_str")
+    return text if isinstance(text, str) else None
+
+
+def embedding_dimension(embeddings: Any) -> int | None:
+    """Length of the first vector (only the length is ever read)."""
+    if isinstance(embeddings, Sequence) and embeddings:
+        first = embeddings[0]
+        if isinstance(first, Sequence):
+            return len(first)
+    return None

@@ -1,0 +1,427 @@
+"""Dispatcher span handler: starts and ends invocations as LlamaIndex enters and leaves methods.
+
+What becomes which span (see ``_classify``):
+
+- ``LLM.chat/achat/stream_chat/astream_chat`` -> ``chat {model}``; ``complete`` family ->
+  ``text_completion {model}``. ``predict``, ``structured_predict`` and the other wrappers get
+  no span: the model call they make is the one model span. A model call made inside another
+  one (``MockLLM.chat`` -> ``complete``, ``StructuredLLM.chat`` -> inner LLM) is merged into
+  the outer span: one span, one usage record.
+- embedding methods -> ``embeddings {model}``; ``retrieve`` -> ``retrieval {data source}``.
+- query and chat engines, ``Workflow.run`` -> ``invoke_workflow {class}``.
+- agents (``FunctionAgent``, ``ReActAgent``...) ``run`` -> ``invoke_agent {name}``; in an
+  ``AgentWorkflow`` each acting agent gets its own ``invoke_agent`` span under the workflow.
+- the ``call_tool`` step (or ``BaseTool.call/acall`` outside an agent) -> ``execute_tool {tool}``.
+
+A streamed model call outlives its dispatcher span: it ends on the stream's end or error
+event (``_event_handler``), or, if abandoned, when the bounded run map evicts it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from llama_index_instrumentation.span.base import BaseSpan
+from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
+from pydantic import PrivateAttr
+
+from llmtrace import (
+    AgentInvocation,
+    Invocation,
+    ModelInvocation,
+    RetrievalInvocation,
+    ToolInvocation,
+    semconv,
+)
+from llmtrace._safety import never_raise
+from llmtrace._settings import settings
+from llmtrace_llama_index import _extract
+from llmtrace_llama_index._classify import Kind, classify, is_multi_agent, is_stream, method_name
+from llmtrace_llama_index._runs import Node, Runs, RunState, end_run_children
+
+# Exceptions that end a span normally: workflow control flow and a consumer closing a stream.
+_CONTROL_FLOW_NAMES = frozenset(
+    {
+        "WorkflowDone",
+        "WorkflowCancelledByUser",
+        "WaitingForEvent",
+        "GeneratorExit",
+        "StopIteration",
+        "StopAsyncIteration",
+    }
+)
+
+
+def is_control_flow(err: BaseException | None) -> bool:
+    return err is not None and any(cls.__name__ in _CONTROL_FLOW_NAMES for cls in type(err).__mro__)
+
+
+def capture_content() -> bool:
+    """Whether content is captured anywhere (content is never built otherwise)."""
+    mode = settings.content.mode
+    return mode.on_span or mode.on_event
+
+
+def _argument(bound_args: inspect.BoundArguments | None, name: str) -> Any:
+    if bound_args is None:
+        return None
+    return bound_args.arguments.get(name)
+
+
+class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
+    """Registered on the root dispatcher by :class:`~llmtrace_llama_index.LlamaIndexInstrumentor`.
+
+    Keeps nothing in the base class's ``open_spans`` (always returns None): open runs live
+    in the bounded :class:`~llmtrace_llama_index._runs.Runs` map.
+    """
+
+    _runs: Runs = PrivateAttr()
+
+    def __init__(self, runs: Runs) -> None:
+        super().__init__()
+        self._runs = runs
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LLMTraceSpanHandler"
+
+    @property
+    def runs(self) -> Runs:
+        return self._runs
+
+    # ---- BaseSpanHandler API (each never raises) ------------------------------------
+    @never_raise
+    def new_span(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        parent_span_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> BaseSpan | None:
+        self._enter(id_, bound_args, instance, parent_span_id)
+        return None
+
+    @never_raise
+    def prepare_to_exit_span(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        result: Any | None = None,
+        **kwargs: Any,
+    ) -> BaseSpan | None:
+        self._exit(id_, bound_args, result)
+        return None
+
+    @never_raise
+    def prepare_to_drop_span(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        err: BaseException | None = None,
+        **kwargs: Any,
+    ) -> BaseSpan | None:
+        self._drop(id_, err)
+        return None
+
+    @never_raise
+    def close(self) -> None:
+        self._runs.clear(semconv.EVICTED_SHUTDOWN)
+
+    # ---- entering ---------------------------------------------------------------------
+    def _enter(
+        self, id_: str, bound_args: inspect.BoundArguments, instance: Any, parent_id: str | None
+    ) -> None:
+        runs = self._runs
+        kind = classify(id_, instance)
+        parent_node = runs.nodes.get(parent_id) if parent_id else None
+        parent = parent_node.effective if parent_node is not None else None
+        run = parent_node.run if parent_node is not None else None
+        instance_id = id(instance) if instance is not None else None
+
+        if kind in (Kind.CHAT, Kind.COMPLETION) and parent_node is None:
+            outer = runs.pending_stream(instance_id)
+            if outer is not None:
+                parent_node, parent, run = outer, outer.invocation, outer.run
+        if kind in (Kind.CHAT, Kind.COMPLETION, Kind.EMBEDDING) and isinstance(parent, ModelInvocation):
+            # a model call inside another one: one span, one usage record
+            node = Node(kind, None, parent, instance_id, run, merged=True)
+        elif parent_node is not None and instance_id is not None and parent_node.owner_id == instance_id:
+            node = Node(Kind.OTHER, None, parent, instance_id, run)  # the component's inner method
+        elif kind is Kind.TOOL and isinstance(parent, ToolInvocation):
+            node = Node(Kind.OTHER, None, parent, instance_id, run)  # the tool behind a call_tool step
+        elif kind is Kind.STEP:
+            node = self._enter_step(id_, bound_args, parent, run)
+        elif kind is Kind.OTHER:
+            if parent is None and run is None:
+                return  # plumbing outside any operation: nothing to parent
+            node = Node(kind, None, parent, parent_node.owner_id if parent_node else None, run)
+        else:
+            invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run)
+            if run is not None and child_run is run:
+                run.children.append(invocation)  # ended with the run if still open then
+            node = Node(kind, invocation, parent, instance_id, child_run)
+            runs.attach(node)
+        runs.nodes.put(id_, node)
+
+    def _start(
+        self,
+        kind: Kind,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any,
+        parent: Invocation | None,
+        run: RunState | None,
+    ) -> tuple[Invocation, RunState | None]:
+        handler = self._runs.handler
+        capture = capture_content()
+        if kind in (Kind.CHAT, Kind.COMPLETION):
+            return self._start_model(kind, id_, bound_args, instance, parent, capture), run
+        if kind is Kind.EMBEDDING:
+            host, port = _extract.server_address(instance)
+            invocation = handler.start_embeddings(
+                _extract.model_name(instance),
+                provider=_extract.provider_name(instance),
+                parent=parent,
+                server_address=host,
+                server_port=port,
+            )
+            return invocation, run
+        if kind is Kind.RETRIEVAL:
+            store = _extract.get(instance, "_vector_store")
+            source = type(store).__name__ if store is not None else type(instance).__name__
+            top_k = _extract.get(instance, "similarity_top_k") or _extract.get(instance, "_similarity_top_k")
+            retrieval = handler.start_retrieval(
+                source, top_k=top_k if isinstance(top_k, int) else None, parent=parent
+            )
+            if capture:
+                retrieval.query = _extract.query_text(_argument(bound_args, "str_or_query_bundle"))
+            return retrieval, run
+        if kind in (Kind.QUERY_ENGINE, Kind.CHAT_ENGINE):
+            workflow = handler.start_workflow(type(instance).__name__, parent=parent)
+            if capture:
+                text = _extract.query_text(_argument(bound_args, "str_or_query_bundle")) or _argument(
+                    bound_args, "message"
+                )
+                if isinstance(text, str):
+                    workflow.input_messages = _extract.prompt_messages(text)
+            return workflow, run
+        if kind is Kind.TOOL:
+            metadata = _extract.get(instance, "metadata")
+            name = _extract.get(metadata, "name") or type(instance).__name__
+            description = _extract.get(metadata, "description")
+            tool = handler.start_tool(
+                str(name), description=description if isinstance(description, str) else None, parent=parent
+            )
+            if capture:
+                tool.arguments = _argument(bound_args, "kwargs") or _argument(bound_args, "args")
+            return tool, run
+        if kind is Kind.AGENT_RUN:
+            llm = _extract.get(instance, "llm")
+            description = _extract.get(instance, "description")
+            agent = handler.start_agent(
+                _agent_name(instance),
+                description=description if isinstance(description, str) else None,
+                request_model=_extract.model_name(_extract.unwrap_llm(llm)) if llm is not None else None,
+                parent=parent,
+            )
+            return agent, RunState(agent, agent=agent, agent_name=agent.name, workflow=instance)
+        # Kind.WORKFLOW_RUN
+        workflow = handler.start_workflow(type(instance).__name__, parent=parent)
+        return workflow, RunState(workflow, multi_agent=is_multi_agent(instance), workflow=instance)
+
+    def _start_model(
+        self,
+        kind: Kind,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any,
+        parent: Invocation | None,
+        capture: bool,
+    ) -> ModelInvocation:
+        handler = self._runs.handler
+        llm = _extract.unwrap_llm(instance)
+        host, port = _extract.server_address(llm)
+        start = handler.start_chat if kind is Kind.CHAT else handler.start_text_completion
+        invocation = start(
+            _extract.model_name(llm),
+            provider=_extract.provider_name(llm),
+            parent=parent,
+            stream=is_stream(method_name(id_)),
+            server_address=host,
+            server_port=port,
+        )
+        call_kwargs = _argument(bound_args, "kwargs")
+        params = _extract.request_params(llm, call_kwargs if isinstance(call_kwargs, dict) else None)
+        invocation.temperature = params.temperature
+        invocation.max_tokens = params.max_tokens
+        invocation.top_p = params.top_p
+        invocation.top_k = params.top_k
+        invocation.seed = params.seed
+        invocation.frequency_penalty = params.frequency_penalty
+        invocation.presence_penalty = params.presence_penalty
+        invocation.stop_sequences = params.stop_sequences
+        if capture:
+            messages = _argument(bound_args, "messages")
+            if messages is not None:
+                invocation.input_messages, invocation.system_instructions = _extract.input_messages(messages)
+            else:
+                prompt = _argument(bound_args, "prompt")
+                if isinstance(prompt, str):
+                    invocation.input_messages = _extract.prompt_messages(prompt)
+        return invocation
+
+    def _enter_step(
+        self, id_: str, bound_args: inspect.BoundArguments, parent: Invocation | None, run: RunState | None
+    ) -> Node:
+        if run is None:
+            return Node(Kind.STEP, None, parent, None, None)
+        step = method_name(id_)
+        event = _argument(bound_args, "ev")
+        if run.multi_agent and step in ("setup_agent", "run_agent_step"):
+            self._switch_agent(run, _extract.get(event, "current_agent_name"))
+        if step == "call_tool" and isinstance(_extract.get(event, "tool_name"), str):
+            tool = self._runs.handler.start_tool(
+                event.tool_name, call_id=_extract.get(event, "tool_id") or None, parent=run.current
+            )
+            if capture_content():
+                tool.arguments = _extract.get(event, "tool_kwargs")
+            run.children.append(tool)
+            node = Node(Kind.TOOL, tool, run.current, None, run)
+            self._runs.attach(node)
+            return node
+        return Node(Kind.STEP, None, run.current, None, run)
+
+    def _switch_agent(self, run: RunState, name: Any) -> None:
+        if not isinstance(name, str) or name == run.agent_name:
+            return
+        if run.agent is not None and run.agent is not run.invocation:
+            run.agent.stop()
+        agent_obj = _extract.get(_extract.get(run.workflow, "agents"), name)
+        llm = _extract.get(agent_obj, "llm")
+        description = _extract.get(agent_obj, "description")
+        run.agent = self._runs.handler.start_agent(
+            name,
+            description=description if isinstance(description, str) else None,
+            request_model=_extract.model_name(_extract.unwrap_llm(llm)) if llm is not None else None,
+            parent=run.invocation,
+        )
+        run.agent_name = name
+
+    # ---- leaving ----------------------------------------------------------------------
+    def _exit(self, id_: str, bound_args: inspect.BoundArguments, result: Any) -> None:
+        # the node leaves the map only once handled: if handling fails, eviction still ends its span
+        nodes = self._runs.nodes
+        node = nodes.peek(id_)
+        if node is None:
+            return
+        node.exited = True
+        self._runs.detach(node)
+        invocation = node.invocation
+        if invocation is None:
+            if node.kind is Kind.STEP and node.run is not None:
+                _record_step(node.run, method_name(id_), result)
+            nodes.pop(id_)
+            return
+        streaming = inspect.isgenerator(result) or inspect.isasyncgen(result)
+        if isinstance(invocation, ModelInvocation) and streaming:
+            if node.owner_id is not None:
+                self._runs.pending_streams[node.owner_id] = id_
+            return  # a stream: ends on its end event, or by eviction if abandoned
+        _finish(node, invocation, result)
+        nodes.pop(id_)
+
+    def _drop(self, id_: str, err: BaseException | None) -> None:
+        nodes = self._runs.nodes
+        node = nodes.peek(id_)
+        if node is None:
+            return
+        node.exited = True
+        self._runs.detach(node)
+        invocation = node.invocation
+        if invocation is not None:
+            run = node.run
+            owns_run = run is not None and run.invocation is invocation
+            if err is None or is_control_flow(err):
+                if owns_run and run is not None:
+                    end_run_children(run, lambda child: child.stop())
+                invocation.stop()
+            else:
+                if owns_run and run is not None:
+                    end_run_children(run, lambda child: child.fail(err))
+                invocation.fail(err)
+        nodes.pop(id_)
+
+
+def _agent_name(instance: Any) -> str:
+    name = _extract.get(instance, "name")
+    return name if isinstance(name, str) and name else type(instance).__name__
+
+
+def _record_step(run: RunState, step: str, result: Any) -> None:
+    """Agent step events from the outputs of the agent's workflow steps."""
+    agent = run.agent
+    if agent is None or step != "run_agent_step":
+        return
+    tool_calls = _extract.get(result, "tool_calls")
+    if tool_calls:
+        for call in tool_calls:
+            agent.step(
+                semconv.STEP_ACTION,
+                tool_name=_extract.get(call, "tool_name"),
+                tool_call_id=_extract.get(call, "tool_id") or None,
+            )
+    elif result is not None:
+        agent.step(semconv.STEP_FINAL)
+
+
+def _finish(node: Node, invocation: Invocation, result: Any) -> None:
+    """End an owned invocation when its dispatcher span returns ``result``."""
+    capture = capture_content()
+    if isinstance(invocation, RetrievalInvocation):
+        invocation.documents = _extract.documents(result, capture)
+    elif isinstance(invocation, ToolInvocation):
+        output = _extract.get(result, "tool_output") or result  # ToolCallResult or ToolOutput
+        run = node.run
+        if run is not None and isinstance(run.agent, AgentInvocation) and result is not None:
+            run.agent.step(
+                semconv.STEP_OBSERVATION, tool_name=invocation.name, tool_call_id=invocation.call_id
+            )
+        if _extract.get(output, "is_error") is True:
+            exception = _extract.get(output, "exception")
+            invocation.fail(exception if isinstance(exception, BaseException) else "tool_error")
+            return
+        if capture:
+            content = _extract.get(output, "content")
+            invocation.result = content if content is not None else _safe_str(output)
+    elif node.run is not None and node.run.invocation is invocation:
+        end_run_children(node.run, lambda child: child.stop())
+        if capture:
+            final = _extract.get(result, "result")  # StopEvent
+            _set_output(invocation, final if final is not None else result)
+    elif node.kind in (Kind.QUERY_ENGINE, Kind.CHAT_ENGINE) and capture:
+        _set_output(invocation, result)
+    invocation.stop()
+
+
+def _set_output(invocation: Invocation, result: Any) -> None:
+    text = _extract.get(result, "response")
+    message = _extract.get(text, "content") if text is not None and not isinstance(text, str) else text
+    value = message if isinstance(message, str) else _safe_str(result)
+    if value is not None and hasattr(invocation, "output_messages"):
+        invocation.output_messages = [
+            {"role": "assistant", "parts": [{"type": "text", "content": value}], "finish_reason": "stop"}
+        ]
+
+
+def _safe_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(value)
+    except Exception:
+        return None

@@ -1,0 +1,412 @@
+"""``llmtrace.configure()``: providers, exporters and content policy in one call.
+
+Standard OpenTelemetry environment variables come first (``OTEL_SERVICE_NAME``,
+``OTEL_EXPORTER_OTLP_*``, ``OTEL_TRACES_EXPORTER``, ``OTEL_SDK_DISABLED``,
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``); ``LLMTRACE_*`` variables only where
+OTel has none. Keyword arguments override the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+
+from llmtrace import semconv
+from llmtrace._content import DEFAULT_MAX_ATTRIBUTE_LENGTH, ContentPolicy, parse_capture_mode
+from llmtrace._exporters import CountingBatchSpanProcessor, CountingSpanExporter, ExportStats, jsonl_exporters
+from llmtrace._settings import env_flag, settings
+from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
+
+logger = logging.getLogger("llmtrace")
+
+Protocol = Literal["grpc", "http/protobuf"]
+KNOWN_EXPORTERS = frozenset({"otlp", "console", "jsonl", "none"})
+DEFAULT_JSONL_PATH = ".llmtrace/traces.jsonl"
+
+
+@dataclass
+class Pipeline:
+    """What configure() set up. ``owns_providers`` is False when an existing provider was reused."""
+
+    tracer_provider: trace.TracerProvider
+    meter_provider: metrics.MeterProvider
+    logger_provider: _logs.LoggerProvider
+    exporters: tuple[str, ...]
+    owns_providers: bool
+    stats: ExportStats = field(default_factory=ExportStats)
+    _shutdown_callbacks: list[Callable[[], Any]] = field(default_factory=list)
+
+    def force_flush(self, timeout_millis: int = 10_000) -> None:
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None:
+                try:
+                    flush(timeout_millis)
+                except Exception:
+                    logger.debug("llmtrace: force_flush failed", exc_info=True)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporting (bounded by the export timeout, even with a dead collector)."""
+        if not self.owns_providers:
+            return
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            stop = getattr(provider, "shutdown", None)
+            if stop is not None:
+                try:
+                    stop()
+                except Exception:
+                    logger.debug("llmtrace: shutdown failed", exc_info=True)
+        for callback in self._shutdown_callbacks:
+            callback()
+
+
+_lock = threading.Lock()
+_active: Pipeline | None = None
+_usage_log_sink = LogUsageSink()
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    exporters: str | Sequence[str] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: Protocol | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
+    otlp_insecure: bool | None = None,
+    otlp_timeout_s: float | None = None,
+    jsonl_path: str | os.PathLike[str] | None = None,
+    capture_content: str | bool | None = None,
+    max_attribute_length: int | None = None,
+    redact: Callable[[str, Any], Any] | None = None,
+    max_queue_size: int = 2048,
+    max_export_batch_size: int = 512,
+    schedule_delay_ms: float = 1000,
+    export_timeout_ms: float = 5000,
+    metric_export_interval_ms: float = 30_000,
+    prometheus_port: int | None = None,
+    resource_attributes: Mapping[str, str] | None = None,
+    log_usage: bool | None = None,
+    run_ttl_s: float | None = None,
+    max_open_runs: int | None = None,
+    tracer_provider: TracerProvider | None = None,
+    set_global: bool = True,
+) -> Pipeline:
+    """Set up tracing, metrics and events for llmtrace (and anything else using OTel).
+
+    Args:
+        service_name: ``service.name``; default ``OTEL_SERVICE_NAME``, then ``"llmtrace-app"``.
+        exporters: any of ``"otlp"``, ``"console"``, ``"jsonl"``, ``"none"``. Default:
+            ``OTEL_TRACES_EXPORTER`` if set; else ``otlp`` when ``OTEL_EXPORTER_OTLP_ENDPOINT``
+            (or ``..._TRACES_ENDPOINT``) is set; else ``console``.
+        otlp_endpoint, otlp_protocol, otlp_headers, otlp_insecure, otlp_timeout_s: OTLP
+            settings; unset ones come from the standard ``OTEL_EXPORTER_OTLP_*`` variables. The
+            protocol defaults to ``OTEL_EXPORTER_OTLP_PROTOCOL``, else gRPC for an endpoint on
+            port 4317, else ``http/protobuf``.
+        jsonl_path: file for the ``jsonl`` exporter (``LLMTRACE_JSONL_PATH``, default
+            ``.llmtrace/traces.jsonl``): one JSON line per span and per event.
+        capture_content: ``NO_CONTENT`` (default), ``SPAN_ONLY``, ``EVENT_ONLY`` or
+            ``SPAN_AND_EVENT``; default ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+        max_attribute_length: size limit of one content attribute, in characters.
+        redact: ``redact(attribute_key, structured_value) -> value`` applied to captured content.
+        max_queue_size, max_export_batch_size, schedule_delay_ms, export_timeout_ms: batch
+            export settings. Spans beyond the queue are dropped and counted, never waited for.
+        metric_export_interval_ms: how often metrics are pushed over OTLP.
+        prometheus_port: also serve metrics for Prometheus on this port (extra ``prometheus``).
+        log_usage: write one JSON line per model call to the ``llmtrace.usage`` logger
+            (``LLMTRACE_LOG_USAGE``).
+        run_ttl_s, max_open_runs: bounds of the integrations' open-run maps.
+        tracer_provider: an SDK provider of your own to add llmtrace's exporters to.
+        set_global: install the providers as the global OTel providers (default True).
+
+    If a global SDK TracerProvider already exists (set up by you or another library) and no
+    ``tracer_provider`` is passed, configure() adds nothing to it: llmtrace's spans go to
+    that provider's pipeline. With ``OTEL_SDK_DISABLED=true`` everything is a no-op.
+    """
+    global _active
+    _apply_settings(capture_content, max_attribute_length, redact, run_ttl_s, max_open_runs)
+    if log_usage if log_usage is not None else env_flag("LLMTRACE_LOG_USAGE"):
+        add_usage_sink(_usage_log_sink)
+    else:
+        remove_usage_sink(_usage_log_sink)
+
+    if settings.disabled:
+        return Pipeline(
+            trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), _logs.NoOpLoggerProvider(), (), False
+        )
+
+    with _lock:
+        existing = trace.get_tracer_provider()
+        if tracer_provider is None and set_global and isinstance(existing, TracerProvider):
+            if _active is not None and _active.tracer_provider is existing:
+                logger.warning("llmtrace.configure() was already called; keeping the first pipeline")
+                return _active
+            logger.info(
+                "llmtrace: a global TracerProvider already exists; using it as is (no exporters added)"
+            )
+            _active = Pipeline(
+                existing, metrics.get_meter_provider(), _logs.get_logger_provider(), (), owns_providers=False
+            )
+            return _active
+
+        names = _exporter_names(exporters)
+        resource = Resource.create(
+            {**(resource_attributes or {}), semconv.SERVICE_NAME: _service_name(service_name)}
+        )
+        owns = tracer_provider is None
+        provider = tracer_provider or TracerProvider(resource=resource, shutdown_on_exit=False)
+        log_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        readers: list[MetricReader] = []
+        pipeline = Pipeline(
+            provider,
+            metrics.NoOpMeterProvider(),  # replaced below
+            log_provider,
+            tuple(names),
+            owns_providers=owns,
+        )
+
+        def add_span_exporter(exporter: SpanExporter) -> None:
+            counted = CountingSpanExporter(exporter, pipeline.stats)
+            provider.add_span_processor(
+                CountingBatchSpanProcessor(
+                    counted,
+                    pipeline.stats,
+                    max_queue_size=max_queue_size,
+                    schedule_delay_millis=schedule_delay_ms,
+                    max_export_batch_size=max_export_batch_size,
+                    export_timeout_millis=export_timeout_ms,
+                )
+            )
+
+        def add_log_exporter(exporter: LogRecordExporter) -> None:
+            log_provider.add_log_record_processor(
+                BatchLogRecordProcessor(
+                    exporter,
+                    max_queue_size=max_queue_size,
+                    max_export_batch_size=min(max_export_batch_size, max_queue_size),
+                    schedule_delay_millis=schedule_delay_ms,
+                    export_timeout_millis=export_timeout_ms,
+                )
+            )
+
+        if "otlp" in names:
+            otlp = _OtlpSettings.resolve(
+                otlp_endpoint, otlp_protocol, otlp_headers, otlp_insecure, otlp_timeout_s, export_timeout_ms
+            )
+            add_span_exporter(otlp.span_exporter())
+            add_log_exporter(otlp.log_exporter())
+            readers.append(
+                PeriodicExportingMetricReader(
+                    otlp.metric_exporter(),
+                    export_interval_millis=metric_export_interval_ms,
+                    export_timeout_millis=export_timeout_ms,
+                )
+            )
+        if "console" in names:
+            add_span_exporter(ConsoleSpanExporter())
+        if "jsonl" in names:
+            path = jsonl_path or os.environ.get("LLMTRACE_JSONL_PATH") or DEFAULT_JSONL_PATH
+            span_exporter, log_exporter = jsonl_exporters(path)
+            add_span_exporter(span_exporter)
+            add_log_exporter(log_exporter)
+        if prometheus_port is not None:
+            readers.append(_prometheus_reader(prometheus_port))
+
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+        pipeline.meter_provider = meter_provider
+        if set_global:
+            if owns:
+                trace.set_tracer_provider(provider)
+            metrics.set_meter_provider(meter_provider)
+            _logs.set_logger_provider(log_provider)
+            _active = pipeline
+            _register_atexit()
+        return pipeline
+
+
+def active_pipeline() -> Pipeline | None:
+    return _active
+
+
+def export_stats() -> dict[str, int]:
+    """Counts of exported, failed and dropped spans of the pipeline configure() set up."""
+    pipeline = _active
+    return pipeline.stats.snapshot() if pipeline is not None else ExportStats().snapshot()
+
+
+def shutdown() -> None:
+    """Flush and shut down the configured pipeline (also done automatically at exit)."""
+    pipeline = _active
+    if pipeline is not None:
+        pipeline.shutdown()
+
+
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        import atexit
+
+        atexit.register(shutdown)
+        _atexit_registered = True
+
+
+def _apply_settings(
+    capture_content: str | bool | None,
+    max_attribute_length: int | None,
+    redact: Callable[[str, Any], Any] | None,
+    run_ttl_s: float | None,
+    max_open_runs: int | None,
+) -> None:
+    settings.disabled = env_flag("OTEL_SDK_DISABLED")
+    base = ContentPolicy.from_env()
+    mode = parse_capture_mode(capture_content) if capture_content is not None else base.mode
+    length = max_attribute_length if max_attribute_length is not None else DEFAULT_MAX_ATTRIBUTE_LENGTH
+    if length < 64:
+        raise ValueError(f"max_attribute_length must be at least 64, got {length}")
+    settings.content = ContentPolicy(mode=mode, max_attribute_length=length, redact=redact)
+    if run_ttl_s is not None:
+        if run_ttl_s <= 0:
+            raise ValueError(f"run_ttl_s must be positive, got {run_ttl_s}")
+        settings.run_ttl_s = run_ttl_s
+    if max_open_runs is not None:
+        if max_open_runs < 1:
+            raise ValueError(f"max_open_runs must be at least 1, got {max_open_runs}")
+        settings.max_open_runs = max_open_runs
+
+
+def _service_name(name: str | None) -> str:
+    return name or os.environ.get("OTEL_SERVICE_NAME") or "llmtrace-app"
+
+
+def _exporter_names(exporters: str | Sequence[str] | None) -> list[str]:
+    if exporters is None:
+        env = os.environ.get("OTEL_TRACES_EXPORTER", "").strip()
+        if env:
+            exporters = env
+        elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ):
+            exporters = ["otlp"]
+        else:
+            exporters = ["console"]
+    if isinstance(exporters, str):
+        exporters = exporters.split(",")
+    names = [name.strip().lower() for name in exporters if name.strip()]
+    unknown = sorted(set(names) - KNOWN_EXPORTERS)
+    if unknown:
+        raise ValueError(f"unknown exporter(s) {unknown}; choose from {sorted(KNOWN_EXPORTERS)}")
+    return [name for name in names if name != "none"]
+
+
+@dataclass(frozen=True)
+class _OtlpSettings:
+    endpoint: str | None
+    protocol: Protocol
+    headers: Mapping[str, str] | None
+    insecure: bool | None
+    timeout_s: float
+
+    @classmethod
+    def resolve(
+        cls,
+        endpoint: str | None,
+        protocol: Protocol | None,
+        headers: Mapping[str, str] | None,
+        insecure: bool | None,
+        timeout_s: float | None,
+        export_timeout_ms: float,
+    ) -> _OtlpSettings:
+        env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        if protocol is None:
+            env_protocol = (
+                os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or ""
+            ).strip()
+            if env_protocol in ("grpc", "http/protobuf"):
+                protocol = env_protocol  # type: ignore[assignment]
+            elif env_protocol:
+                raise ValueError(
+                    f"OTEL_EXPORTER_OTLP_PROTOCOL={env_protocol!r} is not supported; "
+                    "use grpc or http/protobuf"
+                )
+            else:
+                port = urlparse(endpoint or env_endpoint or "").port
+                protocol = "grpc" if port == 4317 else "http/protobuf"
+        if protocol not in ("grpc", "http/protobuf"):
+            raise ValueError(f"otlp_protocol must be 'grpc' or 'http/protobuf', got {protocol!r}")
+        env_timeout = os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+        if timeout_s is None:
+            timeout_s = float(env_timeout) / 1000 if env_timeout else export_timeout_ms / 1000
+        return cls(endpoint, protocol, headers, insecure, timeout_s)
+
+    def _kwargs(self, signal: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self.timeout_s}
+        if self.headers is not None:
+            kwargs["headers"] = dict(self.headers)
+        if self.endpoint:
+            if self.protocol == "grpc":
+                kwargs["endpoint"] = self.endpoint
+            else:
+                kwargs["endpoint"] = self.endpoint.rstrip("/") + f"/v1/{signal}"
+        if self.protocol == "grpc" and self.insecure is not None:
+            kwargs["insecure"] = self.insecure
+        return kwargs
+
+    def span_exporter(self) -> SpanExporter:
+        if self.protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+            return Grpc(**self._kwargs("traces"))
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+        return Http(**self._kwargs("traces"))
+
+    def metric_exporter(self) -> MetricExporter:
+        if self.protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+            return Grpc(**self._kwargs("metrics"))
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+        return Http(**self._kwargs("metrics"))
+
+    def log_exporter(self) -> LogRecordExporter:
+        if self.protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
+
+            return Grpc(**self._kwargs("logs"))
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
+
+        return Http(**self._kwargs("logs"))
+
+
+def _prometheus_reader(port: int) -> MetricReader:
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # type: ignore[import-not-found]
+        from prometheus_client import start_http_server  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ImportError(
+            "prometheus_port needs the Prometheus exporter: pip install 'llmtrace[prometheus]'"
+        ) from exc
+    start_http_server(port, addr=os.environ.get("LLMTRACE_PROMETHEUS_HOST", "127.0.0.1"))
+    reader: MetricReader = PrometheusMetricReader()
+    return reader

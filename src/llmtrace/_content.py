@@ -1,0 +1,747 @@
+"""Content capture policy: whether message content is recorded, and how it is made safe to record.
+
+Message content (prompts, completions, tool arguments and results, retrieved documents) is
+opt-in. When it is captured, it goes through one pipeline, :func:`serialize_content`:
+
+1. conversion to JSON-compatible data that never fails on odd objects, with very long
+   strings and very large collections cut early (:func:`to_jsonable`);
+2. masking of credentials in secret-looking keys and in strings (:func:`scrub_secrets`);
+3. the user's redaction hook, if configured;
+4. compact JSON, bounded in size and still valid when truncated (:func:`dumps_bounded`).
+
+Everything here runs inside instrumented applications, so nothing raises on bad input, and
+nothing is done at all while capture is off.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import datetime
+import decimal
+import enum
+import json
+import logging
+import math
+import os
+import re
+import sys
+import types
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from pathlib import PurePath
+from typing import Any, Final
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+DEFAULT_MAX_ATTRIBUTE_LENGTH: Final = 32 * 1024
+"""Characters of one content attribute."""
+DEFAULT_MAX_SPAN_CONTENT: Final = 512 * 1024
+"""Characters of all content attributes of one span together: far below the 4 MiB OTLP/gRPC limit."""
+MIN_ATTRIBUTE_LENGTH: Final = 64
+DEFAULT_MAX_DEPTH: Final = 20
+MAX_ITEMS: Final = 1000
+"""Items kept from one list, tuple, set or dict; the rest are replaced by a marker."""
+
+REDACTED: Final = "[REDACTED]"
+REDACTION_FAILED: Final = "[redaction failed]"
+CYCLE: Final = "[cycle]"
+MAX_DEPTH_REACHED: Final = "[max depth]"
+MORE_KEY: Final = "…"
+"""Key of the marker entry standing for the entries dropped from a dict."""
+
+_TRUNCATED_JSON: Final = '"[truncated]"'
+_MAX_KEY_LENGTH: Final = 256
+_SCRUB_MARGIN: Final = 256
+"""Extra characters kept before scrubbing, so that a secret across the cut is still recognised."""
+_MAX_INT_BITS: Final = 4096
+_FIT_ATTEMPTS: Final = 4
+_UNBOUNDED: Final = sys.maxsize
+
+
+# --------------------------------------------------------------------------------------
+# Capture mode
+# --------------------------------------------------------------------------------------
+class CaptureMode(enum.Enum):
+    """Where captured message content goes: the values of :data:`CAPTURE_CONTENT_ENV`."""
+
+    NO_CONTENT = "NO_CONTENT"
+    SPAN_ONLY = "SPAN_ONLY"
+    EVENT_ONLY = "EVENT_ONLY"
+    SPAN_AND_EVENT = "SPAN_AND_EVENT"
+
+    @property
+    def on_span(self) -> bool:
+        """Content is recorded as span attributes."""
+        return self is CaptureMode.SPAN_ONLY or self is CaptureMode.SPAN_AND_EVENT
+
+    @property
+    def on_event(self) -> bool:
+        """Content is recorded on the inference details event."""
+        return self is CaptureMode.EVENT_ONLY or self is CaptureMode.SPAN_AND_EVENT
+
+
+_MODES_BY_TEXT: Final[dict[str, CaptureMode]] = {
+    **{mode.value.lower(): mode for mode in CaptureMode},
+    # legacy boolean values of the variable
+    "true": CaptureMode.SPAN_ONLY,
+    "false": CaptureMode.NO_CONTENT,
+}
+_VALID_VALUES: Final = ", ".join(mode.value for mode in CaptureMode)
+
+
+def capture_mode_from_env() -> CaptureMode:
+    """The capture mode set in the environment; ``NO_CONTENT`` (with a warning) for an invalid value."""
+    raw = os.environ.get(CAPTURE_CONTENT_ENV, "")
+    if not raw.strip():
+        return CaptureMode.NO_CONTENT
+    mode = _MODES_BY_TEXT.get(raw.strip().lower())
+    if mode is None:
+        logger.warning(
+            "Ignoring %s=%r (expected one of %s, true or false): message content is not captured",
+            CAPTURE_CONTENT_ENV,
+            raw[:100],
+            _VALID_VALUES,
+        )
+        return CaptureMode.NO_CONTENT
+    return mode
+
+
+def parse_capture_mode(value: str | bool | CaptureMode | None) -> CaptureMode:
+    """The capture mode given to ``configure()``: a mode, its name (any case) or a bool.
+
+    ``None`` means "not given": the environment decides. Raises :class:`ValueError` for anything
+    else, since a configuration mistake must not pass silently.
+    """
+    if value is None:
+        return capture_mode_from_env()
+    if isinstance(value, CaptureMode):
+        return value
+    if isinstance(value, bool):
+        return CaptureMode.SPAN_ONLY if value else CaptureMode.NO_CONTENT
+    if isinstance(value, str):
+        mode = _MODES_BY_TEXT.get(value.strip().lower())
+        if mode is not None:
+            return mode
+    raise ValueError(f"invalid content capture mode {value!r}: expected one of {_VALID_VALUES} or a bool")
+
+
+# --------------------------------------------------------------------------------------
+# Policy
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ContentPolicy:
+    """How message content is captured.
+
+    ``redact(attribute_key, value)`` is an optional hook that receives the content as JSON-like
+    data (the list/dict shapes of the GenAI conventions, secrets already masked, very long strings
+    already cut) and returns it changed, or ``None`` to drop it. If it raises, the content is
+    replaced by ``"[redaction failed]"``: content is never recorded unredacted.
+    """
+
+    mode: CaptureMode = CaptureMode.NO_CONTENT
+    max_attribute_length: int = DEFAULT_MAX_ATTRIBUTE_LENGTH
+    redact: Callable[[str, Any], Any] | None = None
+    max_span_content: int = DEFAULT_MAX_SPAN_CONTENT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, CaptureMode):
+            raise TypeError(f"mode must be a CaptureMode, got {self.mode!r}")
+        for name in ("max_attribute_length", "max_span_content"):
+            limit = getattr(self, name)
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < MIN_ATTRIBUTE_LENGTH:
+                raise ValueError(f"{name} must be an int of at least {MIN_ATTRIBUTE_LENGTH}, got {limit!r}")
+        if self.redact is not None and not callable(self.redact):
+            raise TypeError(f"redact must be callable, got {self.redact!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """Content is captured somewhere."""
+        return self.mode is not CaptureMode.NO_CONTENT
+
+    @classmethod
+    def from_env(cls) -> ContentPolicy:
+        """The policy set by the environment (no redaction hook, default sizes)."""
+        return cls(mode=capture_mode_from_env())
+
+
+# --------------------------------------------------------------------------------------
+# Secrets
+# --------------------------------------------------------------------------------------
+# Matched against keys normalised to snake case. "token" must end the key, so token counts
+# such as max_tokens or input_tokens are kept.
+_SECRET_KEY: Final = re.compile(
+    r"(?:^|_)(?:api_?key|auth|authorization|passwd|passphrase|token|cookies?|credentials?|private_key)$"
+    r"|secret|password"
+)
+_KEY_WORD_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[\s.-]+")
+
+_KEEP_PREFIX: Final = f"\\g<1>{REDACTED}"
+
+# (substrings, pattern, replacement): a pattern only runs on text containing one of its
+# substrings, which keeps scrubbing long text cheap (a single combined regex tries every
+# alternative at every position and is several times slower).
+_SECRET_PATTERNS: Final[tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...]] = (
+    (("earer", "EARER"), re.compile(r"\b((?i:bearer)\s+)[A-Za-z0-9._~+/-]{8,}=*"), _KEEP_PREFIX),
+    (("sk-",), re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"), REDACTED),
+    (("AIza",), re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),
+    (("AKIA", "ASIA"), re.compile(r"\bA(?:KIA|SIA)[0-9A-Z]{16}\b"), REDACTED),
+    (("xai-",), re.compile(r"\bxai-[A-Za-z0-9_-]{20,}"), REDACTED),
+    (("hp_", "ho_", "hu_", "hs_", "hr_"), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), REDACTED),
+    (("eyJ",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"), REDACTED),
+    (
+        ("=",),
+        re.compile(
+            r"([?&](?i:api[_-]?key|key|access[_-]?token|token|password|client[_-]?secret)=)[^&#\s\"'<>]+"
+        ),
+        _KEEP_PREFIX,
+    ),
+    (("://",), re.compile(r"(://[^/\s:@]+:)[^/\s@]+(?=@)"), _KEEP_PREFIX),  # password in a URL
+)
+
+
+@lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    normalised = _KEY_WORD_BOUNDARY.sub("_", key[:_MAX_KEY_LENGTH]).lower()
+    return _SECRET_KEY.search(normalised) is not None
+
+
+def _mask(text: str) -> str:
+    for triggers, pattern, replacement in _SECRET_PATTERNS:
+        for trigger in triggers:
+            if trigger in text:
+                text = pattern.sub(replacement, text)
+                break
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# Conversion to JSON-compatible data
+# --------------------------------------------------------------------------------------
+class _Cut(str):
+    """A string cut to its first ``kept`` characters plus a marker; ``full`` is the original length."""
+
+    kept: int
+    full: int
+
+
+class _More(str):
+    """Marker standing for ``dropped`` items cut from the end of a list or dict."""
+
+    dropped: int
+
+
+def _marker(removed: int) -> str:
+    return f"…[truncated {removed} chars]"
+
+
+def _cut(prefix: str, full: int) -> str:
+    """``prefix``, the kept start of a string of ``full`` characters, followed by a truncation marker."""
+    out = _Cut(prefix + _marker(full - len(prefix)))
+    out.kept = len(prefix)
+    out.full = full
+    return out
+
+
+def _source(text: str) -> tuple[str, int]:
+    """The uncut start of ``text`` and the length of the string it was cut from."""
+    if isinstance(text, _Cut):
+        return text[: text.kept], text.full
+    return text, len(text)
+
+
+def _more(count: int) -> str:
+    out = _More(f"[{count} more items truncated]")
+    out.dropped = count
+    return out
+
+
+def _clean(text: str) -> str:
+    """``text`` encodable as UTF-8 (lone surrogates replaced), as OTLP export requires. Keeps the length."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _label(value: object) -> str:
+    """``<TypeName>``: what is recorded for an object that cannot be converted."""
+    try:
+        return f"<{type(value).__name__}>"
+    except Exception:
+        return "<object>"
+
+
+def _name(function: object) -> str:
+    try:
+        name = getattr(function, "__qualname__", None)
+    except Exception:
+        name = None
+    return name if isinstance(name, str) else _label(function)
+
+
+_OPAQUE: Final = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    BaseException,
+)
+
+
+class _Converter:
+    """One conversion to JSON-compatible data, with its bounds and what it had to cut."""
+
+    def __init__(
+        self,
+        max_depth: int,
+        *,
+        max_string: int = _UNBOUNDED,
+        max_key: int = _UNBOUNDED,
+        budget: int = _UNBOUNDED,
+        scrub: bool = False,
+    ) -> None:
+        self.max_depth = max_depth
+        self.max_string = max(max_string, 0)
+        self.max_key = max(max_key, 0)
+        self.budget = budget  # approximate characters left; collections stop growing at 0
+        self.scrub = scrub
+        self.truncated = False
+        self._open: set[int] = set()  # ids of the containers being converted, to detect cycles
+
+    def convert(self, value: Any, depth: int) -> Any:
+        try:
+            kind = type(value)
+            if kind is str:
+                if len(value) > self.max_string:
+                    return self._text(value)
+                if not value.isascii():
+                    value = _clean(value)
+                if self.scrub:
+                    value = _mask(value)
+                self.budget -= len(value) + 2
+                return value
+            if value is None or kind is bool:
+                self.budget -= 5
+                return value
+            if kind is int:
+                return self._int(value)
+            if kind is float:
+                return self._float(value)
+            if kind is dict:
+                return self._entries(value, value.items(), len(value), depth)
+            if kind is list or kind is tuple:
+                return self._items(value, value, len(value), depth)
+            return self._other(value, depth)
+        except Exception:  # includes RecursionError; the object is replaced, not the whole value
+            return _label(value)
+
+    def _other(self, value: Any, depth: int) -> Any:
+        if isinstance(value, _More):
+            return value
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, enum.Enum):
+            return self.convert(value.value, depth + 1)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self._int(int.__int__(value))
+        if isinstance(value, float):
+            return self._float(float.__float__(value))
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self._bytes(value)
+        if isinstance(value, Mapping):
+            return self._entries(value, value.items(), len(value), depth)
+        if isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+            return self._items(value, value, len(value), depth)
+        if isinstance(value, (datetime.date, datetime.time)):
+            return self._text(value.isoformat())
+        if isinstance(value, (uuid.UUID, decimal.Decimal, PurePath)):
+            return self._text(str(value))
+        if isinstance(value, _OPAQUE):
+            return _label(value)
+        if callable(getattr(type(value), "model_dump", None)):  # pydantic v2 models, duck-typed
+            try:
+                dumped = value.model_dump()
+            except Exception:
+                dumped = None
+            if isinstance(dumped, dict):
+                return self._entries(value, dumped.items(), len(dumped), depth)
+        if dataclasses.is_dataclass(value):
+            names = [field.name for field in dataclasses.fields(value)]
+            return self._entries(value, ((name, getattr(value, name)) for name in names), len(names), depth)
+        attributes = getattr(value, "__dict__", None)
+        if isinstance(attributes, dict):
+            public = [(k, v) for k, v in attributes.items() if not (isinstance(k, str) and k.startswith("_"))]
+            return self._entries(value, public, len(public), depth)
+        return _label(value)
+
+    def _text(self, text: str) -> str:
+        prefix, full = _source(text)
+        if type(prefix) is not str:
+            prefix = str.__str__(prefix)
+        if len(prefix) > self.max_string:
+            prefix = prefix[: self.max_string]
+        cut = len(prefix) < full
+        prefix = _clean(prefix)
+        if self.scrub:
+            masked = _mask(prefix)
+            full += len(masked) - len(prefix)
+            prefix = masked
+        self.budget -= len(prefix) + 2
+        if not cut:
+            return prefix
+        self.truncated = True
+        return _cut(prefix, full)
+
+    def _key(self, key: object) -> str:
+        if type(key) is str and len(key) <= self.max_key and key.isascii():  # the common case, made fast
+            self.budget -= len(key) + 4
+            return key
+        if isinstance(key, str):
+            text = str.__str__(key)
+        elif key is None or isinstance(key, (bool, int, float)):
+            text = str(key)
+        else:
+            text = _label(key)
+        if len(text) > self.max_key:
+            text = text[: self.max_key] + "…"
+            self.truncated = True
+        self.budget -= len(text) + 4
+        return _clean(text)
+
+    def _int(self, value: int) -> Any:
+        self.budget -= 8
+        return value if value.bit_length() <= _MAX_INT_BITS else _label(value)
+
+    def _float(self, value: float) -> Any:
+        self.budget -= 8
+        if math.isfinite(value):
+            return value
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+
+    def _bytes(self, value: bytes | bytearray | memoryview) -> str:
+        data = memoryview(value).cast("B")
+        size = data.nbytes
+        take = min(size, (self.max_string // 4 + 1) * 3)  # enough bytes for max_string base64 characters
+        encoded = base64.b64encode(data[:take]).decode("ascii")
+        if take == size:
+            return self._text(encoded)
+        return self._text(_cut(encoded, 4 * ((size + 2) // 3)))
+
+    def _open_container(self, container: object, depth: int) -> str | None:
+        """A marker to use instead of ``container`` if it is too deep or already open (a cycle)."""
+        if depth >= self.max_depth:
+            self.truncated = True
+            return MAX_DEPTH_REACHED
+        if id(container) in self._open:
+            return CYCLE
+        self._open.add(id(container))
+        return None
+
+    def _entries(self, owner: object, entries: Iterable[tuple[Any, Any]], total: int, depth: int) -> Any:
+        marker = self._open_container(owner, depth)
+        if marker is not None:
+            return marker
+        try:
+            out: dict[str, Any] = {}
+            for index, (key, value) in enumerate(entries):
+                if index >= MAX_ITEMS or self.budget <= 0:
+                    out[MORE_KEY] = _more(total - index)
+                    self.truncated = True
+                    break
+                name = self._key(key)
+                secret = self.scrub and _is_secret_key(name)
+                out[name] = REDACTED if secret else self.convert(value, depth + 1)
+            return out
+        finally:
+            self._open.discard(id(owner))
+
+    def _items(self, owner: object, items: Iterable[Any], total: int, depth: int) -> Any:
+        marker = self._open_container(owner, depth)
+        if marker is not None:
+            return marker
+        try:
+            out: list[Any] = []
+            for index, item in enumerate(items):
+                if index >= MAX_ITEMS or self.budget <= 0:
+                    out.append(_more(total - index))
+                    self.truncated = True
+                    break
+                self.budget -= 2
+                out.append(self.convert(item, depth + 1))
+            return out
+        finally:
+            self._open.discard(id(owner))
+
+
+def to_jsonable(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """``value`` as JSON-compatible data (dict, list, str, int, float, bool, None). Never raises.
+
+    Containers are converted recursively (tuples and sets become lists, keys become strings),
+    pydantic models, dataclasses and objects with ``__dict__`` (public attributes) become dicts,
+    NaN and infinities become strings, bytes become base64. Cycles become ``"[cycle]"``,
+    containers deeper than ``max_depth`` ``"[max depth]"``, and collections keep their first
+    :data:`MAX_ITEMS` items plus a marker. Anything else becomes ``"<TypeName>"``; ``repr`` is
+    never called.
+    """
+    return _Converter(max_depth).convert(value, 0)
+
+
+def scrub_secrets(value: Any) -> Any:
+    """A JSON-compatible copy of ``value`` (as :func:`to_jsonable`) with credentials masked.
+
+    The values of secret-looking keys (``api_key``, ``Authorization``, ``password``, ``token``,
+    ``cookie``, ... but not token counts such as ``max_tokens``) become ``"[REDACTED]"``, and
+    credentials inside strings (bearer tokens, provider API keys, AWS key ids, JWTs, ``key=``
+    URL parameters, URL passwords) are masked. Never raises.
+    """
+    return _Converter(DEFAULT_MAX_DEPTH, scrub=True).convert(value, 0)
+
+
+# --------------------------------------------------------------------------------------
+# Bounded serialisation
+# --------------------------------------------------------------------------------------
+_dumps: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+).encode
+_encode_string: Final[Callable[[str], str]] = json.encoder.encode_basestring
+
+
+def truncate_text(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` cut to at most ``limit`` characters (marker included), and whether it was cut."""
+    try:
+        if not isinstance(text, str):
+            return dumps_bounded(text, limit)
+        prefix, full = _source(text)
+        if full <= limit:
+            return _clean(str.__str__(prefix)), False
+        keep = limit - len(_marker(full))
+        if keep < 0:
+            return _clean(prefix[: max(limit, 0)]), True
+        return _clean(prefix[:keep]) + _marker(full - keep), True
+    except Exception:
+        logger.debug("text could not be truncated", exc_info=True)
+        return "", True
+
+
+def dumps_bounded(value: Any, limit: int) -> tuple[str, bool]:
+    """Compact JSON of ``to_jsonable(value)`` in at most ``limit`` characters, and whether it was cut.
+
+    The text is always valid JSON. When it is too long, the longest strings are shortened first
+    (each ending in ``…[truncated N chars]``), then items are dropped from the ends of lists and
+    dicts (replaced by a ``[N more items truncated]`` marker); a hopeless case gives
+    ``"[truncated]"``. Strings are cut to ``limit`` before anything is serialised, so huge
+    inputs cost little. Never raises.
+    """
+    try:
+        converter = _Converter(
+            DEFAULT_MAX_DEPTH, max_string=limit, max_key=min(limit, _MAX_KEY_LENGTH), budget=_budget(limit)
+        )
+        tree = converter.convert(value, 0)
+        text, truncated = _dumps_tree(tree, limit)
+        return text, truncated or converter.truncated
+    except Exception:
+        logger.debug("content could not be serialised", exc_info=True)
+        return _fallback(limit), True
+
+
+def _dumps_tree(tree: Any, limit: int) -> tuple[str, bool]:
+    """Bounded JSON of ``tree``, the output of a bounded conversion."""
+    text = _dumps(tree)
+    if len(text) <= limit:
+        return text, False
+    return _shrink(tree, len(text) - limit, limit), True
+
+
+def _budget(limit: int) -> int:
+    """How much of a value is converted at all: content beyond this could not be shown anyway."""
+    return 2 * max(limit, 0) + 1024
+
+
+def _fallback(limit: int) -> str:
+    for text in (_TRUNCATED_JSON, '""', "0"):
+        if len(text) <= limit:
+            return text
+    return ""  # nothing valid fits in fewer than one character
+
+
+def _shrink(tree: Any, excess: int, limit: int) -> str:
+    """JSON of ``tree``, which is ``excess`` characters too long, made to fit in ``limit``."""
+    text = _fit_strings(tree, excess, limit)
+    if text is not None:
+        return text
+    # Shortening strings is not enough: keep fewer items of every list and dict, as many as fit.
+    best: str | None = None
+    low, high = 0, MAX_ITEMS
+    while low <= high:
+        count = (low + high) // 2
+        fewer = _rebuild(tree, None, count)
+        text = _dumps(fewer)
+        if len(text) > limit:
+            text = _fit_strings(fewer, len(text) - limit, limit)
+        if text is None:
+            high = count - 1
+        else:
+            best, low = text, count + 1
+    return best if best is not None else _fallback(limit)
+
+
+def _fit_strings(tree: Any, excess: int, limit: int) -> str | None:
+    """JSON of ``tree`` in ``limit`` characters by shortening its longest strings, or None."""
+    sizes: list[_Size] = []
+    _string_sizes(tree, sizes)
+    for _ in range(_FIT_ATTEMPTS):
+        cap = _water_level(sizes, excess)
+        if cap is None:
+            return None
+        text = _dumps(_rebuild(tree, cap, None))
+        if len(text) <= limit:
+            return text
+        excess += len(text) - limit  # the estimate of the escaped lengths was short
+    return None
+
+
+_Size = tuple[int, int, int, float]
+"""Of a string: uncut characters, original length, current JSON length, JSON characters per character."""
+
+
+def _string_sizes(node: Any, sizes: list[_Size]) -> None:
+    if isinstance(node, str):
+        if not isinstance(node, _More):
+            prefix, full = _source(node)
+            escaped = len(_encode_string(prefix)) - 2
+            ratio = escaped / len(prefix) if prefix else 1.0
+            sizes.append((len(prefix), full, escaped + len(node) - len(prefix), ratio))
+    elif isinstance(node, list):
+        for item in node:
+            _string_sizes(item, sizes)
+    elif isinstance(node, dict):
+        for item in node.values():
+            _string_sizes(item, sizes)
+
+
+def _saving(sizes: list[_Size], cap: int) -> int:
+    """JSON characters saved by cutting every string to ``cap`` characters (plus marker)."""
+    saved = 0
+    for kept, full, current, ratio in sizes:
+        if kept > cap:
+            saved += max(0, current - math.ceil(cap * ratio) - len(_marker(full - cap)))
+    return saved
+
+
+def _water_level(sizes: list[_Size], excess: int) -> int | None:
+    """The longest string length that saves ``excess`` characters, or None if none does."""
+    if not sizes or _saving(sizes, 0) < excess:
+        return None
+    low, high = 0, max(size[0] for size in sizes)  # saving(low) >= excess > saving(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _saving(sizes, middle) >= excess:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _rebuild(node: Any, cap: int | None, count: int | None) -> Any:
+    """``node`` with strings cut to ``cap`` characters and lists and dicts cut to ``count`` items."""
+    if isinstance(node, str):
+        if cap is None or isinstance(node, _More):
+            return node
+        prefix, full = _source(node)
+        if len(prefix) <= cap:
+            return node
+        shorter = _cut(prefix[:cap], full)
+        return shorter if len(shorter) < len(node) else node
+    if isinstance(node, list):
+        items, dropped = node, 0
+        if items and isinstance(items[-1], _More):
+            items, dropped = items[:-1], items[-1].dropped
+        if count is not None and len(items) > count:
+            items, dropped = items[:count], dropped + len(items) - count
+        out = [_rebuild(item, cap, count) for item in items]
+        if dropped:
+            out.append(_more(dropped))
+        return out
+    if isinstance(node, dict):
+        entries, dropped = list(node.items()), 0
+        if entries and entries[-1][0] == MORE_KEY and isinstance(entries[-1][1], _More):
+            entries, dropped = entries[:-1], entries[-1][1].dropped
+        if count is not None and len(entries) > count:
+            entries, dropped = entries[:count], dropped + len(entries) - count
+        rebuilt = {key: _rebuild(value, cap, count) for key, value in entries}
+        if dropped:
+            rebuilt[MORE_KEY] = _more(dropped)
+        return rebuilt
+    return node
+
+
+# --------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------
+_failed_hooks: set[int] = set()
+
+
+def serialize_content(key: str, value: Any, policy: ContentPolicy) -> tuple[str, bool] | None:
+    """Content for attribute ``key`` as (text, truncated), or None to record nothing.
+
+    Structured values become JSON text; a plain string (after redaction) stays plain text.
+
+    scrub_secrets -> ``policy.redact`` -> dumps_bounded(``policy.max_attribute_length``). None
+    when the redaction hook returns None, or if the pipeline itself fails (content is dropped
+    rather than recorded unsafely). Never raises. It does not look at ``policy.mode``: callers
+    check it first, and do no work at all when content is not captured.
+    """
+    try:
+        limit = policy.max_attribute_length
+        converter = _Converter(
+            DEFAULT_MAX_DEPTH,
+            max_string=limit + _SCRUB_MARGIN,
+            max_key=_MAX_KEY_LENGTH,
+            budget=_budget(limit),
+            scrub=True,
+        )
+        content = converter.convert(value, 0)
+        if policy.redact is not None:
+            content = _redact(policy.redact, key, content)
+            if content is None:
+                return None
+        if isinstance(content, str):  # plain text stays plain text (query text, a string result)
+            text, truncated = truncate_text(content, limit)
+        elif policy.redact is None:
+            text, truncated = _dumps_tree(content, limit)
+        else:
+            text, truncated = dumps_bounded(content, limit)  # the hook may return anything
+        return text, truncated or converter.truncated
+    except Exception:
+        logger.debug("content of %s dropped: it could not be serialised", key, exc_info=True)
+        return None
+
+
+def _redact(hook: Callable[[str, Any], Any], key: str, content: Any) -> Any:
+    try:
+        return hook(key, content)
+    except Exception as exc:
+        if id(hook) in _failed_hooks:
+            logger.debug("content redaction hook failed on %s", key, exc_info=True)
+        else:  # warn once per hook, not once per call
+            _failed_hooks.add(id(hook))
+            logger.warning(
+                "The content redaction hook %s raised %s on %s: the content is replaced by %r",
+                _name(hook),
+                _label(exc),
+                key,
+                REDACTION_FAILED,
+            )
+            logger.debug("content redaction hook failure", exc_info=True)
+        return REDACTION_FAILED

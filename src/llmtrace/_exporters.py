@@ -1,0 +1,187 @@
+"""Exporters llmtrace adds to the SDK's: a JSONL file sink, and drop counting around any exporter."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan, Span
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from llmtrace._safety import report_internal_error
+
+
+@dataclass
+class ExportStats:
+    """What happened to ended spans: exported, failed in export, or dropped because the queue was full."""
+
+    exported: int = 0
+    failed: int = 0
+    """Spans in batches the exporter could not deliver (collector down, refusing, timing out)."""
+    dropped_queue_full: int = 0
+    """Spans the batch processor discarded because its queue was full."""
+    _pending: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def dropped(self) -> int:
+        """Every span that did not reach the collector."""
+        return self.failed + self.dropped_queue_full
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "exported": self.exported,
+                "failed": self.failed,
+                "dropped_queue_full": self.dropped_queue_full,
+                "dropped": self.failed + self.dropped_queue_full,
+                "pending": self._pending,
+            }
+
+
+class CountingSpanExporter(SpanExporter):
+    """Wraps an exporter, counting delivered and failed spans; never lets an exception escape."""
+
+    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
+        self.inner = inner
+        self._stats = stats
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        count = len(spans)
+        stats = self._stats
+        with stats._lock:
+            stats._pending = max(0, stats._pending - count)
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:
+            report_internal_error(f"{type(self.inner).__name__}.export", exc)
+            result = SpanExportResult.FAILURE
+        with stats._lock:
+            if result is SpanExportResult.SUCCESS:
+                stats.exported += count
+            else:
+                stats.failed += count
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that counts the spans its full queue drops.
+
+    The SDK's batch processor discards a span when ``max_queue_size`` spans wait; this
+    mirrors that rule with a pending count that the counting exporter decrements when a
+    batch leaves the queue.
+    """
+
+    def __init__(
+        self,
+        exporter: CountingSpanExporter,
+        stats: ExportStats,
+        *,
+        max_queue_size: int,
+        schedule_delay_millis: float,
+        max_export_batch_size: int,
+        export_timeout_millis: float,
+    ) -> None:
+        super().__init__(
+            exporter,
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=min(max_export_batch_size, max_queue_size),
+            export_timeout_millis=export_timeout_millis,
+        )
+        self._stats = stats
+        self._max_queue = max_queue_size
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        stats = self._stats
+        with stats._lock:
+            if stats._pending >= self._max_queue:
+                stats.dropped_queue_full += 1
+            else:
+                stats._pending += 1
+        super().on_end(span)
+
+
+class _JsonlFile:
+    """One append-only JSONL file shared by the span and log exporters (one line per item)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = None
+
+    def write_lines(self, lines: list[str]) -> None:
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write("".join(line + "\n" for line in lines))
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class JsonlSpanExporter(SpanExporter):
+    """Appends each span as one line of JSON (the SDK's span JSON) to a file."""
+
+    def __init__(self, sink: _JsonlFile) -> None:
+        self._sink = sink
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            self._sink.write_lines([span.to_json(indent=None) for span in spans])
+        except OSError as exc:
+            report_internal_error(f"{__name__}.JsonlSpanExporter.export", exc)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._sink.close()
+
+
+class JsonlLogExporter(LogRecordExporter):
+    """Appends each log record or event (evaluations, inference details) as one JSON line."""
+
+    def __init__(self, sink: _JsonlFile) -> None:
+        self._sink = sink
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        try:
+            self._sink.write_lines([record.to_json(indent=None) for record in batch])
+        except OSError as exc:
+            report_internal_error(f"{__name__}.JsonlLogExporter.export", exc)
+            return LogRecordExportResult.FAILURE
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._sink.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def jsonl_exporters(path: str | os.PathLike[str]) -> tuple[JsonlSpanExporter, JsonlLogExporter]:
+    sink = _JsonlFile(path)
+    return JsonlSpanExporter(sink), JsonlLogExporter(sink)

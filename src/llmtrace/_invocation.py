@@ -1,0 +1,525 @@
+"""Invocations: one live GenAI operation each, with its span.
+
+Integrations get an invocation from :class:`~llmtrace.TelemetryHandler`, set plain fields on
+it while the framework reports them, and end it with ``stop()`` or ``fail(error)``. The
+invocation owns attribute keys, content policy, usage, cost and metrics. Ending is
+idempotent, and no method ever raises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from llmtrace import semconv
+from llmtrace._content import scrub_secrets, serialize_content
+from llmtrace._errors import classify_error
+from llmtrace._pricing import estimate_cost
+from llmtrace._safety import never_raise
+from llmtrace._settings import settings
+from llmtrace._usage import Status as RecordStatus
+from llmtrace._usage import Usage, UsageRecord, current_dimensions, usage_sinks
+
+if TYPE_CHECKING:
+    from llmtrace._handler import TelemetryHandler
+
+MAX_ERROR_MESSAGE = 1024
+MAX_LISTED_DOCUMENTS = 100
+
+
+def _error_message(error: BaseException | str) -> str:
+    if isinstance(error, str):
+        return error[:MAX_ERROR_MESSAGE]
+    try:
+        text = str(error)
+    except Exception:
+        text = ""
+    scrubbed = scrub_secrets(text)
+    return (scrubbed if isinstance(scrubbed, str) else "")[:MAX_ERROR_MESSAGE]
+
+
+class Invocation:
+    """Base of every invocation: a span, a start time, stop and fail."""
+
+    operation: str = ""
+    _duration_metric_kind = ""
+
+    def __init__(
+        self,
+        handler: TelemetryHandler,
+        span: Span,
+        agent: AgentInvocation | None,
+        start_perf: float,
+    ) -> None:
+        self._handler = handler
+        self.span = span
+        self.agent = agent
+        """The nearest enclosing agent invocation (counts this call), if any."""
+        self._start_perf = start_perf
+        self._ended = False
+        self._truncated: list[str] = []
+        self.error_type: str | None = None
+
+    # ---- public API -----------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    @property
+    def context(self) -> otel_context.Context:
+        """An OTel context with this invocation's span active (to parent other spans)."""
+        return trace.set_span_in_context(self.span)
+
+    @never_raise
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        """Set an extra attribute (keys come from :mod:`llmtrace.semconv`)."""
+        if self.span.is_recording():
+            self.span.set_attribute(key, value)
+
+    @never_raise
+    def add_event(self, name: str, attributes: dict[str, AttributeValue] | None = None) -> None:
+        if self.span.is_recording():
+            self.span.add_event(name, attributes)
+
+    @never_raise
+    def stop(self, end_time_ns: int | None = None) -> None:
+        """End successfully."""
+        self._end(None, None, end_time_ns)
+
+    @never_raise
+    def fail(self, error: BaseException | str, end_time_ns: int | None = None) -> None:
+        """End with ERROR status. ``error`` is the exception, or an error type for handled errors."""
+        error_type = error if isinstance(error, str) else classify_error(error)
+        self._end(error_type, error, end_time_ns)
+
+    @never_raise
+    def evict(self, reason: str) -> None:
+        """End a run that never ended (abandoned stream, crashed worker)."""
+        if self._ended:
+            return
+        if self.span.is_recording():
+            self.span.set_attribute(semconv.LLMTRACE_EVICTED, reason)
+        self._end(semconv.ERROR_TYPE_EVICTED, f"run never ended; ended by llmtrace ({reason})", None)
+
+    # ---- internals ------------------------------------------------------------------
+    def _end(
+        self, error_type: str | None, error: BaseException | str | None, end_time_ns: int | None
+    ) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.error_type = error_type
+        duration = time.perf_counter() - self._start_perf
+        span = self.span
+        try:
+            if span.is_recording():
+                self._set_end_attributes(span)
+                if self._truncated:
+                    span.set_attribute(semconv.LLMTRACE_CONTENT_TRUNCATED, self._truncated)
+                if error_type is not None and error is not None:
+                    span.set_attribute(semconv.ERROR_TYPE, error_type)
+                    message = _error_message(error)
+                    span.set_status(Status(StatusCode.ERROR, message))
+                    if isinstance(error, BaseException):
+                        span.add_event(
+                            semconv.EVENT_EXCEPTION,
+                            {
+                                semconv.EXCEPTION_TYPE: type(error).__qualname__,
+                                semconv.EXCEPTION_MESSAGE: message,
+                            },
+                        )
+            self._record(duration, error_type)
+        finally:
+            span.end(end_time=end_time_ns)
+
+    def _set_end_attributes(self, span: Span) -> None:
+        """Attributes known only at the end (subclasses)."""
+
+    def _record(self, duration: float, error_type: str | None) -> None:
+        """Metrics and records (subclasses)."""
+
+    def _set_content(self, span: Span, key: str, value: Any) -> None:
+        """Set an opt-in content attribute through the content policy (scrub, redact, bound)."""
+        if value is None:
+            return
+        result = serialize_content(key, value, settings.content)  # scrub, redact, bound
+        if result is None:
+            return
+        text, truncated = result
+        span.set_attribute(key, text)
+        if truncated:
+            self._truncated.append(key)
+
+
+def _set_if(span: Span, key: str, value: AttributeValue | None) -> None:
+    if value is not None:
+        span.set_attribute(key, value)
+
+
+class ModelInvocation(Invocation):
+    """A model call: chat, text completion or embeddings. The only kind that carries usage and cost."""
+
+    def __init__(
+        self,
+        handler: TelemetryHandler,
+        span: Span,
+        agent: AgentInvocation | None,
+        start_perf: float,
+        *,
+        operation: str,
+        provider: str,
+        request_model: str | None,
+        stream: bool,
+        start_time_ns: int,
+    ) -> None:
+        super().__init__(handler, span, agent, start_perf)
+        self.operation = operation
+        self.provider = provider
+        self.request_model = request_model
+        self.stream = stream
+        self._start_time_ns = start_time_ns
+        self.framework: str | None = handler.framework
+        self.dimensions = current_dimensions()
+        # request parameters
+        self.max_tokens: int | None = None
+        self.temperature: float | None = None
+        self.top_p: float | None = None
+        self.top_k: int | None = None
+        self.stop_sequences: Sequence[str] | None = None
+        self.frequency_penalty: float | None = None
+        self.presence_penalty: float | None = None
+        self.seed: int | None = None
+        self.choice_count: int | None = None
+        self.reasoning_level: str | None = None
+        self.output_type: str | None = None
+        self.conversation_id: str | None = None
+        # response
+        self.response_id: str | None = None
+        self.response_model: str | None = None
+        self.finish_reasons: Sequence[str] | None = None
+        self.usage = Usage()
+        self.cache_hit: bool | None = None
+        self.cache_source: str | None = None
+        # embeddings
+        self.dimension_count: int | None = None
+        self.input_count: int | None = None
+        # opt-in content, structured in the conventions' shapes; serialised only if captured
+        self.input_messages: Any = None
+        self.output_messages: Any = None
+        self.system_instructions: Any = None
+        self.tool_definitions: Any = None
+        # streaming
+        self.time_to_first_chunk: float | None = None
+        self.chunk_count = 0
+        if agent is not None:
+            agent.inference_calls += 1
+
+    @never_raise
+    def chunk(self) -> None:
+        """Call once per streamed chunk; the first one sets the time to first chunk."""
+        if self.time_to_first_chunk is None:
+            self.time_to_first_chunk = time.perf_counter() - self._start_perf
+        self.chunk_count += 1
+
+    @never_raise
+    def set_usage(
+        self,
+        input_tokens: object = None,
+        output_tokens: object = None,
+        cache_read_tokens: object = None,
+        cache_write_tokens: object = None,
+        reasoning_tokens: object = None,
+    ) -> None:
+        """Record usage from raw values of any type (malformed counts are dropped, never guessed)."""
+        self.usage = Usage.of(
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
+        )
+
+    def _cost(self) -> float | None:
+        if self.cache_hit:
+            return 0.0
+        usage = self.usage
+        if not usage.reported:
+            return None
+        return estimate_cost(
+            self.response_model or self.request_model,
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_read_tokens=usage.cache_read_tokens or 0,
+            cache_write_tokens=usage.cache_write_tokens or 0,
+            reasoning_tokens=usage.reasoning_tokens or 0,
+        )
+
+    def _set_end_attributes(self, span: Span) -> None:
+        _set_if(span, semconv.GEN_AI_REQUEST_MAX_TOKENS, self.max_tokens)
+        _set_if(span, semconv.GEN_AI_REQUEST_TEMPERATURE, self.temperature)
+        _set_if(span, semconv.GEN_AI_REQUEST_TOP_P, self.top_p)
+        _set_if(span, semconv.GEN_AI_REQUEST_TOP_K, self.top_k)
+        if self.stop_sequences:
+            span.set_attribute(semconv.GEN_AI_REQUEST_STOP_SEQUENCES, [str(s) for s in self.stop_sequences])
+        _set_if(span, semconv.GEN_AI_REQUEST_FREQUENCY_PENALTY, self.frequency_penalty)
+        _set_if(span, semconv.GEN_AI_REQUEST_PRESENCE_PENALTY, self.presence_penalty)
+        _set_if(span, semconv.GEN_AI_REQUEST_SEED, self.seed)
+        if self.choice_count is not None and self.choice_count != 1:
+            span.set_attribute(semconv.GEN_AI_REQUEST_CHOICE_COUNT, self.choice_count)
+        _set_if(span, semconv.GEN_AI_REQUEST_REASONING_LEVEL, self.reasoning_level)
+        _set_if(span, semconv.GEN_AI_OUTPUT_TYPE, self.output_type)
+        _set_if(span, semconv.GEN_AI_CONVERSATION_ID, self.conversation_id)
+        _set_if(span, semconv.GEN_AI_RESPONSE_ID, self.response_id)
+        _set_if(span, semconv.GEN_AI_RESPONSE_MODEL, self.response_model)
+        if self.finish_reasons:
+            span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, [str(r) for r in self.finish_reasons])
+        _set_if(span, semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, self.dimension_count)
+        _set_if(span, semconv.LLMTRACE_EMBEDDINGS_INPUT_COUNT, self.input_count)
+        _set_if(span, semconv.LLMTRACE_FRAMEWORK, self.framework)
+        for key, value in self.dimensions.items():
+            span.set_attribute(semconv.LLMTRACE_DIMENSION_PREFIX + key, value)
+        if self.stream:
+            _set_if(span, semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, self.time_to_first_chunk)
+            span.set_attribute(semconv.LLMTRACE_STREAM_CHUNKS, self.chunk_count)
+
+        if self.cache_hit is not None:
+            span.set_attribute(semconv.LLMTRACE_CACHE_HIT, self.cache_hit)
+            _set_if(span, semconv.LLMTRACE_CACHE_SOURCE, self.cache_source)
+        usage = self.usage
+        if self.cache_hit:
+            pass  # nothing billed: no token attributes, cost 0 below
+        elif usage.reported:
+            _set_if(span, semconv.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
+            _set_if(span, semconv.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
+            _set_if(span, semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens)
+            _set_if(span, semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens)
+            _set_if(span, semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens)
+        else:
+            span.set_attribute(semconv.LLMTRACE_USAGE_REPORTED, False)
+        cost = self._cost()
+        if cost is not None:
+            span.set_attribute(semconv.GEN_AI_USAGE_COST_AMOUNT, cost)
+            span.set_attribute(semconv.GEN_AI_USAGE_COST_CURRENCY, semconv.COST_CURRENCY_USD)
+            span.set_attribute(semconv.GEN_AI_USAGE_COST_SOURCE, semconv.COST_SOURCE_LOCAL)
+        elif usage.reported:
+            span.set_attribute(semconv.LLMTRACE_COST_UNPRICED, True)
+
+        if settings.content.mode.on_span:
+            self._set_content(span, semconv.GEN_AI_SYSTEM_INSTRUCTIONS, self.system_instructions)
+            self._set_content(span, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
+            self._set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
+            self._set_content(span, semconv.GEN_AI_TOOL_DEFINITIONS, self.tool_definitions)
+
+    def _record(self, duration: float, error_type: str | None) -> None:
+        handler = self._handler
+        if handler.disabled:
+            return
+        usage = self.usage
+        billed = not self.cache_hit
+        status: RecordStatus = "success"
+        if error_type is not None:
+            status = "cancelled" if error_type == "cancelled" else "error"
+        span_context = self.span.get_span_context()
+        record = UsageRecord(
+            operation=self.operation,
+            provider=self.provider,
+            request_model=self.request_model,
+            response_model=self.response_model,
+            framework=self.framework,
+            input_tokens=usage.input_tokens if billed else 0,
+            output_tokens=usage.output_tokens if billed else 0,
+            cache_read_tokens=usage.cache_read_tokens if billed else 0,
+            cache_write_tokens=usage.cache_write_tokens if billed else 0,
+            reasoning_tokens=usage.reasoning_tokens if billed else 0,
+            cost=self._cost(),
+            duration_s=duration,
+            time_to_first_chunk_s=self.time_to_first_chunk if self.stream else None,
+            streamed=self.stream,
+            status=status,
+            error_type=error_type,
+            cache_hit=self.cache_hit,
+            trace_id=format(span_context.trace_id, "032x"),
+            span_id=format(span_context.span_id, "016x"),
+            start_time_unix_nano=self._start_time_ns,
+            dimensions=dict(self.dimensions),
+        )
+        handler.instruments.record_usage(record)
+        usage_sinks.emit(record)
+        if settings.content.mode.on_event:
+            handler.emit_inference_details(self)
+
+
+class ToolInvocation(Invocation):
+    operation = semconv.OP_EXECUTE_TOOL
+
+    def __init__(
+        self,
+        handler: TelemetryHandler,
+        span: Span,
+        agent: AgentInvocation | None,
+        start_perf: float,
+        *,
+        name: str,
+        tool_type: str | None,
+    ) -> None:
+        super().__init__(handler, span, agent, start_perf)
+        self.name = name
+        self.tool_type = tool_type
+        self.call_id: str | None = None
+        self.arguments: Any = None
+        self.result: Any = None
+        if agent is not None:
+            agent.tool_calls += 1
+
+    def _set_end_attributes(self, span: Span) -> None:
+        _set_if(span, semconv.GEN_AI_TOOL_CALL_ID, self.call_id)
+        if settings.content.mode.on_span:
+            self._set_content(span, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, self.arguments)
+            if self.error_type is None:
+                self._set_content(span, semconv.GEN_AI_TOOL_CALL_RESULT, self.result)
+
+    def _record(self, duration: float, error_type: str | None) -> None:
+        attrs: dict[str, AttributeValue] = {semconv.GEN_AI_TOOL_NAME: self.name}
+        if error_type:
+            attrs[semconv.ERROR_TYPE] = error_type
+        if self.agent is not None and self.agent.name:
+            attrs[semconv.GEN_AI_AGENT_NAME] = self.agent.name
+        if self.tool_type:
+            attrs[semconv.GEN_AI_TOOL_TYPE] = self.tool_type
+        self._handler.instruments.tool_duration.record(duration, attrs)
+
+
+class AgentInvocation(Invocation):
+    operation = semconv.OP_INVOKE_AGENT
+
+    def __init__(
+        self,
+        handler: TelemetryHandler,
+        span: Span,
+        agent: AgentInvocation | None,
+        start_perf: float,
+        *,
+        name: str | None,
+    ) -> None:
+        super().__init__(handler, span, agent, start_perf)
+        self.name = name
+        self.request_model: str | None = None
+        self.inference_calls = 0
+        self.tool_calls = 0
+        self.step_count = 0
+        self.input_messages: Any = None
+        self.output_messages: Any = None
+
+    @never_raise
+    def step(
+        self,
+        kind: str,
+        *,
+        tool_name: str | None = None,
+        tool_call_id: str | None = None,
+        agent_name: str | None = None,
+    ) -> None:
+        """Add an ``llmtrace.agent.step`` event (index from 1 within this invocation)."""
+        if kind not in semconv.AGENT_STEP_KINDS:
+            raise ValueError(f"unknown agent step kind {kind!r}")
+        self.step_count += 1
+        if not self.span.is_recording():
+            return
+        attrs: dict[str, AttributeValue] = {
+            semconv.LLMTRACE_AGENT_STEP_INDEX: self.step_count,
+            semconv.LLMTRACE_AGENT_STEP_KIND: kind,
+        }
+        name = agent_name or self.name
+        if name:
+            attrs[semconv.GEN_AI_AGENT_NAME] = name
+        _set_attr_if(attrs, semconv.GEN_AI_TOOL_NAME, tool_name)
+        _set_attr_if(attrs, semconv.GEN_AI_TOOL_CALL_ID, tool_call_id)
+        self.span.add_event(semconv.LLMTRACE_AGENT_STEP_EVENT, attrs)
+
+    def _set_end_attributes(self, span: Span) -> None:
+        _set_if(span, semconv.GEN_AI_REQUEST_MODEL, self.request_model)
+        if settings.content.mode.on_span:
+            self._set_content(span, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
+            self._set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
+
+    def _record(self, duration: float, error_type: str | None) -> None:
+        instruments = self._handler.instruments
+        attrs: dict[str, AttributeValue] = {}
+        if self.name:
+            attrs[semconv.GEN_AI_AGENT_NAME] = self.name
+        count_attrs = dict(attrs)
+        if self.request_model:
+            attrs[semconv.GEN_AI_REQUEST_MODEL] = self.request_model
+        if error_type:
+            attrs[semconv.ERROR_TYPE] = error_type
+        instruments.agent_duration.record(duration, attrs)
+        instruments.agent_inference_calls.record(self.inference_calls, count_attrs)
+        instruments.agent_tool_calls.record(self.tool_calls, count_attrs)
+
+
+def _set_attr_if(attrs: dict[str, AttributeValue], key: str, value: AttributeValue | None) -> None:
+    if value is not None:
+        attrs[key] = value
+
+
+class WorkflowInvocation(Invocation):
+    operation = semconv.OP_INVOKE_WORKFLOW
+
+    def __init__(
+        self,
+        handler: TelemetryHandler,
+        span: Span,
+        agent: AgentInvocation | None,
+        start_perf: float,
+        *,
+        name: str | None,
+    ) -> None:
+        super().__init__(handler, span, agent, start_perf)
+        self.name = name
+        self.input_messages: Any = None
+        self.output_messages: Any = None
+
+    def _set_end_attributes(self, span: Span) -> None:
+        if settings.content.mode.on_span:
+            self._set_content(span, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
+            self._set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
+
+    def _record(self, duration: float, error_type: str | None) -> None:
+        attrs: dict[str, AttributeValue] = {}
+        if self.name:
+            attrs[semconv.GEN_AI_WORKFLOW_NAME] = self.name
+        if error_type:
+            attrs[semconv.ERROR_TYPE] = error_type
+        self._handler.instruments.workflow_duration.record(duration, attrs)
+
+
+class RetrievalInvocation(Invocation):
+    operation = semconv.OP_RETRIEVAL
+
+    def __init__(
+        self,
+        handler: TelemetryHandler,
+        span: Span,
+        agent: AgentInvocation | None,
+        start_perf: float,
+    ) -> None:
+        super().__init__(handler, span, agent, start_perf)
+        self.query: str | None = None
+        self.documents: list[dict[str, Any]] | None = None
+        """``[{"id": ..., "score": ..., "content": ...}]``: ids and scores are recorded always,
+        content only when capture is on."""
+
+    def _set_end_attributes(self, span: Span) -> None:
+        documents = self.documents
+        capture = settings.content.mode.on_span
+        if documents is not None:
+            span.set_attribute(semconv.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT, len(documents))
+            listed = [
+                {k: v for k, v in doc.items() if capture or k != "content"}
+                for doc in documents[:MAX_LISTED_DOCUMENTS]
+            ]
+            self._set_content(span, semconv.GEN_AI_RETRIEVAL_DOCUMENTS, listed)
+        if capture:
+            self._set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, self.query)

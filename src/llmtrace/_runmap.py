@@ -1,0 +1,136 @@
+"""A bounded map from framework run ids to live invocations.
+
+Runs that never end (an abandoned stream, a crashed worker, a callback the framework never
+fires) must not keep spans and memory alive forever. Entries expire ``ttl_s`` seconds after
+their last touch and the oldest is evicted beyond ``max_size``; an evicted value is handed to
+``on_evict`` (which ends its span with ``llmtrace.evicted``). Expiry is checked on every
+insert and by one shared background sweeper, so a quiet process also ends its stale runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from llmtrace import semconv
+from llmtrace._safety import report_internal_error
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+SWEEP_INTERVAL_S = 5.0
+
+
+class RunMap(Generic[K, V]):
+    def __init__(
+        self,
+        on_evict: Callable[[V, str], None],
+        *,
+        ttl_s: float = 600.0,
+        max_size: int = 10_000,
+    ) -> None:
+        self._on_evict = on_evict
+        self.ttl_s = ttl_s
+        self.max_size = max_size
+        self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        _sweeper.register(self)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, key: K, value: V) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._entries[key] = (value, now)
+            self._entries.move_to_end(key)
+            evicted = self._collect(now)
+        self._evict(evicted)
+
+    def get(self, key: K) -> V | None:
+        """The value, refreshing its expiry (a run that reports progress is alive)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries[key] = (entry[0], time.monotonic())
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def peek(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def pop(self, key: K) -> V | None:
+        with self._lock:
+            entry = self._entries.pop(key, None)
+        return None if entry is None else entry[0]
+
+    def sweep(self) -> int:
+        """End expired runs now; returns how many."""
+        with self._lock:
+            evicted = self._collect(time.monotonic())
+        self._evict(evicted)
+        return len(evicted)
+
+    def clear(self, reason: str = semconv.EVICTED_SHUTDOWN) -> None:
+        """End every open run (uninstrument, shutdown)."""
+        with self._lock:
+            values = [(value, reason) for value, _ in self._entries.values()]
+            self._entries.clear()
+        self._evict(values)
+
+    def _collect(self, now: float) -> list[tuple[V, str]]:
+        evicted: list[tuple[V, str]] = []
+        entries = self._entries
+        while len(entries) > self.max_size:
+            _, (value, _) = entries.popitem(last=False)
+            evicted.append((value, semconv.EVICTED_CAPACITY))
+        deadline = now - self.ttl_s
+        while entries:
+            key = next(iter(entries))
+            value, seen = entries[key]
+            if seen > deadline:
+                break
+            del entries[key]
+            evicted.append((value, semconv.EVICTED_TTL))
+        return evicted
+
+    def _evict(self, evicted: list[tuple[V, str]]) -> None:
+        for value, reason in evicted:
+            try:
+                self._on_evict(value, reason)
+            except Exception as exc:
+                report_internal_error(f"{__name__}.RunMap.evict", exc)
+
+
+class _Sweeper:
+    """One daemon thread that sweeps every live RunMap periodically."""
+
+    def __init__(self) -> None:
+        self._maps: weakref.WeakSet[RunMap[object, object]] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def register(self, run_map: RunMap[K, V]) -> None:
+        with self._lock:
+            self._maps.add(run_map)  # type: ignore[arg-type]
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="llmtrace-runmap-sweeper", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(SWEEP_INTERVAL_S)
+            with self._lock:
+                maps = list(self._maps)
+            for run_map in maps:
+                if len(run_map):
+                    run_map.sweep()
+
+
+_sweeper = _Sweeper()

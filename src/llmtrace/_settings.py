@@ -1,0 +1,25 @@
+"""Process-wide settings read by the telemetry handler on each call (set by configure())."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from llmtrace._content import ContentPolicy
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(slots=True)
+class Settings:
+    content: ContentPolicy = field(default_factory=ContentPolicy.from_env)
+    run_ttl_s: float = 600.0
+    """Runs that never end are ended after this many seconds without news (``llmtrace.evicted``)."""
+    max_open_runs: int = 10_000
+    """At most this many runs are kept open per integration; the oldest is ended beyond it."""
+    disabled: bool = field(default_factory=lambda: env_flag("OTEL_SDK_DISABLED"))
+
+
+settings = Settings()

@@ -1,0 +1,711 @@
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import enum
+import json
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmtrace import _content
+from llmtrace._content import (
+    CAPTURE_CONTENT_ENV,
+    DEFAULT_MAX_ATTRIBUTE_LENGTH,
+    DEFAULT_MAX_SPAN_CONTENT,
+    CaptureMode,
+    ContentPolicy,
+    capture_mode_from_env,
+    dumps_bounded,
+    parse_capture_mode,
+    scrub_secrets,
+    serialize_content,
+    to_jsonable,
+    truncate_text,
+)
+
+MB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------
+# Capture mode
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("NO_CONTENT", CaptureMode.NO_CONTENT),
+        ("SPAN_ONLY", CaptureMode.SPAN_ONLY),
+        ("EVENT_ONLY", CaptureMode.EVENT_ONLY),
+        ("SPAN_AND_EVENT", CaptureMode.SPAN_AND_EVENT),
+        ("span_only", CaptureMode.SPAN_ONLY),
+        ("Span_And_Event", CaptureMode.SPAN_AND_EVENT),
+        ("  event_only \n", CaptureMode.EVENT_ONLY),
+        ("true", CaptureMode.SPAN_ONLY),
+        ("TRUE", CaptureMode.SPAN_ONLY),
+        ("True", CaptureMode.SPAN_ONLY),
+        ("false", CaptureMode.NO_CONTENT),
+        ("FALSE", CaptureMode.NO_CONTENT),
+        ("", CaptureMode.NO_CONTENT),
+        ("   ", CaptureMode.NO_CONTENT),
+    ],
+)
+def test_capture_mode_from_env(monkeypatch, caplog, raw: str, expected: CaptureMode) -> None:
+    monkeypatch.setenv(CAPTURE_CONTENT_ENV, raw)
+    with caplog.at_level(logging.WARNING, logger=_content.__name__):
+        assert capture_mode_from_env() is expected
+    assert not caplog.records
+
+
+def test_capture_mode_unset_is_no_content(monkeypatch, caplog) -> None:
+    monkeypatch.delenv(CAPTURE_CONTENT_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger=_content.__name__):
+        assert capture_mode_from_env() is CaptureMode.NO_CONTENT
+        assert ContentPolicy.from_env() == ContentPolicy()
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("raw", ["yes", "1", "SPAN", "all", "on"])
+def test_capture_mode_invalid_env_warns_once(monkeypatch, caplog, raw: str) -> None:
+    monkeypatch.setenv(CAPTURE_CONTENT_ENV, raw)
+    with caplog.at_level(logging.WARNING, logger=_content.__name__):
+        assert capture_mode_from_env() is CaptureMode.NO_CONTENT
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert CAPTURE_CONTENT_ENV in warnings[0].getMessage()
+
+
+def test_capture_mode_properties() -> None:
+    assert (CaptureMode.NO_CONTENT.on_span, CaptureMode.NO_CONTENT.on_event) == (False, False)
+    assert (CaptureMode.SPAN_ONLY.on_span, CaptureMode.SPAN_ONLY.on_event) == (True, False)
+    assert (CaptureMode.EVENT_ONLY.on_span, CaptureMode.EVENT_ONLY.on_event) == (False, True)
+    assert (CaptureMode.SPAN_AND_EVENT.on_span, CaptureMode.SPAN_AND_EVENT.on_event) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (CaptureMode.EVENT_ONLY, CaptureMode.EVENT_ONLY),
+        (True, CaptureMode.SPAN_ONLY),
+        (False, CaptureMode.NO_CONTENT),
+        ("span_and_event", CaptureMode.SPAN_AND_EVENT),
+        ("NO_CONTENT", CaptureMode.NO_CONTENT),
+        ("true", CaptureMode.SPAN_ONLY),
+    ],
+)
+def test_parse_capture_mode(value: Any, expected: CaptureMode) -> None:
+    assert parse_capture_mode(value) is expected
+
+
+def test_parse_capture_mode_none_reads_env(monkeypatch) -> None:
+    monkeypatch.setenv(CAPTURE_CONTENT_ENV, "event_only")
+    assert parse_capture_mode(None) is CaptureMode.EVENT_ONLY
+
+
+@pytest.mark.parametrize("value", ["", "yes", "span", 1, 0, 2.5, object(), ["SPAN_ONLY"]])
+def test_parse_capture_mode_invalid_is_loud(value: Any) -> None:
+    with pytest.raises(ValueError, match="capture mode"):
+        parse_capture_mode(value)
+
+
+# --------------------------------------------------------------------------------------
+# Policy
+# --------------------------------------------------------------------------------------
+def test_policy_defaults() -> None:
+    policy = ContentPolicy()
+    assert policy.mode is CaptureMode.NO_CONTENT
+    assert policy.max_attribute_length == DEFAULT_MAX_ATTRIBUTE_LENGTH == 32 * 1024
+    assert policy.max_span_content == DEFAULT_MAX_SPAN_CONTENT == 512 * 1024
+    assert policy.redact is None
+    assert not policy.enabled
+    assert ContentPolicy(mode=CaptureMode.EVENT_ONLY).enabled
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.mode = CaptureMode.SPAN_ONLY  # type: ignore[misc]
+
+
+def test_policy_from_env(monkeypatch) -> None:
+    monkeypatch.setenv(CAPTURE_CONTENT_ENV, "SPAN_AND_EVENT")
+    assert ContentPolicy.from_env().mode is CaptureMode.SPAN_AND_EVENT
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"mode": "SPAN_ONLY"}, TypeError),
+        ({"max_attribute_length": 10}, ValueError),
+        ({"max_attribute_length": True}, ValueError),
+        ({"max_span_content": 0}, ValueError),
+        ({"redact": "not callable"}, TypeError),
+    ],
+)
+def test_policy_rejects_bad_configuration(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        ContentPolicy(**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# to_jsonable
+# --------------------------------------------------------------------------------------
+def test_to_jsonable_plain_values() -> None:
+    value = {"a": [1, 2.5, "x", None, True], "b": (1, 2), "c": {"d": {}}}
+    assert to_jsonable(value) == {"a": [1, 2.5, "x", None, True], "b": [1, 2], "c": {"d": {}}}
+
+
+def test_to_jsonable_special_numbers_and_bytes() -> None:
+    assert to_jsonable([math.nan, math.inf, -math.inf, b"\x00\xffhi", bytearray(b"ab")]) == [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        base64.b64encode(b"\x00\xffhi").decode(),
+        "YWI=",
+    ]
+    assert to_jsonable(10**2000) == "<int>"
+    assert to_jsonable({1: "a", None: "b", 2.5: "c"}) == {"1": "a", "None": "b", "2.5": "c"}
+
+
+def test_to_jsonable_cycle() -> None:
+    data: dict[str, Any] = {"name": "a"}
+    data["self"] = data
+    items: list[Any] = [1]
+    items.append(items)
+    assert to_jsonable(data) == {"name": "a", "self": "[cycle]"}
+    assert to_jsonable(items) == [1, "[cycle]"]
+    shared = {"x": 1}
+    assert to_jsonable([shared, shared]) == [{"x": 1}, {"x": 1}]  # a shared object is not a cycle
+
+
+class RaisingRepr:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str")
+
+
+class RaisingReprWithAttributes:
+    def __init__(self) -> None:
+        self.visible = 1
+        self._private = 2
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+
+def test_to_jsonable_objects() -> None:
+    assert to_jsonable(RaisingRepr()) == "<RaisingRepr>"
+    assert to_jsonable(RaisingReprWithAttributes()) == {"visible": 1}
+    assert to_jsonable([object(), len, int, logging]) == [
+        "<object>",
+        "<builtin_function_or_method>",
+        "<type>",
+        "<module>",
+    ]
+    assert to_jsonable(ValueError("secret message")) == "<ValueError>"
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: Any = None
+
+
+class PydanticLike:
+    """Duck-typed pydantic v2 model."""
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def model_dump(self) -> dict[str, Any]:
+        return dict(self._fields)
+
+
+class BrokenModel:
+    def __init__(self) -> None:
+        self.fallback = "used"
+
+    def model_dump(self) -> dict[str, Any]:
+        raise RuntimeError("cannot dump")
+
+
+def test_to_jsonable_structured_objects() -> None:
+    point = Point(1, Color.RED)
+    assert to_jsonable(point) == {"x": 1, "y": "red"}
+    assert to_jsonable(PydanticLike(role="user", content=b"a", nested=Point(2))) == {
+        "role": "user",
+        "content": "YQ==",
+        "nested": {"x": 2, "y": None},
+    }
+    assert to_jsonable(BrokenModel()) == {"fallback": "used"}
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    ident = uuid.UUID(int=1)
+    assert to_jsonable([when, ident, OrderedDict(a=1), {3}, frozenset()]) == [
+        "2026-01-02T03:04:05",
+        str(ident),
+        {"a": 1},
+        [3],
+        [],
+    ]
+
+
+def test_to_jsonable_dataclass_cycle() -> None:
+    point = Point(1)
+    point.y = point
+    assert to_jsonable(point) == {"x": 1, "y": "[cycle]"}
+
+
+def test_to_jsonable_pydantic_model() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Message(pydantic.BaseModel):
+        role: str
+        content: str
+
+    assert to_jsonable([Message(role="user", content="hi")]) == [{"role": "user", "content": "hi"}]
+
+
+def test_to_jsonable_depth() -> None:
+    nested: Any = "leaf"
+    for _ in range(1000):
+        nested = [nested]
+    result = to_jsonable(nested)
+    depth = 0
+    while isinstance(result, list):
+        result = result[0]
+        depth += 1
+    assert result == "[max depth]"
+    assert depth == 20
+    assert to_jsonable({"a": {"b": 1}}, max_depth=1) == {"a": "[max depth]"}
+
+
+def test_to_jsonable_bounds_collections() -> None:
+    result = to_jsonable(list(range(5000)))
+    assert result[:1000] == list(range(1000))
+    assert len(result) == 1001
+    assert "4000" in result[-1]
+    big = to_jsonable({f"k{i}": i for i in range(2000)})
+    assert len(big) == 1001
+    assert "1000" in big[_content.MORE_KEY]
+
+
+def test_to_jsonable_hostile_objects() -> None:
+    class HostileMapping(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[override]
+            raise RuntimeError("no items")
+
+    class HostileDict:
+        @property
+        def __dict__(self):  # type: ignore[override]
+            raise RuntimeError("no dict")
+
+    class WeirdStr(str):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    result = to_jsonable([HostileMapping(a=1), HostileDict(), WeirdStr("text"), "\ud800x"])
+    assert result[:3] == ["<HostileMapping>", "<HostileDict>", "text"]
+    assert type(result[2]) is str
+    result[3].encode("utf-8")  # a lone surrogate is replaced: OTLP could not encode it
+    json.dumps(result)
+
+
+# --------------------------------------------------------------------------------------
+# dumps_bounded / truncate_text
+# --------------------------------------------------------------------------------------
+def _check_bounded(text: str, limit: int) -> Any:
+    assert len(text) <= limit
+    return json.loads(text)
+
+
+def test_dumps_bounded_small_value_is_compact_and_untouched() -> None:
+    text, truncated = dumps_bounded({"role": "user", "content": "héllo", "n": [1, 2]}, 1000)
+    assert text == '{"role":"user","content":"héllo","n":[1,2]}'
+    assert not truncated
+
+
+def test_dumps_bounded_long_string() -> None:
+    text, truncated = dumps_bounded({"content": "x" * 10_000, "role": "user"}, 1000)
+    assert truncated
+    data = _check_bounded(text, 1000)
+    assert data["role"] == "user"
+    assert data["content"].startswith("xxx")
+    assert data["content"].endswith("chars]")
+    removed = int(data["content"].rsplit("truncated ", 1)[1].split(" ")[0])
+    assert data["content"].index("…") + removed == 10_000  # the marker counts what was removed
+
+
+def test_dumps_bounded_shortens_the_longest_strings_first() -> None:
+    value = {"short": "s" * 50, "long": "l" * 5000, "other": "o" * 100}
+    data = _check_bounded(dumps_bounded(value, 1000)[0], 1000)
+    assert data["short"] == "s" * 50
+    assert data["other"] == "o" * 100
+    assert data["long"].startswith("l" * 100)
+
+
+def test_dumps_bounded_drops_list_tail_with_marker() -> None:
+    text, truncated = dumps_bounded(list(range(10_000)), 300)
+    data = _check_bounded(text, 300)
+    assert truncated
+    assert data[0] == 0
+    assert isinstance(data[-1], str) and "more items" in data[-1]
+
+
+def test_dumps_bounded_50mb_string() -> None:
+    huge = "x" * (50 * MB)
+    start = time.perf_counter()
+    text, truncated = dumps_bounded(huge, DEFAULT_MAX_ATTRIBUTE_LENGTH)
+    elapsed = time.perf_counter() - start
+    assert truncated
+    assert _check_bounded(text, DEFAULT_MAX_ATTRIBUTE_LENGTH).startswith("xxxx")
+    assert elapsed < 2
+
+
+def test_dumps_bounded_50mb_message_list() -> None:
+    messages = [
+        {
+            "role": "user" if i % 2 else "assistant",
+            "parts": [{"type": "text", "content": f"{i} " + "y" * 500}],
+        }
+        for i in range(100_000)
+    ]
+    start = time.perf_counter()
+    text, truncated = dumps_bounded(messages, DEFAULT_MAX_ATTRIBUTE_LENGTH)
+    elapsed = time.perf_counter() - start
+    assert truncated
+    data = _check_bounded(text, DEFAULT_MAX_ATTRIBUTE_LENGTH)
+    assert data[0]["role"] == "assistant"
+    assert data[0]["parts"][0]["content"].startswith("0 yyy")
+    assert "more items" in data[-1]
+    assert elapsed < 2
+
+
+def test_dumps_bounded_one_huge_message_among_small_ones() -> None:
+    messages = [
+        {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+        {"role": "user", "parts": [{"type": "text", "content": "z" * (50 * MB)}]},
+        {"role": "user", "parts": [{"type": "text", "content": "last question"}]},
+    ]
+    data = _check_bounded(dumps_bounded(messages, 4096)[0], 4096)
+    assert [m["role"] for m in data] == ["system", "user", "user"]
+    assert data[0]["parts"][0]["content"] == "be brief"
+    assert data[2]["parts"][0]["content"] == "last question"
+
+
+def test_dumps_bounded_escapes_count() -> None:
+    value = ["\x00" * 5000, '"' * 5000, "é" * 5000]
+    text, truncated = dumps_bounded(value, 500)
+    assert truncated
+    assert len(_check_bounded(text, 500)) == 3
+
+
+def test_dumps_bounded_many_keys_and_long_keys() -> None:
+    value = {("k" * 1000) + str(i): "v" * 100 for i in range(3000)}
+    _check_bounded(dumps_bounded(value, 200)[0], 200)
+
+
+def test_dumps_bounded_deep_and_cyclic_and_hostile() -> None:
+    nested: Any = 1
+    for _ in range(1000):
+        nested = {"n": nested}
+    _check_bounded(dumps_bounded(nested, 100)[0], 100)
+    data: dict[str, Any] = {}
+    data["me"] = data
+    assert dumps_bounded(data, 100) == ('{"me":"[cycle]"}', False)
+    assert dumps_bounded(RaisingRepr(), 100) == ('"<RaisingRepr>"', False)
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 5, 13, 20])
+def test_dumps_bounded_tiny_limits(limit: int) -> None:
+    text, truncated = dumps_bounded({"a": "b" * 100}, limit)
+    assert truncated
+    assert len(text) <= limit
+    if limit:
+        json.loads(text)
+
+
+def test_truncate_text() -> None:
+    assert truncate_text("hello", 10) == ("hello", False)
+    assert truncate_text("", 10) == ("", False)
+    text, truncated = truncate_text("a" * 1000, 100)
+    assert truncated
+    assert len(text) <= 100
+    assert text.startswith("aaaa")
+    assert text.endswith("chars]")
+    kept = text.index("…")
+    assert text == "a" * kept + f"…[truncated {1000 - kept} chars]"
+    assert truncate_text("a" * 1000, 5) == ("aaaaa", True)
+    big_text, big_truncated = truncate_text("q" * (50 * MB), 1000)
+    assert big_truncated and len(big_text) <= 1000
+    assert truncate_text("\ud800", 10)[0].encode("utf-8")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.builds(lambda char, n: char * n, st.characters(), st.integers(0, 6000)),
+    lambda children: (
+        st.lists(children, max_size=30) | st.dictionaries(st.text(max_size=20), children, max_size=30)
+    ),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=json_values, limit=st.integers(64, 4096))
+def test_dumps_bounded_property(value: Any, limit: int) -> None:
+    text, truncated = dumps_bounded(value, limit)
+    assert len(text) <= limit
+    parsed = json.loads(text)
+    if not truncated:
+        assert parsed == to_jsonable(value)
+
+
+# --------------------------------------------------------------------------------------
+# Secrets
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key",
+    [
+        "api_key",
+        "apikey",
+        "apiKey",
+        "API_KEY",
+        "x-api-key",
+        "X-Api-Key",
+        "x_goog_api_key",
+        "openai_api_key",
+        "authorization",
+        "Authorization",
+        "proxy-authorization",
+        "Proxy-Authorization",
+        "password",
+        "db_password",
+        "secret",
+        "client_secret",
+        "aws_secret_access_key",
+        "token",
+        "access_token",
+        "accessToken",
+        "refresh_token",
+        "id_token",
+        "cookie",
+        "Cookie",
+        "set-cookie",
+        "Set-Cookie",
+        "credentials",
+        "private_key",
+    ],
+)
+def test_secret_keys_are_redacted(key: str) -> None:
+    assert scrub_secrets({key: "value", "nested": [{key: {"deep": 1}}]}) == {
+        key: "[REDACTED]",
+        "nested": [{key: "[REDACTED]"}],
+    }
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "max_tokens",
+        "maxTokens",
+        "input_tokens",
+        "output_tokens",
+        "max_completion_tokens",
+        "total_tokens",
+        "tokens",
+        "token_count",
+        "key",
+        "author",
+        "role",
+        "content",
+        "oauth_flow",
+    ],
+)
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert scrub_secrets({key: 42}) == {key: 42}
+
+
+SK = "sk-" + "a1B2c3D4" * 5
+SK_ANT = "sk-ant-api03-" + "Zx9_Yw8-" * 10
+SK_PROJ = "sk-proj-" + "Q" * 48
+GOOGLE_KEY = "AIzaSyD" + "x1y2z3" * 6
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+XAI_KEY = "xai-" + "k" * 60
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "expected"),
+    [
+        (f"Authorization: Bearer {JWT}", JWT, "Authorization: Bearer [REDACTED]"),
+        ("header bearer abcdefgh12345678", "abcdefgh12345678", "header bearer [REDACTED]"),
+        (f"use {SK} please", SK, "use [REDACTED] please"),
+        (f"key={SK_ANT}", SK_ANT, "key=[REDACTED]"),
+        (f'"{SK_PROJ}"', SK_PROJ, '"[REDACTED]"'),
+        (f"google {GOOGLE_KEY}.", GOOGLE_KEY, "google [REDACTED]."),
+        (f"aws {AWS_KEY} id", AWS_KEY, "aws [REDACTED] id"),
+        (f"grok {XAI_KEY}", XAI_KEY, "grok [REDACTED]"),
+        (f"token {JWT}", JWT, "token [REDACTED]"),
+        (
+            "https://h.example/v1/models?key=abc123XYZ&alt=json",
+            "abc123XYZ",
+            "https://h.example/v1/models?key=[REDACTED]&alt=json",
+        ),
+        ("GET /search?q=1&api_key=s3cr3tvalue#top", "s3cr3tvalue", "GET /search?q=1&api_key=[REDACTED]#top"),
+        ("https://user:hunter2@db.example/", "hunter2", "https://user:[REDACTED]@db.example/"),
+    ],
+)
+def test_secrets_in_strings_are_masked(text: str, secret: str, expected: str) -> None:
+    assert scrub_secrets(text) == expected
+    nested = scrub_secrets({"messages": [{"content": text}]})
+    assert nested == {"messages": [{"content": expected}]}
+    assert secret not in json.dumps(nested)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ask-for-help is fine",
+        "task-1234567890123456789012345",
+        "the basic idea",
+        "sk-short",
+        "x = compute(a=1, key_count=2)",
+        "see https://example.com/a?page=2",
+        "AKIA is not enough",
+    ],
+)
+def test_ordinary_strings_are_kept(text: str) -> None:
+    assert scrub_secrets(text) == text
+
+
+def test_scrub_secrets_does_not_modify_its_input_and_handles_any_value() -> None:
+    original = {"api_key": "k", "items": [SK], "count": 3}
+    assert scrub_secrets(original) == {"api_key": "[REDACTED]", "items": ["[REDACTED]"], "count": 3}
+    assert original == {"api_key": "k", "items": [SK], "count": 3}
+    cyclic: dict[str, Any] = {}
+    cyclic["me"] = cyclic
+    assert scrub_secrets(cyclic) == {"me": "[cycle]"}
+    assert scrub_secrets(RaisingRepr()) == "<RaisingRepr>"
+    assert scrub_secrets(Point(1, {"password": "p"})) == {"x": 1, "y": {"password": "[REDACTED]"}}
+    assert scrub_secrets(None) is None
+
+
+def test_scrub_secrets_is_fast_on_long_text() -> None:
+    text = "The quick brown fox; x = f(a=1) see https://example.com?page=2\n" * 50_000  # ~3 MB
+    start = time.perf_counter()
+    assert scrub_secrets(text) == text
+    assert time.perf_counter() - start < 2
+
+
+# --------------------------------------------------------------------------------------
+# serialize_content
+# --------------------------------------------------------------------------------------
+ON = ContentPolicy(mode=CaptureMode.SPAN_ONLY)
+
+
+def test_serialize_content_leaves_the_mode_to_the_caller() -> None:
+    # Callers check policy.mode; the pipeline itself also serves non-content values (document ids).
+    text, truncated = serialize_content("k", [{"id": "d1", "score": 0.5}], ContentPolicy())  # type: ignore[misc]
+    assert (json.loads(text), truncated) == ([{"id": "d1", "score": 0.5}], False)
+
+
+def test_serialize_content_scrubs_and_serialises() -> None:
+    value = {"query": "weather", "api_key": "hunter2", "note": f"with {SK}", "max_tokens": 100}
+    text, truncated = serialize_content("k", value, ON)  # type: ignore[misc]
+    assert json.loads(text) == {
+        "query": "weather",
+        "api_key": "[REDACTED]",
+        "note": "with [REDACTED]",
+        "max_tokens": 100,
+    }
+    assert not truncated
+    text, _ = serialize_content("k", "plain text", ON)  # type: ignore[misc]
+    assert text == "plain text"  # plain text stays plain text
+
+
+def test_serialize_content_huge_input() -> None:
+    policy = ContentPolicy(mode=CaptureMode.SPAN_AND_EVENT, max_attribute_length=2048)
+    messages = [
+        {"role": "user", "parts": [{"type": "text", "content": "x" * (50 * MB)}]},
+        {"role": "user", "parts": [{"type": "text", "content": f"my key is {SK_ANT}"}]},
+    ]
+    start = time.perf_counter()
+    text, truncated = serialize_content("input", messages, policy)  # type: ignore[misc]
+    assert time.perf_counter() - start < 2
+    assert truncated
+    data = _check_bounded(text, 2048)
+    assert data[1]["parts"][0]["content"] == "my key is [REDACTED]"
+    assert SK_ANT[10:30] not in text
+
+
+def test_secret_across_the_cut_is_still_masked() -> None:
+    policy = ContentPolicy(mode=CaptureMode.SPAN_ONLY, max_attribute_length=1000)
+    text, truncated = serialize_content("k", "a" * 990 + " " + SK, policy)  # type: ignore[misc]
+    assert truncated
+    assert SK[:12] not in text
+    assert len(text) <= 1000
+
+
+def test_redact_hook_changes_the_value() -> None:
+    seen = []
+
+    def redact(key: str, value: Any) -> Any:
+        seen.append((key, value))
+        return [{**message, "parts": [{"type": "text", "content": "[removed]"}]} for message in value]
+
+    policy = ContentPolicy(mode=CaptureMode.SPAN_ONLY, redact=redact)
+    messages = [{"role": "user", "parts": [{"type": "text", "content": "my SSN is 123-45-6789"}]}]
+    text, truncated = serialize_content("input", messages, policy)  # type: ignore[misc]
+    assert json.loads(text) == [{"role": "user", "parts": [{"type": "text", "content": "[removed]"}]}]
+    assert not truncated
+    # The hook receives plain JSON-like data, secrets already masked.
+    assert seen == [("input", messages)]
+    serialize_content("args", {"password": "p", "obj": Point(1)}, policy)
+    assert seen[-1] == ("args", {"password": "[REDACTED]", "obj": {"x": 1, "y": None}})
+
+
+def test_redact_hook_returning_none_drops_the_content() -> None:
+    policy = ContentPolicy(mode=CaptureMode.SPAN_ONLY, redact=lambda key, value: None)
+    assert serialize_content("k", {"a": 1}, policy) is None
+
+
+def test_redact_hook_raising_drops_the_content_with_one_warning(caplog) -> None:
+    def broken(key: str, value: Any) -> Any:
+        raise KeyError("private detail 123-45-6789")
+
+    policy = ContentPolicy(mode=CaptureMode.SPAN_ONLY, redact=broken)
+    with caplog.at_level(logging.WARNING, logger=_content.__name__):
+        first = serialize_content("input", [{"content": "private"}], policy)
+        second = serialize_content("input", [{"content": "private"}], policy)
+    assert first == ('[redaction failed]', False)
+    assert second == first
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "broken" in warnings[0].getMessage()
+    assert "123-45-6789" not in warnings[0].getMessage()
+
+
+def test_redact_hook_returning_unserialisable_objects() -> None:
+    policy = ContentPolicy(
+        mode=CaptureMode.SPAN_ONLY,
+        max_attribute_length=100,
+        redact=lambda key, value: {"obj": RaisingRepr(), "long": "z" * 1000},
+    )
+    text, truncated = serialize_content("k", "x", policy)  # type: ignore[misc]
+    assert truncated
+    assert _check_bounded(text, 100)["obj"] == "<RaisingRepr>"

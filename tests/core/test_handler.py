@@ -1,0 +1,559 @@
+"""The telemetry handler: span names, kinds, attributes, errors, usage, cost and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+import llmtrace
+from llmtrace import semconv as sc
+from llmtrace._content import CaptureMode, ContentPolicy
+from llmtrace._usage import UsageRecord
+from llmtrace.testing import metric_points
+
+USAGE_AND_COST_KEYS = {
+    sc.GEN_AI_USAGE_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS,
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    sc.GEN_AI_USAGE_COST_AMOUNT,
+    sc.GEN_AI_USAGE_COST_CURRENCY,
+    sc.GEN_AI_USAGE_COST_SOURCE,
+    sc.LLMTRACE_COST_UNPRICED,
+}
+
+
+def test_chat_span_name_kind_and_attributes(telemetry_handler, span_exporter):
+    inv = telemetry_handler.start_chat(
+        "gpt-4o", provider=sc.PROVIDER_OPENAI, server_address="127.0.0.1", server_port=8080
+    )
+    inv.temperature = 0.2
+    inv.max_tokens = 100
+    inv.top_k = 5
+    inv.stop_sequences = ["\n"]
+    inv.response_id = "chatcmpl-1"
+    inv.response_model = "gpt-4o-2024-08-06"
+    inv.finish_reasons = ["stop"]
+    inv.set_usage(input_tokens=1000, output_tokens=500, cache_read_tokens=200)
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == "chat gpt-4o"
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET
+    attrs = dict(span.attributes)
+    cost = attrs.pop(sc.GEN_AI_USAGE_COST_AMOUNT)
+    # gpt-4o: $2.50 / 1M input, $1.25 / 1M cached input, $10 / 1M output
+    assert cost == pytest.approx(800 * 2.5e-6 + 200 * 1.25e-6 + 500 * 10e-6)
+    assert attrs == {
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_PROVIDER_NAME: "openai",
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        sc.SERVER_ADDRESS: "127.0.0.1",
+        sc.SERVER_PORT: 8080,
+        sc.GEN_AI_REQUEST_TEMPERATURE: 0.2,
+        sc.GEN_AI_REQUEST_MAX_TOKENS: 100,
+        sc.GEN_AI_REQUEST_TOP_K: 5,
+        sc.GEN_AI_REQUEST_STOP_SEQUENCES: ("\n",),
+        sc.GEN_AI_RESPONSE_ID: "chatcmpl-1",
+        sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+        sc.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",),
+        sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: 500,
+        sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 200,
+        sc.GEN_AI_USAGE_COST_CURRENCY: "USD",
+        sc.GEN_AI_USAGE_COST_SOURCE: "local",
+    }
+
+
+def test_chat_metrics(telemetry_handler, metric_reader):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.set_usage(input_tokens=1000, output_tokens=500)
+    inv.stop()
+    tokens = metric_points(metric_reader, sc.METRIC_CLIENT_TOKEN_USAGE)
+    by_type = {p.attributes[sc.GEN_AI_TOKEN_TYPE]: p for p in tokens}
+    assert by_type["input"].sum == 1000 and by_type["output"].sum == 500
+    assert by_type["input"].attributes == {
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_PROVIDER_NAME: "openai",
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        sc.GEN_AI_TOKEN_TYPE: "input",
+    }
+    assert tuple(by_type["input"].explicit_bounds) == tuple(float(b) for b in sc.TOKEN_BUCKETS)
+    (duration,) = metric_points(metric_reader, sc.METRIC_CLIENT_OPERATION_DURATION)
+    assert duration.count == 1
+    assert tuple(duration.explicit_bounds) == sc.DURATION_BUCKETS
+    (cost,) = metric_points(metric_reader, sc.METRIC_USAGE_COST)
+    assert cost.value == pytest.approx(1000 * 2.5e-6 + 500 * 10e-6)
+
+
+def test_unknown_model_is_unpriced_never_zero(telemetry_handler, span_exporter, metric_reader):
+    inv = telemetry_handler.start_chat("my-private-model", provider="openai")
+    inv.set_usage(input_tokens=10, output_tokens=5)
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[sc.LLMTRACE_COST_UNPRICED] is True
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in span.attributes
+    assert sc.GEN_AI_USAGE_COST_CURRENCY not in span.attributes
+    assert metric_points(metric_reader, sc.METRIC_USAGE_COST) == []
+
+
+def test_no_usage_reported_is_said_not_guessed(telemetry_handler, span_exporter, metric_reader):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai", stream=True)
+    inv.chunk()
+    inv.chunk()
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[sc.LLMTRACE_USAGE_REPORTED] is False
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in span.attributes
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in span.attributes
+    assert sc.LLMTRACE_COST_UNPRICED not in span.attributes
+    assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
+    assert span.attributes[sc.LLMTRACE_STREAM_CHUNKS] == 2
+    ttfc = span.attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+    assert 0 <= ttfc < 1
+    (point,) = metric_points(metric_reader, sc.METRIC_CLIENT_TIME_TO_FIRST_CHUNK)
+    assert point.count == 1 and point.sum == pytest.approx(ttfc)
+    assert metric_points(metric_reader, sc.METRIC_CLIENT_TOKEN_USAGE) == []
+
+
+def test_cache_hit_costs_zero_and_bills_no_tokens(telemetry_handler, span_exporter, metric_reader):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.cache_hit = True
+    inv.cache_source = "InMemoryCache"
+    inv.set_usage(input_tokens=1000, output_tokens=500)  # the cached response's original usage
+    inv.stop()
+    miss = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    miss.cache_hit = False
+    miss.cache_source = "InMemoryCache"
+    miss.set_usage(input_tokens=10, output_tokens=5)
+    miss.stop()
+    hit_span, miss_span = span_exporter.get_finished_spans()
+    assert hit_span.attributes[sc.LLMTRACE_CACHE_HIT] is True
+    assert hit_span.attributes[sc.LLMTRACE_CACHE_SOURCE] == "InMemoryCache"
+    assert hit_span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == 0.0
+    assert sc.GEN_AI_USAGE_INPUT_TOKENS not in hit_span.attributes
+    assert miss_span.attributes[sc.LLMTRACE_CACHE_HIT] is False
+    assert miss_span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 10
+    token_sums = sorted(p.sum for p in metric_points(metric_reader, sc.METRIC_CLIENT_TOKEN_USAGE))
+    assert token_sums == [5, 10]  # only the miss was billed
+    lookups = {
+        p.attributes[sc.LLMTRACE_CACHE_HIT]: p.value
+        for p in metric_points(metric_reader, sc.METRIC_CACHE_LOOKUPS)
+    }
+    assert lookups == {True: 1, False: 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None),
+        (-5, None),
+        ("abc", None),
+        (float("nan"), None),
+        (12.0, 12),
+        ("12", 12),
+        (True, None),
+        (10**15, None),
+    ],
+)
+def test_malformed_token_counts(telemetry_handler, span_exporter, raw, expected):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.set_usage(input_tokens=raw, output_tokens=3)
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes.get(sc.GEN_AI_USAGE_INPUT_TOKENS) == expected
+    assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+
+
+@pytest.mark.parametrize("model", ["", None])
+def test_empty_model(telemetry_handler, span_exporter, model):
+    inv = telemetry_handler.start_chat(model, provider="openai")
+    inv.set_usage(input_tokens=1, output_tokens=1)
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == "chat"
+    assert sc.GEN_AI_REQUEST_MODEL not in span.attributes
+    assert span.attributes[sc.LLMTRACE_COST_UNPRICED] is True
+
+
+def test_error_status_and_type(telemetry_handler, span_exporter, metric_reader):
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    error = openai.RateLimitError("slow down", response=httpx.Response(429, request=request), body=None)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.fail(error)
+    inv.fail(ValueError("second end is ignored"))
+    (span,) = span_exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "slow down"
+    assert span.attributes[sc.ERROR_TYPE] == "rate_limit"
+    (event,) = span.events
+    assert event.name == "exception"
+    assert event.attributes[sc.EXCEPTION_TYPE] == "RateLimitError"
+    (duration,) = metric_points(metric_reader, sc.METRIC_CLIENT_OPERATION_DURATION)
+    assert duration.attributes[sc.ERROR_TYPE] == "rate_limit"
+
+
+def test_secret_in_error_message_is_scrubbed(telemetry_handler, span_exporter):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.fail(RuntimeError("bad key sk-proj-abcdefghijklmnopqrstuvwxyz123456"))
+    (span,) = span_exporter.get_finished_spans()
+    assert "abcdefghijklmnop" not in span.status.description
+    assert "abcdefghijklmnop" not in json.dumps([dict(e.attributes) for e in span.events])
+
+
+def test_embeddings_span(telemetry_handler, span_exporter):
+    inv = telemetry_handler.start_embeddings("text-embedding-3-small", provider="openai")
+    inv.dimension_count = 1536
+    inv.input_count = 3
+    inv.set_usage(input_tokens=30)
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == "embeddings text-embedding-3-small"
+    assert span.kind is SpanKind.CLIENT
+    assert span.attributes[sc.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] == 1536
+    assert span.attributes[sc.LLMTRACE_EMBEDDINGS_INPUT_COUNT] == 3
+    # text-embedding-3-small: $0.02 / 1M tokens
+    assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(30 * 0.02e-6)
+
+
+def test_agent_tool_and_model_tree(telemetry_handler, span_exporter, metric_reader):
+    workflow = telemetry_handler.start_workflow("support")
+    agent = telemetry_handler.start_agent("researcher", parent=workflow)
+    chat = telemetry_handler.start_chat("gpt-4o", provider="openai", parent=agent)
+    chat.set_usage(input_tokens=10, output_tokens=2)
+    chat.stop()
+    agent.step("action", tool_name="search", tool_call_id="call_1")
+    tool = telemetry_handler.start_tool("search", call_id="call_1", description="web search", parent=agent)
+    tool.stop()
+    agent.step("observation", tool_name="search", tool_call_id="call_1")
+    retrieval = telemetry_handler.start_retrieval("docs-index", top_k=2, parent=agent)
+    retrieval.documents = [{"id": "d1", "score": 0.9, "content": "secret text"}, {"id": "d2", "score": 0.5}]
+    retrieval.stop()
+    agent.step("final")
+    agent.stop()
+    workflow.stop()
+
+    spans = {s.name: s for s in span_exporter.get_finished_spans()}
+    assert set(spans) == {
+        "invoke_workflow support",
+        "invoke_agent researcher",
+        "chat gpt-4o",
+        "execute_tool search",
+        "retrieval docs-index",
+    }
+    wf, ag = spans["invoke_workflow support"], spans["invoke_agent researcher"]
+    assert wf.parent is None
+    assert ag.parent.span_id == wf.context.span_id
+    for child in ("chat gpt-4o", "execute_tool search", "retrieval docs-index"):
+        assert spans[child].parent.span_id == ag.context.span_id
+        assert spans[child].context.trace_id == wf.context.trace_id
+    assert ag.kind is SpanKind.INTERNAL and wf.kind is SpanKind.INTERNAL
+    assert spans["execute_tool search"].kind is SpanKind.INTERNAL
+    assert dict(spans["execute_tool search"].attributes) == {
+        sc.GEN_AI_OPERATION_NAME: "execute_tool",
+        sc.GEN_AI_TOOL_NAME: "search",
+        sc.GEN_AI_TOOL_TYPE: "function",
+        sc.GEN_AI_TOOL_CALL_ID: "call_1",
+        sc.GEN_AI_TOOL_DESCRIPTION: "web search",
+        sc.GEN_AI_AGENT_NAME: "researcher",
+    }
+    # only model-call spans carry usage and cost
+    for name in ("invoke_workflow support", "invoke_agent researcher", "execute_tool search"):
+        assert not USAGE_AND_COST_KEYS & set(spans[name].attributes)
+    steps = [dict(e.attributes) for e in ag.events if e.name == sc.LLMTRACE_AGENT_STEP_EVENT]
+    assert steps == [
+        {
+            sc.LLMTRACE_AGENT_STEP_INDEX: 1,
+            sc.LLMTRACE_AGENT_STEP_KIND: "action",
+            sc.GEN_AI_AGENT_NAME: "researcher",
+            sc.GEN_AI_TOOL_NAME: "search",
+            sc.GEN_AI_TOOL_CALL_ID: "call_1",
+        },
+        {
+            sc.LLMTRACE_AGENT_STEP_INDEX: 2,
+            sc.LLMTRACE_AGENT_STEP_KIND: "observation",
+            sc.GEN_AI_AGENT_NAME: "researcher",
+            sc.GEN_AI_TOOL_NAME: "search",
+            sc.GEN_AI_TOOL_CALL_ID: "call_1",
+        },
+        {
+            sc.LLMTRACE_AGENT_STEP_INDEX: 3,
+            sc.LLMTRACE_AGENT_STEP_KIND: "final",
+            sc.GEN_AI_AGENT_NAME: "researcher",
+        },
+    ]
+    ret = spans["retrieval docs-index"]
+    assert ret.kind is SpanKind.CLIENT
+    assert ret.attributes[sc.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT] == 2
+    assert ret.attributes[sc.GEN_AI_RETRIEVAL_TOP_K] == 2
+    assert json.loads(ret.attributes[sc.GEN_AI_RETRIEVAL_DOCUMENTS]) == [
+        {"id": "d1", "score": 0.9},
+        {"id": "d2", "score": 0.5},
+    ]  # no content without opt-in
+
+    (calls,) = metric_points(metric_reader, sc.METRIC_INVOKE_AGENT_INFERENCE_CALLS)
+    assert calls.sum == 1 and calls.attributes == {sc.GEN_AI_AGENT_NAME: "researcher"}
+    (tools,) = metric_points(metric_reader, sc.METRIC_INVOKE_AGENT_TOOL_CALLS)
+    assert tools.sum == 1
+    (agent_duration,) = metric_points(metric_reader, sc.METRIC_INVOKE_AGENT_DURATION)
+    assert tuple(agent_duration.explicit_bounds) == sc.AGENT_DURATION_BUCKETS
+    (tool_duration,) = metric_points(metric_reader, sc.METRIC_EXECUTE_TOOL_DURATION)
+    assert tool_duration.attributes == {
+        sc.GEN_AI_TOOL_NAME: "search",
+        sc.GEN_AI_AGENT_NAME: "researcher",
+        sc.GEN_AI_TOOL_TYPE: "function",
+    }
+    (wf_duration,) = metric_points(metric_reader, sc.METRIC_WORKFLOW_DURATION)
+    assert wf_duration.attributes == {sc.GEN_AI_WORKFLOW_NAME: "support"}
+    assert tuple(wf_duration.explicit_bounds) == tuple(float(b) for b in sc.WORKFLOW_DURATION_BUCKETS)
+
+
+def test_root_span_is_child_of_callers_active_span(telemetry_handler, tracer_provider, span_exporter):
+    tracer = tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("request"):
+        telemetry_handler.start_chat("gpt-4o", provider="openai").stop()
+    chat, request = span_exporter.get_finished_spans()
+    assert chat.parent.span_id == request.context.span_id
+
+
+def test_handled_tool_error(telemetry_handler, span_exporter, metric_reader):
+    tool = telemetry_handler.start_tool("lookup")
+    tool.fail("ToolException")
+    (span,) = span_exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[sc.ERROR_TYPE] == "ToolException"
+    (duration,) = metric_points(metric_reader, sc.METRIC_EXECUTE_TOOL_DURATION)
+    assert duration.attributes[sc.ERROR_TYPE] == "ToolException"
+
+
+def test_cancelled_call(telemetry_handler, span_exporter):
+    records: list[UsageRecord] = []
+    llmtrace.add_usage_sink(records.append)
+    try:
+        inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+        inv.fail(asyncio.CancelledError())
+    finally:
+        llmtrace.remove_usage_sink(records.append)
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[sc.ERROR_TYPE] == "cancelled"
+    assert [r.status for r in records] == ["cancelled"]
+
+
+def test_usage_record_fields(telemetry_handler, span_exporter):
+    records: list[UsageRecord] = []
+    sink = records.append
+    llmtrace.add_usage_sink(sink)
+    try:
+        with llmtrace.dimensions(user_tier="pro"):
+            inv = telemetry_handler.start_chat("claude-sonnet-4-5", provider="anthropic", stream=True)
+        inv.chunk()
+        inv.response_model = "claude-sonnet-4-5-20250929"
+        inv.set_usage(input_tokens=1300, output_tokens=100, cache_read_tokens=1000, cache_write_tokens=200)
+        inv.stop()
+    finally:
+        llmtrace.remove_usage_sink(sink)
+    (record,) = records
+    (span,) = span_exporter.get_finished_spans()
+    assert record.operation == "chat" and record.provider == "anthropic"
+    assert record.request_model == "claude-sonnet-4-5"
+    assert record.response_model == "claude-sonnet-4-5-20250929"
+    assert (
+        record.input_tokens,
+        record.output_tokens,
+        record.cache_read_tokens,
+        record.cache_write_tokens,
+    ) == (
+        1300,
+        100,
+        1000,
+        200,
+    )
+    # Sonnet 4.5: $3 input, $0.30 cache read, $3.75 cache write, $15 output per 1M
+    assert record.cost == pytest.approx(100 * 3e-6 + 1000 * 0.3e-6 + 200 * 3.75e-6 + 100 * 15e-6)
+    assert record.streamed is True and record.time_to_first_chunk_s is not None
+    assert record.status == "success" and record.error_type is None
+    assert record.trace_id == format(span.context.trace_id, "032x")
+    assert record.span_id == format(span.context.span_id, "016x")
+    assert record.dimensions == {"user_tier": "pro"}
+    assert span.attributes[sc.LLMTRACE_DIMENSION_PREFIX + "user_tier"] == "pro"
+
+
+def test_log_usage_sink_writes_json_without_content(telemetry_handler, caplog):
+    from llmtrace._usage import LogUsageSink
+
+    sink = LogUsageSink()
+    llmtrace.add_usage_sink(sink)
+    try:
+        with caplog.at_level(logging.INFO, logger=sc.USAGE_LOGGER):
+            inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+            inv.input_messages = [{"role": "user", "parts": [{"type": "text", "content": "PRIVATE"}]}]
+            inv.set_usage(input_tokens=5, output_tokens=6)
+            inv.stop()
+    finally:
+        llmtrace.remove_usage_sink(sink)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == sc.USAGE_LOGGER]
+    data = json.loads(line)
+    assert data["input_tokens"] == 5 and data["output_tokens"] == 6 and data["request_model"] == "gpt-4o"
+    assert "PRIVATE" not in line
+
+
+def test_failing_usage_sink_does_not_break_the_call(telemetry_handler, span_exporter, caplog):
+    def broken(record):
+        raise RuntimeError("sink down")
+
+    llmtrace.add_usage_sink(broken)
+    try:
+        for _ in range(3):
+            inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+            inv.set_usage(input_tokens=1, output_tokens=1)
+            inv.stop()
+    finally:
+        llmtrace.remove_usage_sink(broken)
+    assert len(span_exporter.get_finished_spans()) == 3
+    assert sum("sink" in r.getMessage() for r in caplog.records) == 1  # logged once, not per call
+
+
+def test_content_not_captured_by_default(telemetry_handler, span_exporter):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.input_messages = [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}]
+    inv.output_messages = [
+        {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"}
+    ]
+    inv.stop()
+    tool = telemetry_handler.start_tool("t")
+    tool.arguments = {"q": "private"}
+    tool.result = "private result"
+    tool.stop()
+    for span in span_exporter.get_finished_spans():
+        assert not {
+            sc.GEN_AI_INPUT_MESSAGES,
+            sc.GEN_AI_OUTPUT_MESSAGES,
+            sc.GEN_AI_TOOL_CALL_ARGUMENTS,
+            sc.GEN_AI_TOOL_CALL_RESULT,
+        } & set(span.attributes)
+
+
+def test_content_captured_on_opt_in_scrubbed_and_bounded(telemetry_handler, span_exporter, content_capture):
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY, max_attribute_length=2048)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.input_messages = [
+        {"role": "user", "parts": [{"type": "text", "content": "x" * 50_000_000}]},
+        {
+            "role": "user",
+            "parts": [{"type": "text", "content": "my key is sk-ant-abcdefghijklmnopqrstuvwxyz0123"}],
+        },
+    ]
+    inv.stop()
+    tool = telemetry_handler.start_tool("t")
+    tool.arguments = {"q": object(), "api_key": "hunter2"}  # not JSON-serialisable, with a secret
+    tool.result = {"answer": 42}
+    tool.stop()
+    chat_span, tool_span = span_exporter.get_finished_spans()
+    text = chat_span.attributes[sc.GEN_AI_INPUT_MESSAGES]
+    assert len(text) <= 2048
+    messages = json.loads(text)  # still valid JSON
+    assert messages[0]["role"] == "user"
+    assert "abcdefghijklmnop" not in text
+    assert chat_span.attributes[sc.LLMTRACE_CONTENT_TRUNCATED] == (sc.GEN_AI_INPUT_MESSAGES,)
+    args = json.loads(tool_span.attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS])
+    assert args["api_key"] == "[REDACTED]"
+    assert isinstance(args["q"], str)
+    assert json.loads(tool_span.attributes[sc.GEN_AI_TOOL_CALL_RESULT]) == {"answer": 42}
+
+
+def test_redaction_hook(telemetry_handler, span_exporter, content_capture):
+    def redact(key, value):
+        return [{"role": m["role"], "parts": [{"type": "text", "content": "[removed]"}]} for m in value]
+
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY, redact=redact)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.input_messages = [{"role": "user", "parts": [{"type": "text", "content": "my SSN is 123-45-6789"}]}]
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert json.loads(span.attributes[sc.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "[removed]"}]}
+    ]
+
+
+def test_inference_details_event_on_event_capture(
+    telemetry_handler, span_exporter, log_exporter, content_capture
+):
+    content_capture.content = ContentPolicy(mode=CaptureMode.EVENT_ONLY)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.input_messages = [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}]
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert sc.GEN_AI_INPUT_MESSAGES not in span.attributes
+    (log,) = log_exporter.get_finished_logs()
+    record = log.log_record
+    assert record.event_name == sc.EVENT_INFERENCE_DETAILS
+    assert record.span_id == span.context.span_id
+    assert record.attributes[sc.GEN_AI_INPUT_MESSAGES][0]["parts"][0]["content"] == "hello"
+
+
+def test_unsampled_spans_still_record_metrics(meter_provider, metric_reader):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    handler = llmtrace.TelemetryHandler(
+        tracer_provider=TracerProvider(sampler=ALWAYS_OFF), meter_provider=meter_provider
+    )
+    inv = handler.start_chat("gpt-4o", provider="openai")
+    assert not inv.span.is_recording()
+    inv.set_usage(input_tokens=7, output_tokens=1)
+    inv.stop()
+    sums = sorted(p.sum for p in metric_points(metric_reader, sc.METRIC_CLIENT_TOKEN_USAGE))
+    assert sums == [1, 7]
+
+
+def test_evict_ends_span_with_reason(telemetry_handler, span_exporter):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai", stream=True)
+    inv.evict(sc.EVICTED_TTL)
+    inv.stop()  # too late: already ended
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[sc.LLMTRACE_EVICTED] == "ttl"
+    assert span.attributes[sc.ERROR_TYPE] == sc.ERROR_TYPE_EVICTED
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_internal_failure_never_raises(telemetry_handler, span_exporter, monkeypatch, caplog):
+    from llmtrace import _invocation
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("pricing exploded")
+
+    monkeypatch.setattr(_invocation, "estimate_cost", boom)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.set_usage(input_tokens=1, output_tokens=1)
+    inv.stop()  # must not raise
+    (span,) = span_exporter.get_finished_spans()  # and the span still ends
+    assert span.end_time is not None
+    assert any("llmtrace internal error" in r.getMessage() for r in caplog.records)
+
+
+def test_disabled_sdk_is_noop(monkeypatch, content_capture):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    pipeline = llmtrace.configure(exporters="console")
+    assert pipeline.exporters == ()
+    handler = llmtrace.TelemetryHandler()
+    inv = handler.start_chat("gpt-4o", provider="openai")
+    assert inv.span is trace.INVALID_SPAN or not inv.span.is_recording()
+    inv.stop()
+    assert llmtrace.instrument() == []
+
+
+def test_sink_given_as_bound_method_is_removed(telemetry_handler):
+    records: list[UsageRecord] = []
+    llmtrace.add_usage_sink(records.append)
+    llmtrace.remove_usage_sink(records.append)  # a new bound-method object, equal to the first
+    telemetry_handler.start_chat("gpt-4o", provider="openai").stop()
+    assert records == []

@@ -1,0 +1,86 @@
+"""The bounded run map: runs that never end are ended by TTL or capacity, memory stays flat."""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+
+from opentelemetry.trace import StatusCode
+
+from llmtrace import semconv as sc
+from llmtrace._invocation import Invocation
+from llmtrace._runmap import RunMap
+
+
+def _evict(inv: Invocation, reason: str) -> None:
+    inv.evict(reason)
+
+
+def test_capacity_evicts_oldest(telemetry_handler, span_exporter):
+    runs: RunMap[int, Invocation] = RunMap(_evict, ttl_s=3600, max_size=3)
+    for i in range(5):
+        runs.put(i, telemetry_handler.start_chat(f"m{i}", provider="openai"))
+    assert len(runs) == 3
+    evicted = span_exporter.get_finished_spans()
+    assert [s.name for s in evicted] == ["chat m0", "chat m1"]
+    for span in evicted:
+        assert span.attributes[sc.LLMTRACE_EVICTED] == sc.EVICTED_CAPACITY
+        assert span.status.status_code is StatusCode.ERROR
+    assert runs.pop(4) is not None and runs.pop(4) is None
+
+
+def test_ttl_expiry_and_touch(telemetry_handler, span_exporter):
+    runs: RunMap[str, Invocation] = RunMap(_evict, ttl_s=0.05, max_size=100)
+    runs.put("stale", telemetry_handler.start_chat("stale", provider="openai"))
+    runs.put("alive", telemetry_handler.start_chat("alive", provider="openai"))
+    time.sleep(0.03)
+    assert runs.get("alive") is not None  # news from the run refreshes it
+    time.sleep(0.03)
+    assert runs.sweep() == 1
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == "chat stale" and span.attributes[sc.LLMTRACE_EVICTED] == sc.EVICTED_TTL
+    runs.clear()
+    assert len(runs) == 0
+    assert span_exporter.get_finished_spans()[-1].attributes[sc.LLMTRACE_EVICTED] == sc.EVICTED_SHUTDOWN
+
+
+def test_failing_evict_callback_is_contained():
+    def broken(value: object, reason: str) -> None:
+        raise RuntimeError("boom")
+
+    runs: RunMap[int, object] = RunMap(broken, ttl_s=3600, max_size=1)
+    runs.put(1, object())
+    runs.put(2, object())  # evicting 1 fails inside llmtrace, not in the caller
+    assert len(runs) == 1
+
+
+def test_memory_stays_flat_for_runs_that_never_end(telemetry_handler, span_exporter):
+    runs: RunMap[int, Invocation] = RunMap(_evict, ttl_s=3600, max_size=200)
+
+    def burst(start: int) -> None:
+        for i in range(start, start + 2_000):
+            runs.put(i, telemetry_handler.start_chat("gpt-4o", provider="openai", stream=True))
+        span_exporter.clear()
+
+    def retained() -> int:
+        # only memory allocated by this test's own calls (not by other tests' exporter threads)
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, __file__, all_frames=True)]
+        )
+        return sum(stat.size for stat in snapshot.statistics("filename"))
+
+    burst(0)
+    tracemalloc.start(12)
+    try:
+        burst(2_000)
+        first = retained()
+        burst(4_000)
+        burst(6_000)
+        second = retained()
+    finally:
+        tracemalloc.stop()
+    assert len(runs) == 200
+    assert first > 50_000  # the 200 open runs themselves are seen
+    assert second - first < 64 * 1024  # 4,000 more abandoned runs: no growth beyond noise

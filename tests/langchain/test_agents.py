@@ -1,0 +1,271 @@
+"""Agents, chains, tools and retrieval: exact span trees, step events, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.callbacks import CallbackManager
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.messages import ToolMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+from langchain_core.tools.retriever import create_retriever_tool
+from langchain_core.vectorstores import InMemoryVectorStore
+from langgraph.graph import END, START, StateGraph
+from llmtrace_langchain import LLMTraceCallbackHandler
+from typing_extensions import TypedDict
+
+from llmtrace import semconv
+from llmtrace.testing import metric_points
+
+from .conftest import attrs, events, tree
+from .fakes import ScriptedChatModel, answer, call
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+def weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+def make_retriever_tool():
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=8))
+    store.add_documents(
+        [
+            Document(page_content="Paris is in France", id="d1"),
+            Document(page_content="Rome is in Italy", id="d2"),
+        ]
+    )
+    return create_retriever_tool(
+        store.as_retriever(search_kwargs={"k": 1}), "search_docs", "Search the docs."
+    )
+
+
+def react_agent(name: str = "helper"):
+    script = [
+        call(("add", {"a": 1, "b": 2}, "call_add"), ("weather", {"city": "Paris"}, "call_weather")),
+        call(("search_docs", {"query": "Paris"}, "call_search")),
+        answer("3, sunny, France"),
+    ]
+    return create_agent(
+        ScriptedChatModel(script=script), tools=[add, weather, make_retriever_tool()], name=name
+    )
+
+
+def step(index: int, kind: str, tool: str | None = None, call_id: str | None = None):
+    a = {
+        semconv.LLMTRACE_AGENT_STEP_INDEX: index,
+        semconv.LLMTRACE_AGENT_STEP_KIND: kind,
+        semconv.GEN_AI_AGENT_NAME: "helper",
+    }
+    if tool:
+        a[semconv.GEN_AI_TOOL_NAME] = tool
+    if call_id:
+        a[semconv.GEN_AI_TOOL_CALL_ID] = call_id
+    return (semconv.LLMTRACE_AGENT_STEP_EVENT, a)
+
+
+EXPECTED_TREE = [
+    ("chat gpt-4o-mini", "invoke_agent helper"),
+    ("execute_tool add", "invoke_agent helper"),
+    ("execute_tool weather", "invoke_agent helper"),
+    ("chat gpt-4o-mini", "invoke_agent helper"),
+    ("retrieval InMemoryVectorStore", "execute_tool search_docs"),
+    ("execute_tool search_docs", "invoke_agent helper"),
+    ("chat gpt-4o-mini", "invoke_agent helper"),
+    ("invoke_agent helper", None),
+]
+
+
+def check_agent_trace(spans) -> None:
+    assert sorted(tree(spans)) == sorted(EXPECTED_TREE)
+    assert len({s.context.trace_id for s in spans}) == 1
+    agent = next(s for s in spans if s.name == "invoke_agent helper")
+    assert attrs(agent)[semconv.GEN_AI_OPERATION_NAME] == semconv.OP_INVOKE_AGENT
+    kinds = [
+        (e[1][semconv.LLMTRACE_AGENT_STEP_KIND], e[1].get(semconv.GEN_AI_TOOL_CALL_ID)) for e in events(agent)
+    ]
+    assert kinds[:2] == [("action", "call_add"), ("action", "call_weather")]
+    assert sorted(kinds[2:4]) == [("observation", "call_add"), ("observation", "call_weather")]
+    assert kinds[4:] == [("action", "call_search"), ("observation", "call_search"), ("final", None)]
+    assert [e[1][semconv.LLMTRACE_AGENT_STEP_INDEX] for e in events(agent)] == list(range(1, 8))
+
+
+def test_react_agent_tree_steps_and_metrics(handler, span_exporter, metric_reader):
+    result = react_agent().invoke({"messages": [("user", "go")]}, config={"callbacks": [handler]})
+    assert result["messages"][-1].content == "3, sunny, France"
+    spans = span_exporter.get_finished_spans()
+    check_agent_trace(spans)
+    agent = next(s for s in spans if s.name == "invoke_agent helper")
+    assert events(agent)[0] == step(1, "action", "add", "call_add")
+    assert events(agent)[-1] == step(7, "final")
+    tool_span = next(s for s in spans if s.name == "execute_tool add")
+    assert attrs(tool_span) == {
+        semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
+        semconv.GEN_AI_TOOL_NAME: "add",
+        semconv.GEN_AI_TOOL_TYPE: semconv.TOOL_TYPE_FUNCTION,
+        semconv.GEN_AI_TOOL_DESCRIPTION: "Add two integers.",
+        semconv.GEN_AI_AGENT_NAME: "helper",
+        semconv.GEN_AI_TOOL_CALL_ID: "call_add",
+    }
+    retrieval = next(s for s in spans if s.name.startswith("retrieval"))
+    r = attrs(retrieval)
+    assert r[semconv.GEN_AI_DATA_SOURCE_ID] == "InMemoryVectorStore"
+    assert r[semconv.GEN_AI_REQUEST_MODEL] == "DeterministicFakeEmbedding"
+    assert r[semconv.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT] == 1
+    assert json.loads(r[semconv.GEN_AI_RETRIEVAL_DOCUMENTS])[0]["id"] in {"d1", "d2"}
+    assert semconv.GEN_AI_RETRIEVAL_QUERY_TEXT not in r
+    (inference,) = metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_INFERENCE_CALLS)
+    (tools,) = metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_TOOL_CALLS)
+    assert (inference.sum, tools.sum) == (3, 3)
+    assert len(metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_DURATION)) == 1
+    assert handler.open_runs() == 0
+
+
+async def test_react_agent_async_and_astream_events(handler, span_exporter):
+    await react_agent().ainvoke({"messages": [("user", "go")]}, config={"callbacks": [handler]})
+    check_agent_trace(span_exporter.get_finished_spans())
+    span_exporter.clear()
+    async for _ in react_agent().astream_events(
+        {"messages": [("user", "go")]}, config={"callbacks": [handler]}
+    ):
+        pass
+    check_agent_trace(span_exporter.get_finished_spans())
+
+
+def test_root_span_is_child_of_callers_span(handler, span_exporter, tracer_provider):
+    with tracer_provider.get_tracer("app").start_as_current_span("request") as outer:
+        react_agent().invoke({"messages": [("user", "go")]}, config={"callbacks": [handler]})
+    agent = next(s for s in span_exporter.get_finished_spans() if s.name == "invoke_agent helper")
+    assert agent.parent.span_id == outer.get_span_context().span_id
+
+
+class State(TypedDict):
+    text: str
+
+
+def plain_graph():
+    def upper(state: State) -> State:
+        return {"text": state["text"].upper()}
+
+    builder = StateGraph(State)
+    builder.add_node("upper", upper)
+    builder.add_edge(START, "upper")
+    builder.add_edge("upper", END)
+    return builder.compile()
+
+
+def test_langgraph_graph_is_an_agent_named_from_the_graph(handler, span_exporter):
+    assert plain_graph().invoke({"text": "a"}, config={"callbacks": [handler]}) == {"text": "A"}
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == "invoke_agent LangGraph"
+    assert events(span)[-1][1][semconv.LLMTRACE_AGENT_STEP_KIND] == "final"
+
+
+def test_keep_chain_spans_keeps_graph_nodes(tracer_provider, span_exporter):
+    handler = LLMTraceCallbackHandler(tracer_provider=tracer_provider, keep_chain_spans=True)
+    plain_graph().invoke({"text": "a"}, config={"callbacks": [handler]})
+    assert ("invoke_workflow upper", "invoke_agent LangGraph") in tree(span_exporter.get_finished_spans())
+
+
+def test_root_chain_is_a_workflow_and_plumbing_is_skipped(handler, span_exporter):
+    model = ScriptedChatModel(script=[answer("hi")])
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | model | RunnableLambda(lambda m: m.content)
+    assert chain.invoke({"q": "x"}, config={"callbacks": [handler], "run_name": "qa"}) == "hi"
+    assert tree(span_exporter.get_finished_spans()) == [
+        ("chat gpt-4o-mini", "invoke_workflow qa"),
+        ("invoke_workflow qa", None),
+    ]
+
+
+def test_keep_chain_spans_keeps_every_chain(tracer_provider, span_exporter):
+    handler = LLMTraceCallbackHandler(tracer_provider=tracer_provider, keep_chain_spans=True)
+    model = ScriptedChatModel(script=[answer("hi")])
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | model
+    chain.invoke({"q": "x"}, config={"callbacks": [handler]})
+    assert tree(span_exporter.get_finished_spans()) == [
+        ("invoke_workflow ChatPromptTemplate", "invoke_workflow RunnableSequence"),
+        ("chat gpt-4o-mini", "invoke_workflow RunnableSequence"),
+        ("invoke_workflow RunnableSequence", None),
+    ]
+
+
+def test_tool_errors_raised_and_handled(handler, span_exporter):
+    @tool
+    def broken(x: int) -> int:
+        """Always fails."""
+        raise ValueError("nope")
+
+    @tool
+    def polite(x: int) -> int:
+        """Fails politely."""
+        from langchain_core.tools import ToolException
+
+        raise ToolException("bad input")
+
+    polite.handle_tool_error = True
+
+    with pytest.raises(ValueError, match="nope"):
+        broken.invoke({"x": 1}, config={"callbacks": [handler]})
+    msg = polite.invoke(
+        {"type": "tool_call", "name": "polite", "args": {"x": 1}, "id": "c9"}, config={"callbacks": [handler]}
+    )
+    assert isinstance(msg, ToolMessage) and msg.status == "error"
+    raised, handled = span_exporter.get_finished_spans()
+    assert (raised.status.status_code.name, attrs(raised)[semconv.ERROR_TYPE]) == ("ERROR", "ValueError")
+    assert handled.status.status_code.name == "ERROR"
+    assert attrs(handled)[semconv.ERROR_TYPE] == "tool_error"
+    assert attrs(handled)[semconv.GEN_AI_TOOL_CALL_ID] == "c9"
+
+
+def test_tool_content_only_when_captured(handler, span_exporter, content_capture):
+    from llmtrace import CaptureMode
+    from llmtrace._content import ContentPolicy
+
+    add.invoke({"a": 1, "b": 2}, config={"callbacks": [handler]})
+    assert semconv.GEN_AI_TOOL_CALL_ARGUMENTS not in attrs(span_exporter.get_finished_spans()[0])
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY)
+    add.invoke({"a": 1, "b": 2}, config={"callbacks": [handler]})
+    a = attrs(span_exporter.get_finished_spans()[1])
+    assert json.loads(a[semconv.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"a": 1, "b": 2}
+    assert a[semconv.GEN_AI_TOOL_CALL_RESULT] in ("3", 3)
+
+
+def test_legacy_agent_action_and_finish(handler, span_exporter):
+    from langchain_core.agents import AgentAction, AgentFinish
+
+    manager = CallbackManager(handlers=[handler], inheritable_handlers=[handler])
+    run = manager.on_chain_start({"name": "AgentExecutor"}, {"input": "q"}, name="AgentExecutor")
+    run.on_agent_action(AgentAction(tool="add", tool_input={"a": 1}, log=""))
+    tool_run = run.get_child().on_tool_start({"name": "add"}, "{}")
+    tool_run.on_tool_end("3")
+    run.on_agent_finish(AgentFinish(return_values={"output": "3"}, log=""))
+    run.on_chain_end({"output": "3"})
+    tool_span, agent = span_exporter.get_finished_spans()
+    assert agent.name == "invoke_agent AgentExecutor"
+    assert [e[1][semconv.LLMTRACE_AGENT_STEP_KIND] for e in events(agent)] == [
+        "action",
+        "observation",
+        "final",
+    ]
+    assert tool_span.parent.span_id == agent.context.span_id
+
+
+def test_graph_interrupt_is_not_an_error(handler, span_exporter):
+    from langgraph.errors import GraphInterrupt
+
+    manager = CallbackManager(handlers=[handler])
+    run = manager.on_chain_start(None, {}, name="LangGraph")
+    run.on_chain_error(GraphInterrupt(()))
+    (span,) = span_exporter.get_finished_spans()
+    assert span.status.status_code.name == "UNSET"

@@ -1,0 +1,124 @@
+"""A stdlib HTTP server speaking just enough of the OpenAI and Anthropic wire formats for the tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+OPENAI_USAGE = {
+    "prompt_tokens": 50,
+    "completion_tokens": 8,
+    "total_tokens": 58,
+    "prompt_tokens_details": {"cached_tokens": 32},
+    "completion_tokens_details": {"reasoning_tokens": 3},
+}
+
+
+def _openai(body: dict[str, Any]) -> tuple[int, Any]:
+    last = str(body["messages"][-1].get("content"))
+    if "rate" in last:
+        return 429, {"error": {"message": "slow down", "type": "rate_limit_exceeded"}}
+    message: dict[str, Any] = {"role": "assistant", "content": "hello from openai"}
+    finish = "stop"
+    if "tool" in last:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
+                }
+            ],
+        }
+        finish = "tool_calls"
+    if body.get("stream"):
+        return 200, [
+            {
+                "id": "chatcmpl-s1",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o-2024-08-06",
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": word}, "finish_reason": None}
+                ],
+            }
+            for word in ("hello ", "from ", "openai")
+        ] + [
+            {
+                "id": "chatcmpl-s1",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o-2024-08-06",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            },
+            {
+                "id": "chatcmpl-s1",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o-2024-08-06",
+                "choices": [],
+                "usage": OPENAI_USAGE,
+            },
+        ]
+    return 200, {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": OPENAI_USAGE,
+    }
+
+
+def _anthropic(body: dict[str, Any]) -> tuple[int, Any]:
+    last = str(body["messages"][-1].get("content"))
+    if "fail" in last:
+        return 500, {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+    return 200, {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-20241022",
+        "content": [{"type": "text", "text": "hello from anthropic"}],
+        "stop_reason": "end_turn",
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 6,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 20,
+        },
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status, payload = _openai(body) if self.path.endswith("/chat/completions") else _anthropic(body)
+        if isinstance(payload, list):
+            data = "".join(f"data: {json.dumps(p)}\n\n" for p in payload) + "data: [DONE]\n\n"
+            raw, kind = data.encode(), "text/event-stream"
+        else:
+            raw, kind = json.dumps(payload).encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+class WireServer:
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

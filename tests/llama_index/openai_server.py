@@ -1,0 +1,130 @@
+"""A tiny OpenAI chat-completions server on 127.0.0.1 for tests (stdlib only).
+
+Each request pops the next scripted reply from ``FakeOpenAI.replies`` (default: a plain
+answer). A reply is a dict: ``{"status": 429}`` for an error, ``{"tool_calls": [...]}`` for a
+tool call, ``{"text": ..., "cached": n, "reasoning": n}`` otherwise. Streaming requests get
+SSE chunks and, when ``stream_options.include_usage`` is set, a final usage-only chunk.
+Requests are recorded in ``FakeOpenAI.requests`` (with their ``traceparent`` header).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL = "gpt-4o-mini-2024-07-18"
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.replies: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    reply = server.replies.pop(0) if server.replies else {}
+                status = reply.get("status", 200)
+                if status != 200:
+                    payload = json.dumps(
+                        {"error": {"message": "scripted error", "type": "test", "code": None}}
+                    )
+                    self._send(status, "application/json", payload.encode())
+                    return
+                if body.get("stream"):
+                    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    self._send(200, "text/event-stream", _sse(reply, include_usage))
+                else:
+                    self._send(200, "application/json", json.dumps(_completion(reply)).encode())
+
+            def _send(self, status: int, content_type: str, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def start(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _usage(reply: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prompt_tokens": reply.get("prompt_tokens", 12),
+        "completion_tokens": reply.get("completion_tokens", 5),
+        "total_tokens": reply.get("prompt_tokens", 12) + reply.get("completion_tokens", 5),
+        "prompt_tokens_details": {"cached_tokens": reply.get("cached", 0)},
+        "completion_tokens_details": {"reasoning_tokens": reply.get("reasoning", 0)},
+    }
+
+
+def _message(reply: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if "tool_calls" in reply:
+        calls = [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+            }
+            for call in reply["tool_calls"]
+        ]
+        return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+    return {"role": "assistant", "content": reply.get("text", "Hello there!")}, "stop"
+
+
+def _completion(reply: dict[str, Any]) -> dict[str, Any]:
+    message, finish = _message(reply)
+    return {
+        "id": reply.get("id", "chatcmpl-1"),
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": _usage(reply),
+    }
+
+
+def _sse(reply: dict[str, Any], include_usage: bool) -> bytes:
+    message, finish = _message(reply)
+    base = {
+        "id": reply.get("id", "chatcmpl-2"),
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": MODEL,
+    }
+    chunks: list[dict[str, Any]] = []
+    if "tool_calls" in message:
+        for i, call in enumerate(message["tool_calls"]):
+            delta = {"role": "assistant", "tool_calls": [{"index": i, **call}]}
+            chunks.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    else:
+        for i, word in enumerate(message["content"].split(" ")):
+            text = word if i == 0 else " " + word
+            chunks.append(
+                {**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+            )
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": _usage(reply)})
+    lines = [f"data: {json.dumps(chunk)}\n\n" for chunk in chunks] + ["data: [DONE]\n\n"]
+    return "".join(lines).encode()

@@ -1,0 +1,248 @@
+"""Agents and workflows: FunctionAgent with tools, AgentWorkflow hand-offs, plain workflows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
+from llama_index.core.base.llms.types import ToolCallBlock
+from llama_index.core.llms import ChatMessage, MockFunctionCallingLLM, MockLLM
+from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
+from opentelemetry.trace import StatusCode
+
+from llmtrace import semconv
+from llmtrace.testing import metric_points
+from tests.llama_index.conftest import by_name, is_child, one, open_runs, steps, tree
+
+
+def run(start):
+    """Run a workflow (``Workflow.run`` needs a running loop) and return its result."""
+
+    async def main():
+        return await start()
+
+    return asyncio.run(main())
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two numbers."""
+    return a * b
+
+
+def broken(a: int) -> int:
+    """Always fails."""
+    raise RuntimeError("tool broke")
+
+
+def scripted(*turns):
+    """A response generator answering each call with the next scripted turn."""
+    queue = list(turns)
+
+    def respond(messages, **kwargs):
+        turn = queue.pop(0)
+        if isinstance(turn, str):
+            return ChatMessage(role="assistant", content=turn)
+        return ChatMessage(
+            role="assistant",
+            blocks=[
+                ToolCallBlock(tool_call_id=cid, tool_name=name, tool_kwargs=args) for cid, name, args in turn
+            ],
+        )
+
+    return respond
+
+
+def test_function_agent_with_two_tools(instrumentor, span_exporter, metric_reader):
+    llm = MockFunctionCallingLLM(
+        response_generator=scripted(
+            [("call_1", "add", {"a": 1, "b": 2}), ("call_2", "multiply", {"a": 3, "b": 4})], "3 and 12"
+        )
+    )
+    agent = FunctionAgent(name="calculator", description="does math", tools=[add, multiply], llm=llm)
+    result = run(lambda: agent.run("compute"))
+    assert str(result) == "3 and 12"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == [
+        "invoke_agent calculator",
+        "  chat",
+        "  execute_tool add",
+        "  execute_tool multiply",
+        "  chat",
+    ]
+    agent_span = one(spans, "invoke_agent calculator")
+    assert agent_span.parent is None
+    assert agent_span.attributes[semconv.GEN_AI_OPERATION_NAME] == semconv.OP_INVOKE_AGENT
+    assert agent_span.attributes[semconv.GEN_AI_AGENT_NAME] == "calculator"
+    assert agent_span.attributes[semconv.GEN_AI_AGENT_DESCRIPTION] == "does math"
+    assert agent_span.status.status_code is StatusCode.UNSET
+    recorded = steps(agent_span)
+    assert [index for index, *_ in recorded] == [1, 2, 3, 4, 5]
+    assert recorded[:2] == [
+        (1, semconv.STEP_ACTION, "add", "call_1"),
+        (2, semconv.STEP_ACTION, "multiply", "call_2"),
+    ]
+    # the two tools run concurrently: their observations come in completion order
+    assert sorted(r[1:] for r in recorded[2:4]) == [
+        (semconv.STEP_OBSERVATION, "add", "call_1"),
+        (semconv.STEP_OBSERVATION, "multiply", "call_2"),
+    ]
+    assert recorded[4] == (5, semconv.STEP_FINAL, None, None)
+    tool = one(spans, "execute_tool add")
+    assert is_child(tool, agent_span)
+    assert tool.attributes[semconv.GEN_AI_TOOL_NAME] == "add"
+    assert tool.attributes[semconv.GEN_AI_TOOL_CALL_ID] == "call_1"
+    assert tool.attributes[semconv.GEN_AI_AGENT_NAME] == "calculator"
+    assert semconv.GEN_AI_TOOL_CALL_ARGUMENTS not in tool.attributes
+    for chat in by_name(spans, "chat"):
+        assert is_child(chat, agent_span)
+        assert chat.attributes[semconv.GEN_AI_REQUEST_STREAM] is True
+    [inference_calls] = metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_INFERENCE_CALLS)
+    assert (inference_calls.count, inference_calls.sum) == (1, 2)
+    [tool_calls] = metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_TOOL_CALLS)
+    assert (tool_calls.count, tool_calls.sum) == (1, 2)
+    [agent_duration] = metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_DURATION)
+    assert agent_duration.count == 1
+    tool_durations = metric_points(metric_reader, semconv.METRIC_EXECUTE_TOOL_DURATION)
+    assert sorted(p.attributes[semconv.GEN_AI_TOOL_NAME] for p in tool_durations) == ["add", "multiply"]
+    assert len(open_runs()) == 0
+
+
+def test_tool_error_is_recorded_on_tool_span(instrumentor, span_exporter):
+    llm = MockFunctionCallingLLM(response_generator=scripted([("c1", "broken", {"a": 1})], "sorry"))
+    agent = FunctionAgent(name="fragile", tools=[broken], llm=llm)
+    assert str(run(lambda: agent.run("go"))) == "sorry"
+    spans = span_exporter.get_finished_spans()
+    tool = one(spans, "execute_tool broken")
+    assert tool.status.status_code is StatusCode.ERROR
+    assert tool.attributes[semconv.ERROR_TYPE] == "RuntimeError"
+    assert one(spans, "invoke_agent fragile").status.status_code is StatusCode.UNSET
+
+
+def test_agent_workflow_handoff_keeps_agents_under_workflow(instrumentor, span_exporter, metric_reader):
+    front = FunctionAgent(
+        name="front",
+        description="routes",
+        tools=[],
+        can_handoff_to=["math"],
+        llm=MockFunctionCallingLLM(
+            response_generator=scripted([("h1", "handoff", {"to_agent": "math", "reason": "numbers"})])
+        ),
+    )
+    math = FunctionAgent(
+        name="math",
+        description="adds",
+        tools=[add],
+        llm=MockFunctionCallingLLM(response_generator=scripted([("c1", "add", {"a": 2, "b": 2})], "4")),
+    )
+    workflow = AgentWorkflow(agents=[front, math], root_agent="front")
+    assert str(run(lambda: workflow.run(user_msg="2+2?"))) == "4"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == [
+        "invoke_workflow AgentWorkflow",
+        "  invoke_agent front",
+        "    chat",
+        "    execute_tool handoff",
+        "  invoke_agent math",
+        "    chat",
+        "    execute_tool add",
+        "    chat",
+    ]
+    front_span, math_span = one(spans, "invoke_agent front"), one(spans, "invoke_agent math")
+    assert steps(front_span) == [
+        (1, semconv.STEP_ACTION, "handoff", "h1"),
+        (2, semconv.STEP_OBSERVATION, "handoff", "h1"),
+    ]
+    assert [s[1] for s in steps(math_span)] == [
+        semconv.STEP_ACTION,
+        semconv.STEP_OBSERVATION,
+        semconv.STEP_FINAL,
+    ]
+    calls = {
+        p.attributes[semconv.GEN_AI_AGENT_NAME]: p.sum
+        for p in metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_INFERENCE_CALLS)
+    }
+    assert calls == {"front": 1, "math": 2}
+
+
+def test_react_agent(instrumentor, span_exporter):
+    answers = iter(
+        [
+            'Thought: I need to add.\nAction: add\nAction Input: {"a": 1, "b": 1}',
+            "Thought: I can answer.\nAnswer: 2",
+        ]
+    )
+
+    def respond(messages, **kwargs):
+        return ChatMessage(role="assistant", content=next(answers))
+
+    agent = ReActAgent(name="reasoner", tools=[add], llm=MockFunctionCallingLLM(response_generator=respond))
+    assert str(run(lambda: agent.run("1+1?"))) == "2"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_agent reasoner", "  chat", "  execute_tool add", "  chat"]
+    assert [s[1] for s in steps(one(spans, "invoke_agent reasoner"))] == [
+        semconv.STEP_ACTION,
+        semconv.STEP_OBSERVATION,
+        semconv.STEP_FINAL,
+    ]
+
+
+class Pipeline(Workflow):
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        completion = await MockLLM().acomplete(ev.get("question"))
+        return StopEvent(result=completion.text)
+
+
+class Failing(Workflow):
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        await MockLLM().acomplete("x")
+        raise KeyError("missing")
+
+
+def test_workflow_run(instrumentor, span_exporter, metric_reader):
+    assert run(lambda: Pipeline().run(question="q")) == "q"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_workflow Pipeline", "  text_completion"]
+    assert one(spans, "invoke_workflow Pipeline").status.status_code is StatusCode.UNSET
+    [duration] = metric_points(metric_reader, semconv.METRIC_WORKFLOW_DURATION)
+    assert dict(duration.attributes) == {semconv.GEN_AI_WORKFLOW_NAME: "Pipeline"}
+
+
+def test_workflow_error_ends_spans_with_error(instrumentor, span_exporter):
+    with pytest.raises(KeyError):
+        run(lambda: Failing().run())
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_workflow Failing", "  text_completion"]
+    workflow = one(spans, "invoke_workflow Failing")
+    assert workflow.status.status_code is StatusCode.ERROR
+    assert workflow.attributes[semconv.ERROR_TYPE] == "KeyError"
+    assert len(open_runs()) == 0
+
+
+def test_concurrent_agents(instrumentor, span_exporter):
+    def make(i):
+        llm = MockFunctionCallingLLM(
+            response_generator=scripted([(f"c{i}", "add", {"a": i, "b": 1})], f"done {i}")
+        )
+        return FunctionAgent(name=f"agent{i}", tools=[add], llm=llm)
+
+    async def main():
+        return await asyncio.gather(*(make(i).run("go") for i in range(20)))
+
+    results = asyncio.run(main())
+    assert [str(r) for r in results] == [f"done {i}" for i in range(20)]
+    spans = span_exporter.get_finished_spans()
+    for i in range(20):
+        agent = one(spans, f"invoke_agent agent{i}")
+        members = [s for s in spans if s.context.trace_id == agent.context.trace_id]
+        assert tree(members) == [f"invoke_agent agent{i}", "  chat", "  execute_tool add", "  chat"]
+        assert [
+            s.attributes.get(semconv.GEN_AI_TOOL_CALL_ID) for s in by_name(members, "execute_tool add")
+        ] == [f"c{i}"]
