@@ -49,6 +49,7 @@ class Pipeline:
     owns_providers: bool
     stats: ExportStats = field(default_factory=ExportStats)
     _shutdown_callbacks: list[Callable[[], Any]] = field(default_factory=list)
+    _is_shut_down: bool = False
 
     def force_flush(self, timeout_millis: int = 10_000) -> None:
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
@@ -60,9 +61,12 @@ class Pipeline:
                     logger.debug("llmtrace: force_flush failed", exc_info=True)
 
     def shutdown(self) -> None:
-        """Flush and stop exporting (bounded by the export timeout, even with a dead collector)."""
-        if not self.owns_providers:
+        """Flush and stop exporting (bounded by the export timeout, even with a dead collector).
+
+        Idempotent: the exit hook calls it again after an explicit call, harmlessly."""
+        if not self.owns_providers or self._is_shut_down:
             return
+        self._is_shut_down = True
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             stop = getattr(provider, "shutdown", None)
             if stop is not None:
@@ -223,7 +227,9 @@ def configure(
             add_span_exporter(span_exporter)
             add_log_exporter(log_exporter)
         if prometheus_port is not None:
-            readers.append(_prometheus_reader(prometheus_port))
+            reader, stop_server = _prometheus_reader(prometheus_port)
+            readers.append(reader)
+            pipeline._shutdown_callbacks.append(stop_server)
 
         meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
         pipeline.meter_provider = meter_provider
@@ -399,14 +405,15 @@ class _OtlpSettings:
         return Http(**self._kwargs("logs"))
 
 
-def _prometheus_reader(port: int) -> MetricReader:
+def _prometheus_reader(port: int) -> tuple[MetricReader, Callable[[], Any]]:
+    """A Prometheus reader and a function that stops its scrape endpoint."""
     try:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # type: ignore[import-not-found]
-        from prometheus_client import start_http_server  # type: ignore[import-not-found]
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
     except ImportError as exc:
         raise ImportError(
             "prometheus_port needs the Prometheus exporter: pip install 'llmtrace[prometheus]'"
         ) from exc
-    start_http_server(port, addr=os.environ.get("LLMTRACE_PROMETHEUS_HOST", "127.0.0.1"))
     reader: MetricReader = PrometheusMetricReader()
-    return reader
+    server, _ = start_http_server(port, addr=os.environ.get("LLMTRACE_PROMETHEUS_HOST", "127.0.0.1"))
+    return reader, server.shutdown

@@ -17,6 +17,7 @@ from llmtrace._invocation import (
     AgentInvocation,
     Invocation,
     ModelInvocation,
+    RerankInvocation,
     RetrievalInvocation,
     ToolInvocation,
     WorkflowInvocation,
@@ -234,6 +235,29 @@ class TelemetryHandler:
             start_time_ns,
         )
         return RetrievalInvocation(self, span, agent, time.perf_counter())
+
+    def start_rerank(
+        self,
+        request_model: str | None,
+        *,
+        provider: str | None = None,
+        top_n: int | None = None,
+        parent: Parent = None,
+        start_time_ns: int | None = None,
+    ) -> RerankInvocation:
+        """A reranker: ``rerank {model}``, CLIENT for a provider's API, INTERNAL when in-process."""
+        context, agent = _resolve_parent(parent)
+        attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_RERANK}
+        if provider:
+            attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
+        if request_model:
+            attrs[semconv.GEN_AI_REQUEST_MODEL] = request_model
+        if top_n is not None:
+            attrs[semconv.LLMTRACE_RERANK_TOP_N] = top_n
+        kind = SpanKind.CLIENT if provider else SpanKind.INTERNAL
+        name = semconv.span_name(semconv.OP_RERANK, request_model)
+        span = self._span(name, kind, attrs, context, start_time_ns)
+        return RerankInvocation(self, span, agent, time.perf_counter())
 
     # ---- internals ------------------------------------------------------------------------
     def _start_model(

@@ -7,7 +7,7 @@ import os
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
 
 from llmtrace import semconv
 from llmtrace._safety import report_internal_error
@@ -50,6 +50,7 @@ def instrument(
     *names: str,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
+    logger_provider: _logs.LoggerProvider | None = None,
 ) -> list[str]:
     """Instrument every installed framework (or only ``names``: ``langchain``, ``llama_index``).
 
@@ -67,7 +68,11 @@ def instrument(
             continue
         try:
             if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+                instrumentor.instrument(
+                    tracer_provider=tracer_provider,
+                    meter_provider=meter_provider,
+                    logger_provider=logger_provider,
+                )
             if instrumentor.is_instrumented_by_opentelemetry:
                 done.append(ep.name)
         except Exception as exc:

@@ -63,6 +63,7 @@ class Invocation:
         """The nearest enclosing agent invocation (counts this call), if any."""
         self._start_perf = start_perf
         self._ended = False
+        self._cancelled = False
         self._truncated: list[str] = []
         self.error_type: str | None = None
 
@@ -97,6 +98,13 @@ class Invocation:
         """End with ERROR status. ``error`` is the exception, or an error type for handled errors."""
         error_type = error if isinstance(error, str) else classify_error(error)
         self._end(error_type, error, end_time_ns)
+
+    @never_raise
+    def cancel(self, end_time_ns: int | None = None) -> None:
+        """End without error because the caller gave up: a stream closed or dropped before its
+        end, a step cancelled by the user. Usage records say ``cancelled``."""
+        self._cancelled = True
+        self._end(None, None, end_time_ns)
 
     @never_raise
     def evict(self, reason: str) -> None:
@@ -222,7 +230,13 @@ class ModelInvocation(Invocation):
 
     @never_raise
     def chunk(self) -> None:
-        """Call once per streamed chunk; the first one sets the time to first chunk."""
+        """Call once per streamed chunk; the first one sets the time to first chunk.
+
+        A chunk means the call streams, even if that was not known when it started."""
+        if not self.stream:
+            self.stream = True
+            if self.span.is_recording():
+                self.span.set_attribute(semconv.GEN_AI_REQUEST_STREAM, True)
         if self.time_to_first_chunk is None:
             self.time_to_first_chunk = time.perf_counter() - self._start_perf
         self.chunk_count += 1
@@ -321,6 +335,8 @@ class ModelInvocation(Invocation):
         status: RecordStatus = "success"
         if error_type is not None:
             status = "cancelled" if error_type == "cancelled" else "error"
+        elif self._cancelled:
+            status = "cancelled"
         span_context = self.span.get_span_context()
         record = UsageRecord(
             operation=self.operation,
@@ -523,3 +539,9 @@ class RetrievalInvocation(Invocation):
             self._set_content(span, semconv.GEN_AI_RETRIEVAL_DOCUMENTS, listed)
         if capture:
             self._set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, self.query)
+
+
+class RerankInvocation(RetrievalInvocation):
+    """A reranker call: the documents it kept, with their new scores."""
+
+    operation = semconv.OP_RERANK

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 from llmtrace import semconv
 from llmtrace._safety import report_internal_error
+from llmtrace._settings import settings
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -30,15 +31,33 @@ class RunMap(Generic[K, V]):
         self,
         on_evict: Callable[[V, str], None],
         *,
-        ttl_s: float = 600.0,
-        max_size: int = 10_000,
+        ttl_s: float | None = None,
+        max_size: int | None = None,
     ) -> None:
+        """Bounds default to ``settings.run_ttl_s`` / ``settings.max_open_runs``, read live, so a
+        later ``configure(run_ttl_s=..., max_open_runs=...)`` applies to maps made before it."""
         self._on_evict = on_evict
-        self.ttl_s = ttl_s
-        self.max_size = max_size
+        self._ttl_s = ttl_s
+        self._max_size = max_size
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
         self._lock = threading.Lock()
         _sweeper.register(self)
+
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_s if self._ttl_s is not None else settings.run_ttl_s
+
+    @ttl_s.setter
+    def ttl_s(self, value: float) -> None:
+        self._ttl_s = value
+
+    @property
+    def max_size(self) -> int:
+        return self._max_size if self._max_size is not None else settings.max_open_runs
+
+    @max_size.setter
+    def max_size(self, value: int) -> None:
+        self._max_size = value
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -87,7 +106,8 @@ class RunMap(Generic[K, V]):
     def _collect(self, now: float) -> list[tuple[V, str]]:
         evicted: list[tuple[V, str]] = []
         entries = self._entries
-        while len(entries) > self.max_size:
+        max_size = self.max_size
+        while len(entries) > max_size:
             _, (value, _) = entries.popitem(last=False)
             evicted.append((value, semconv.EVICTED_CAPACITY))
         deadline = now - self.ttl_s

@@ -136,6 +136,8 @@ LLMTRACE_STREAM_CHUNKS: Final = "llmtrace.stream.chunks"
 """Number of chunks a streamed model call delivered."""
 
 ERROR_TYPE_EVICTED: Final = "evicted"
+ERROR_TYPE_TOOL_ERROR: Final = "tool_error"
+"""``error.type`` of a tool that caught its own error and reported it as its result."""
 EVICTED_TTL: Final = "ttl"
 EVICTED_CAPACITY: Final = "capacity"
 EVICTED_SHUTDOWN: Final = "shutdown"

@@ -313,3 +313,25 @@ def test_sdk_disabled_in_a_fresh_process():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "() False ProxyTracerProvider"
+
+
+def test_prometheus_scrape_endpoint():
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    pipeline = llmtrace.configure(exporters="none", prometheus_port=port, set_global=False)
+    inv = _handler(pipeline).start_chat("gpt-4o", provider="openai")
+    inv.set_usage(input_tokens=1000, output_tokens=500)
+    inv.stop()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    pipeline.shutdown()
+    assert "gen_ai_client_token_usage" in body
+    (cost_line,) = [
+        line
+        for line in body.splitlines()
+        if line.startswith("llmtrace_usage_cost") and not line.startswith("#")
+    ]
+    assert float(cost_line.rsplit(" ", 1)[1]) == pytest.approx(0.0075)

@@ -557,3 +557,49 @@ def test_sink_given_as_bound_method_is_removed(telemetry_handler):
     llmtrace.remove_usage_sink(records.append)  # a new bound-method object, equal to the first
     telemetry_handler.start_chat("gpt-4o", provider="openai").stop()
     assert records == []
+
+
+def test_first_chunk_marks_a_call_as_streamed(telemetry_handler, span_exporter):
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")  # not known to stream at start
+    inv.chunk()
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[sc.GEN_AI_REQUEST_STREAM] is True
+    assert span.attributes[sc.LLMTRACE_STREAM_CHUNKS] == 1
+
+
+def test_rerank_span(telemetry_handler, span_exporter):
+    inv = telemetry_handler.start_rerank("rerank-v3.5", provider=sc.PROVIDER_COHERE, top_n=2)
+    inv.documents = [{"id": "n3", "score": 0.97}, {"id": "n1", "score": 0.41}]
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert span.name == "rerank rerank-v3.5"
+    assert span.kind is SpanKind.CLIENT
+    assert span.attributes[sc.GEN_AI_OPERATION_NAME] == sc.OP_RERANK
+    assert span.attributes[sc.LLMTRACE_RERANK_TOP_N] == 2
+    assert span.attributes[sc.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT] == 2
+    assert json.loads(span.attributes[sc.GEN_AI_RETRIEVAL_DOCUMENTS])[0] == {"id": "n3", "score": 0.97}
+
+
+def test_cancel_is_not_an_error(telemetry_handler, span_exporter):
+    records: list[UsageRecord] = []
+    llmtrace.add_usage_sink(records.append)
+    try:
+        inv = telemetry_handler.start_chat("gpt-4o", provider="openai", stream=True)
+        inv.chunk()
+        inv.cancel()
+    finally:
+        llmtrace.remove_usage_sink(records.append)
+    (span,) = span_exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.UNSET
+    assert sc.ERROR_TYPE not in span.attributes
+    assert [(r.status, r.error_type) for r in records] == [("cancelled", None)]
+
+
+def test_run_map_bounds_follow_settings_live(telemetry_handler, content_capture):
+    from llmtrace._runmap import RunMap
+
+    runs: RunMap[int, object] = RunMap(lambda value, reason: None)
+    assert runs.max_size == content_capture.max_open_runs
+    llmtrace.configure(exporters="none", max_open_runs=7, run_ttl_s=3.5, set_global=False)
+    assert (runs.max_size, runs.ttl_s) == (7, 3.5)

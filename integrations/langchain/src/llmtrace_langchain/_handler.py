@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 FRAMEWORK = "langchain"
 LEGACY_AGENT_NAMES = frozenset({"AgentExecutor"})
-HANDLED_TOOL_ERROR = "tool_error"
-"""``error.type`` of a tool that reported its own failure (``ToolMessage(status="error")``)."""
 _NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
 """LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
 
@@ -128,9 +126,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             framework=FRAMEWORK,
         )
         self.keep_chain_spans = keep_chain_spans
-        self._runs: RunMap[UUID, _Run] = RunMap(
-            _evict, ttl_s=settings.run_ttl_s, max_size=settings.max_open_runs
-        )
+        self._runs: RunMap[UUID, _Run] = RunMap(_evict)
         self._lock = threading.Lock()
 
     # ---- run bookkeeping -------------------------------------------------------------------
@@ -357,9 +353,6 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             return
         invocation = run.invocation
         if isinstance(invocation, ModelInvocation):
-            if not invocation.stream:
-                invocation.stream = True
-                invocation.set_attribute(semconv.GEN_AI_REQUEST_STREAM, True)
             invocation.chunk()
 
     @never_raise
@@ -440,7 +433,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         invocation = run.invocation
         self._observation(run, invocation)
         if _extract.handled_tool_error(output):
-            invocation.fail(HANDLED_TOOL_ERROR)
+            invocation.fail(semconv.ERROR_TYPE_TOOL_ERROR)
             return
         if _capturing():
             invocation.result = _extract.tool_result(output)

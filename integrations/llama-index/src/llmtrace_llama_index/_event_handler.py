@@ -96,7 +96,9 @@ class LlamaIndexEventHandler(BaseEventHandler):
             return  # errors inside the dispatcher span end it through span drop
         self._runs.nodes.pop(span_id)
         self._runs.forget_pending(node)
-        if is_control_flow(exception):  # the consumer closed the stream early
+        if isinstance(exception, GeneratorExit):  # the consumer closed the stream early
+            invocation.cancel()
+        elif is_control_flow(exception):
             invocation.stop()
         else:
             invocation.fail(exception)

@@ -23,7 +23,6 @@ from opentelemetry import context as otel_context
 
 from llmtrace import AgentInvocation, Invocation, TelemetryHandler
 from llmtrace._runmap import RunMap
-from llmtrace._settings import settings
 from llmtrace_llama_index._classify import Kind
 
 
@@ -82,9 +81,7 @@ class Runs:
 
     def __init__(self, handler: TelemetryHandler) -> None:
         self.handler = handler
-        self.nodes: RunMap[str, Node] = RunMap(
-            _evict, ttl_s=settings.run_ttl_s, max_size=settings.max_open_runs
-        )
+        self.nodes: RunMap[str, Node] = RunMap(_evict)
         self.pending_streams: dict[int, str] = {}
         """Per LLM instance, the span id of its latest stream not yet iterated (see ``pending_stream``)."""
 
