@@ -1,0 +1,51 @@
+"""The embedded trace and usage store (SQLite by default, PostgreSQL for teams), in progress."""
+
+from __future__ import annotations
+
+from llmtrace.store._api import (
+    Bucket,
+    ErrorBy,
+    ErrorRate,
+    GroupBy,
+    InvalidCursor,
+    InvalidFilter,
+    LatencyBy,
+    ModelStats,
+    Page,
+    Percentiles,
+    SeriesPoint,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+    Store,
+    StoreError,
+    Trace,
+    TraceFilter,
+    TraceNotFound,
+    TraceSummary,
+    UsageSummary,
+)
+
+__all__ = [
+    "Bucket",
+    "ErrorBy",
+    "ErrorRate",
+    "GroupBy",
+    "InvalidCursor",
+    "InvalidFilter",
+    "LatencyBy",
+    "ModelStats",
+    "Page",
+    "Percentiles",
+    "SeriesPoint",
+    "SpanEvent",
+    "SpanLink",
+    "SpanRecord",
+    "Store",
+    "StoreError",
+    "Trace",
+    "TraceFilter",
+    "TraceNotFound",
+    "TraceSummary",
+    "UsageSummary",
+]

@@ -1,0 +1,201 @@
+"""The store's contract: what is written, what queries return. Both backends implement :class:`Store`.
+
+Times are UTC nanoseconds since the epoch everywhere (``*_ns``); buckets are UTC, optionally
+shifted to a caller's time zone for display grouping (``tz``). Costs are USD floats, None where
+no priced call contributed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from llmtrace._usage import UsageRecord
+
+Bucket = Literal["minute", "hour", "day"]
+GroupBy = Literal["model", "provider", "service"]
+LatencyBy = Literal["model", "operation"]
+ErrorBy = Literal["error_type", "model", "provider"]
+TraceStatus = Literal["ok", "error"]
+
+
+class StoreError(Exception):
+    """Base of every error the store raises to its callers (CLI, query API)."""
+
+
+class TraceNotFound(StoreError):
+    pass
+
+
+class InvalidCursor(StoreError):
+    """A cursor that is malformed or was issued for another query or store."""
+
+
+class InvalidFilter(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEvent:
+    name: str
+    time_ns: int
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanLink:
+    trace_id: str
+    span_id: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRecord:
+    """One finished span, whole: what the store keeps and gives back."""
+
+    trace_id: str  # 32 lowercase hex
+    span_id: str  # 16 lowercase hex
+    parent_span_id: str | None
+    name: str
+    kind: str  # "INTERNAL", "CLIENT", ...
+    start_ns: int
+    end_ns: int
+    status_code: str  # "UNSET", "OK", "ERROR"
+    status_message: str
+    attributes: Mapping[str, Any]
+    events: Sequence[SpanEvent]
+    links: Sequence[SpanLink]
+    resource: Mapping[str, Any]
+    scope: str
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    trace_id: str
+    spans: Sequence[SpanRecord]  # ordered by start time
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSummary:
+    trace_id: str
+    service: str | None
+    root_name: str
+    start_ns: int
+    duration_ns: int
+    span_count: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    status: TraceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: Sequence[TraceSummary]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceFilter:
+    service: str | None = None
+    model: str | None = None  # request or response model of any model call in the trace
+    provider: str | None = None
+    status: TraceStatus | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    min_cost: float | None = None
+    min_duration_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost: float | None
+    unpriced_calls: int
+    error_calls: int
+    cache_hits: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    bucket_start_ns: int  # UTC start of the bucket (in ``tz`` when given)
+    group: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStats:
+    model: str
+    provider: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    mean_duration_s: float
+    error_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    key: str
+    count: int
+    p50_s: float
+    p90_s: float
+    p99_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRate:
+    key: str
+    calls: int
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.calls if self.calls else 0.0
+
+
+class Store(Protocol):
+    """A trace and usage store. Implementations are thread-safe for one writer and many readers."""
+
+    url: str
+
+    def write(self, spans: Sequence[SpanRecord], usage: Sequence[UsageRecord]) -> None:
+        """Write one batch in one transaction (idempotent per span id and usage span id)."""
+
+    def get_trace(self, trace_id: str) -> Trace:
+        """Raises TraceNotFound."""
+
+    def list_traces(
+        self, filter: TraceFilter | None = None, *, limit: int = 20, cursor: str | None = None
+    ) -> Page:
+        """Newest first. Raises InvalidCursor, InvalidFilter."""
+
+    def usage_summary(self, filter: TraceFilter | None = None) -> UsageSummary: ...
+
+    def usage_series(
+        self, *, group_by: GroupBy, bucket: Bucket, filter: TraceFilter | None = None, tz: str = "UTC"
+    ) -> list[SeriesPoint]: ...
+
+    def model_stats(self, filter: TraceFilter | None = None) -> list[ModelStats]: ...
+
+    def latency_percentiles(
+        self, *, by: LatencyBy, filter: TraceFilter | None = None
+    ) -> list[Percentiles]: ...
+
+    def error_rates(self, *, by: ErrorBy, filter: TraceFilter | None = None) -> list[ErrorRate]: ...
+
+    def close(self) -> None: ...
