@@ -8,6 +8,7 @@ idempotent, and no method ever raises.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from llmtrace import semconv
-from llmtrace._content import scrub_secrets, serialize_content
+from llmtrace._content import MIN_ATTRIBUTE_LENGTH, scrub_secrets, serialize_content
 from llmtrace._errors import classify_error
 from llmtrace._pricing import estimate_cost
 from llmtrace._safety import never_raise
@@ -65,6 +66,7 @@ class Invocation:
         self._ended = False
         self._cancelled = False
         self._truncated: list[str] = []
+        self._content_chars = 0
         self.error_type: str | None = None
 
     # ---- public API -----------------------------------------------------------------
@@ -156,10 +158,18 @@ class Invocation:
         """Set an opt-in content attribute through the content policy (scrub, redact, bound)."""
         if value is None:
             return
-        result = serialize_content(key, value, settings.content)  # scrub, redact, bound
+        policy = settings.content
+        budget = policy.max_span_content - self._content_chars  # all content of one span together
+        if budget < MIN_ATTRIBUTE_LENGTH:
+            self._truncated.append(key)  # no room left: dropped, and said so
+            return
+        if budget < policy.max_attribute_length:
+            policy = dataclasses.replace(policy, max_attribute_length=budget)
+        result = serialize_content(key, value, policy)  # scrub, redact, bound
         if result is None:
             return
         text, truncated = result
+        self._content_chars += len(text)
         span.set_attribute(key, text)
         if truncated:
             self._truncated.append(key)

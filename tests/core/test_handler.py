@@ -603,3 +603,23 @@ def test_run_map_bounds_follow_settings_live(telemetry_handler, content_capture)
     assert runs.max_size == content_capture.max_open_runs
     llmtrace.configure(exporters="none", max_open_runs=7, run_ttl_s=3.5, set_global=False)
     assert (runs.max_size, runs.ttl_s) == (7, 3.5)
+
+
+def test_all_content_of_one_span_is_bounded_together(telemetry_handler, span_exporter, content_capture):
+    content_capture.content = ContentPolicy(
+        mode=CaptureMode.SPAN_ONLY, max_attribute_length=4096, max_span_content=6000
+    )
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    message = [{"role": "user", "parts": [{"type": "text", "content": "y" * 10_000}]}]
+    inv.system_instructions = [{"type": "text", "content": "s" * 10_000}]
+    inv.input_messages = message
+    inv.output_messages = message
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    content_keys = [sc.GEN_AI_SYSTEM_INSTRUCTIONS, sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES]
+    total = sum(len(span.attributes.get(key, "")) for key in content_keys)
+    assert total <= 6000
+    assert len(span.attributes[sc.GEN_AI_SYSTEM_INSTRUCTIONS]) <= 4096
+    json.loads(span.attributes[sc.GEN_AI_INPUT_MESSAGES])  # the second one was cut to what was left
+    assert sc.GEN_AI_OUTPUT_MESSAGES not in span.attributes  # nothing left for the third
+    assert span.attributes[sc.LLMTRACE_CONTENT_TRUNCATED] == tuple(content_keys)
