@@ -8,7 +8,7 @@ import httpx
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_openai import ChatOpenAI
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 
 from llmtrace import semconv
 
@@ -30,9 +30,12 @@ def httpx_on(tracer_provider, instrumented) -> Iterator[None]:
     # langchain-anthropic caches its httpx clients across tests (and instrumentations)
     _client_utils._get_default_httpx_client.cache_clear()
     _client_utils._get_default_async_httpx_client.cache_clear()
+    # the openai SDK uses httpx, the anthropic SDK its successor httpx2: instrument both
     HTTPXClientInstrumentor().instrument(tracer_provider=tracer_provider)
+    HTTPX2ClientInstrumentor().instrument(tracer_provider=tracer_provider)
     yield
     HTTPXClientInstrumentor().uninstrument()
+    HTTPX2ClientInstrumentor().uninstrument()
 
 
 def openai(server: WireServer, **kw) -> ChatOpenAI:
@@ -105,22 +108,15 @@ def test_openai_rate_limit(server, httpx_on, span_exporter):
 
 
 def anthropic_model(server: WireServer, tracer_provider) -> ChatAnthropic:
-    # nesting of httpx spans is shown with ChatOpenAI; the anthropic SDK's own httpx client
-    # subclass is not picked up by HTTPXClientInstrumentor here (see the report)
     return ChatAnthropic(
         model="claude-3-5-haiku-20241022", base_url=server.url, api_key="test", max_retries=0
     )
 
 
-def model_span(spans):
-    (model,) = [s for s in spans if s.name.startswith("chat")]
-    return model
-
-
 def test_anthropic_with_cache_usage(server, httpx_on, span_exporter, tracer_provider):
     m = anthropic_model(server, tracer_provider)
     assert m.invoke("hi").content == "hello from anthropic"
-    a = attrs(model_span(span_exporter.get_finished_spans()))
+    a = attrs(model_and_http(span_exporter.get_finished_spans()))
     assert a[semconv.GEN_AI_PROVIDER_NAME] == semconv.PROVIDER_ANTHROPIC
     assert a[semconv.GEN_AI_RESPONSE_ID] == "msg_1"
     assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("end_turn",)
@@ -135,5 +131,29 @@ def test_anthropic_server_error(server, httpx_on, span_exporter, tracer_provider
     m = anthropic_model(server, tracer_provider)
     with pytest.raises(anthropic.InternalServerError):
         m.invoke("fail please")
-    span = model_span(span_exporter.get_finished_spans())
+    span = model_and_http(span_exporter.get_finished_spans())
     assert attrs(span)[semconv.ERROR_TYPE] == "server_error"
+
+
+def test_anthropic_stream_with_usage(server, httpx_on, span_exporter, tracer_provider):
+    m = anthropic_model(server, tracer_provider)
+    text = "".join(str(chunk.content) for chunk in m.stream("hi"))
+    assert text == "hello from anthropic"
+    span = model_and_http(span_exporter.get_finished_spans())
+    a = attrs(span)
+    assert a[semconv.GEN_AI_REQUEST_STREAM] is True
+    assert a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= 0
+    # the final message_delta carries the complete usage; input includes the cached parts
+    assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 130
+    assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 6
+    assert a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 100
+    assert a[semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 20
+
+
+def test_anthropic_rate_limit(server, httpx_on, span_exporter, tracer_provider):
+    import anthropic
+
+    with pytest.raises(anthropic.RateLimitError):
+        anthropic_model(server, tracer_provider).invoke("rate me")
+    span = model_and_http(span_exporter.get_finished_spans())
+    assert attrs(span)[semconv.ERROR_TYPE] == "rate_limit"

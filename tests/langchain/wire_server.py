@@ -70,10 +70,61 @@ def _openai(body: dict[str, Any]) -> tuple[int, Any]:
     }
 
 
+ANTHROPIC_USAGE = {
+    "input_tokens": 10,
+    "output_tokens": 6,
+    "cache_read_input_tokens": 100,
+    "cache_creation_input_tokens": 20,
+}
+
+
+def _anthropic_stream() -> list[tuple[str, Any]]:
+    """Server-sent events of a streamed Anthropic message (usage at start and, complete, at the end)."""
+    start_usage = {**ANTHROPIC_USAGE, "output_tokens": 1}
+    message = {
+        "id": "msg_s1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-20241022",
+        "content": [],
+        "stop_reason": None,
+        "usage": start_usage,
+    }
+    deltas = [
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}},
+        )
+        for word in ("hello ", "from ", "anthropic")
+    ]
+    return [
+        ("message_start", {"type": "message_start", "message": message}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        *deltas,
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": ANTHROPIC_USAGE,
+            },
+        ),  # cumulative, as today's API sends
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
 def _anthropic(body: dict[str, Any]) -> tuple[int, Any]:
     last = str(body["messages"][-1].get("content"))
     if "fail" in last:
         return 500, {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+    if "rate" in last:
+        return 429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+    if body.get("stream"):
+        return 200, _anthropic_stream()
     return 200, {
         "id": "msg_1",
         "type": "message",
@@ -81,12 +132,7 @@ def _anthropic(body: dict[str, Any]) -> tuple[int, Any]:
         "model": "claude-3-5-haiku-20241022",
         "content": [{"type": "text", "text": "hello from anthropic"}],
         "stop_reason": "end_turn",
-        "usage": {
-            "input_tokens": 10,
-            "output_tokens": 6,
-            "cache_read_input_tokens": 100,
-            "cache_creation_input_tokens": 20,
-        },
+        "usage": ANTHROPIC_USAGE,
     }
 
 
@@ -97,7 +143,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status, payload = _openai(body) if self.path.endswith("/chat/completions") else _anthropic(body)
-        if isinstance(payload, list):
+        if isinstance(payload, list) and payload and isinstance(payload[0], tuple):  # named SSE events
+            data = "".join(f"event: {name}\ndata: {json.dumps(p)}\n\n" for name, p in payload)
+            raw, kind = data.encode(), "text/event-stream"
+        elif isinstance(payload, list):
             data = "".join(f"data: {json.dumps(p)}\n\n" for p in payload) + "data: [DONE]\n\n"
             raw, kind = data.encode(), "text/event-stream"
         else:
