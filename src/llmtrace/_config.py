@@ -1,9 +1,9 @@
-"""``llmtrace.configure()``: providers, exporters and content policy in one call.
+"""``llmtrace.configure()``: providers, exporters, the local store and content policy in one call.
 
 Standard OpenTelemetry environment variables come first (``OTEL_SERVICE_NAME``,
 ``OTEL_EXPORTER_OTLP_*``, ``OTEL_TRACES_EXPORTER``, ``OTEL_SDK_DISABLED``,
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``); ``LLMTRACE_*`` variables only where
-OTel has none. Keyword arguments override the environment.
+OTel has none (``LLMTRACE_STORE``). Keyword arguments override the environment.
 """
 
 from __future__ import annotations
@@ -30,12 +30,17 @@ from llmtrace._content import DEFAULT_MAX_ATTRIBUTE_LENGTH, ContentPolicy, parse
 from llmtrace._exporters import CountingBatchSpanProcessor, CountingSpanExporter, ExportStats, jsonl_exporters
 from llmtrace._settings import env_flag, settings
 from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
+from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
+from llmtrace.store._writer import DEFAULT_MAX_QUEUE_SIZE, StoreWriter, status_path_for
 
 logger = logging.getLogger("llmtrace")
 
 Protocol = Literal["grpc", "http/protobuf"]
-KNOWN_EXPORTERS = frozenset({"otlp", "console", "jsonl", "none"})
+KNOWN_EXPORTERS = frozenset({"otlp", "console", "jsonl", "store", "none"})
 DEFAULT_JSONL_PATH = ".llmtrace/traces.jsonl"
+DEFAULT_STORE_PATH = ".llmtrace/traces.db"
+STORE_ENV = "LLMTRACE_STORE"
+_STORE_OFF = frozenset({"0", "false", "no", "off", "none"})
 
 
 @dataclass
@@ -48,6 +53,8 @@ class Pipeline:
     exporters: tuple[str, ...]
     owns_providers: bool
     stats: ExportStats = field(default_factory=ExportStats)
+    store_writer: StoreWriter | None = None
+    """The local store's writer (``store_writer.snapshot()`` for its counters), if a store is used."""
     _shutdown_callbacks: list[Callable[[], Any]] = field(default_factory=list)
     _is_shut_down: bool = False
 
@@ -93,6 +100,8 @@ def configure(
     otlp_insecure: bool | None = None,
     otlp_timeout_s: float | None = None,
     jsonl_path: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | bool | None = None,
+    store_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     capture_content: str | bool | None = None,
     max_attribute_length: int | None = None,
     redact: Callable[[str, Any], Any] | None = None,
@@ -113,15 +122,22 @@ def configure(
 
     Args:
         service_name: ``service.name``; default ``OTEL_SERVICE_NAME``, then ``"llmtrace-app"``.
-        exporters: any of ``"otlp"``, ``"console"``, ``"jsonl"``, ``"none"``. Default:
-            ``OTEL_TRACES_EXPORTER`` if set; else ``otlp`` when ``OTEL_EXPORTER_OTLP_ENDPOINT``
-            (or ``..._TRACES_ENDPOINT``) is set; else ``console``.
+        exporters: any of ``"store"``, ``"otlp"``, ``"console"``, ``"jsonl"``, ``"none"``.
+            Default: ``OTEL_TRACES_EXPORTER`` if set; else ``store`` and ``otlp`` when
+            ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set; else ``store``.
         otlp_endpoint, otlp_protocol, otlp_headers, otlp_insecure, otlp_timeout_s: OTLP
             settings; unset ones come from the standard ``OTEL_EXPORTER_OTLP_*`` variables. The
             protocol defaults to ``OTEL_EXPORTER_OTLP_PROTOCOL``, else gRPC for an endpoint on
             port 4317, else ``http/protobuf``.
         jsonl_path: file for the ``jsonl`` exporter (``LLMTRACE_JSONL_PATH``, default
             ``.llmtrace/traces.jsonl``): one JSON line per span and per event.
+        store: the local trace and usage store. A path or URL (``postgresql://...``) turns the
+            ``store`` exporter on and writes there; True turns it on at the default location;
+            False turns it off whatever the exporters say. Default location: ``LLMTRACE_STORE``,
+            else ``.llmtrace/traces.db`` under the working directory (``LLMTRACE_STORE=off``
+            leaves the store out of the default exporters).
+        store_queue_size: spans and usage records that may wait for the store's writer; beyond
+            it they are dropped and counted (``pipeline.store_writer.snapshot()``).
         capture_content: ``NO_CONTENT`` (default), ``SPAN_ONLY``, ``EVENT_ONLY`` or
             ``SPAN_AND_EVENT``; default ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         max_attribute_length: size limit of one content attribute, in characters.
@@ -166,7 +182,7 @@ def configure(
             )
             return _active
 
-        names = _exporter_names(exporters)
+        names = _exporter_names(exporters, store)
         resource = Resource.create(
             {**(resource_attributes or {}), semconv.SERVICE_NAME: _service_name(service_name)}
         )
@@ -226,6 +242,21 @@ def configure(
             span_exporter, log_exporter = jsonl_exporters(path)
             add_span_exporter(span_exporter)
             add_log_exporter(log_exporter)
+        if "store" in names:
+            url = _store_url(store)
+            writer = store_writer(
+                _store_opener(url),
+                store_url=url,
+                max_queue_size=store_queue_size,
+                status_path=status_path_for(url),
+            )
+            provider.add_span_processor(
+                StoreSpanProcessor(writer, shutdown_timeout_s=max(export_timeout_ms / 1000, 1.0))
+            )
+            sink = StoreUsageSink(writer)
+            add_usage_sink(sink)
+            pipeline.store_writer = writer
+            pipeline._shutdown_callbacks.append(lambda: remove_usage_sink(sink))
         if prometheus_port is not None:
             reader, stop_server = _prometheus_reader(prometheus_port)
             readers.append(reader)
@@ -233,6 +264,8 @@ def configure(
 
         meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
         pipeline.meter_provider = meter_provider
+        if pipeline.store_writer is not None:
+            pipeline.store_writer.register_metrics(meter_provider)
         if set_global:
             if owns:
                 trace.set_tracer_provider(provider)
@@ -300,24 +333,56 @@ def _service_name(name: str | None) -> str:
     return name or os.environ.get("OTEL_SERVICE_NAME") or "llmtrace-app"
 
 
-def _exporter_names(exporters: str | Sequence[str] | None) -> list[str]:
+def _exporter_names(
+    exporters: str | Sequence[str] | None, store: str | os.PathLike[str] | bool | None = None
+) -> list[str]:
     if exporters is None:
         env = os.environ.get("OTEL_TRACES_EXPORTER", "").strip()
+        store_env_off = os.environ.get(STORE_ENV, "").strip().lower() in _STORE_OFF
         if env:
             exporters = env
         elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
         ):
-            exporters = ["otlp"]
+            exporters = ["otlp"] if store_env_off else ["store", "otlp"]
         else:
-            exporters = ["console"]
+            exporters = [] if store_env_off else ["store"]
     if isinstance(exporters, str):
         exporters = exporters.split(",")
     names = [name.strip().lower() for name in exporters if name.strip()]
     unknown = sorted(set(names) - KNOWN_EXPORTERS)
     if unknown:
         raise ValueError(f"unknown exporter(s) {unknown}; choose from {sorted(KNOWN_EXPORTERS)}")
-    return [name for name in names if name != "none"]
+    names = [name for name in dict.fromkeys(names) if name != "none"]
+    if store is False:
+        names = [name for name in names if name != "store"]
+    elif store is not None and "store" not in names:
+        names.insert(0, "store")
+    return names
+
+
+def _store_url(store: str | os.PathLike[str] | bool | None) -> str:
+    """Where the store is: ``store=`` (a path or URL), else ``LLMTRACE_STORE``, else the default
+    path; relative paths are made absolute now, so a later chdir does not move the store."""
+    if isinstance(store, (str, os.PathLike)) and not isinstance(store, bool):
+        location = os.fspath(store)
+    else:
+        env = os.environ.get(STORE_ENV, "").strip()
+        location = env if env and env.lower() not in _STORE_OFF else DEFAULT_STORE_PATH
+    if "://" in location or location == ":memory:":
+        return location
+    return os.path.abspath(os.path.expanduser(location))
+
+
+def _store_opener(url: str) -> Callable[[], Any]:
+    """Opens the store on the writer's thread (a database that is down never fails configure())."""
+
+    def open_it() -> Any:
+        from llmtrace.store._open import open_store
+
+        return open_store(url, create=True)
+
+    return open_it
 
 
 @dataclass(frozen=True)

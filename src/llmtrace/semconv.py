@@ -265,3 +265,17 @@ def span_name(operation: str, target: str | None) -> str:
 # --------------------------------------------------------------------------------------
 USAGE_LOGGER: Final = "llmtrace.usage"
 INSTRUMENTORS_ENTRY_POINT_GROUP: Final = "llmtrace.instrumentors"
+
+# --------------------------------------------------------------------------------------
+# Store writer (llmtrace.store): its own metrics, as observable instruments
+# --------------------------------------------------------------------------------------
+METRIC_STORE_ITEMS: Final = "llmtrace.store.items"
+"""Items (spans and usage records) the store writer handled, by ``llmtrace.store.outcome``."""
+METRIC_STORE_WRITE_FAILURES: Final = "llmtrace.store.write_failures"
+"""Failed write attempts of the store writer, by ``error.type`` (connection, timeout, ...)."""
+METRIC_STORE_QUEUE_DEPTH: Final = "llmtrace.store.queue.depth"
+"""Items waiting in (or being written from) the store writer's queue."""
+METRIC_STORE_QUEUE_HIGH_WATER: Final = "llmtrace.store.queue.high_water"
+"""The largest queue depth seen since the writer started."""
+LLMTRACE_STORE_OUTCOME: Final = "llmtrace.store.outcome"
+"""``accepted``, ``written``, ``dropped_queue_full``, ``dropped_write_failed`` or ``dropped_shutdown``."""

@@ -124,13 +124,14 @@ def test_otlp_export_reaches_a_real_receiver(protocol, monkeypatch):
     assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
 
 
-def test_otlp_settings_from_standard_environment(monkeypatch):
+def test_otlp_settings_from_standard_environment(monkeypatch, tmp_path):
     with HttpReceiver() as rx:
+        monkeypatch.setenv("LLMTRACE_STORE", str(tmp_path / "traces.db"))
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0k3n,x-tenant=acme")
         monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
         pipeline = llmtrace.configure(set_global=False)
-        assert pipeline.exporters == ("otlp",)
+        assert pipeline.exporters == ("store", "otlp")  # the local store as well as OTLP
         _handler(pipeline).start_chat("gpt-4o", provider="openai").stop()
         pipeline.force_flush()
         (span,) = rx.wait_for_spans(1)
@@ -256,7 +257,7 @@ def _run_python(code: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def test_global_pipeline_flushes_at_exit():
+def test_global_pipeline_flushes_at_exit(tmp_path):
     with HttpReceiver() as rx:
         result = _run_python(
             """
@@ -266,7 +267,7 @@ def test_global_pipeline_flushes_at_exit():
             inv.set_usage(input_tokens=1, output_tokens=2)
             inv.stop()
             """,
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "LLMTRACE_STORE": str(tmp_path / "t.db")},
         )
         assert result.returncode == 0, result.stderr
         (span,) = rx.wait_for_spans(1)

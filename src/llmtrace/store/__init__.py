@@ -25,6 +25,9 @@ from llmtrace.store._api import (
     TraceSummary,
     UsageSummary,
 )
+from llmtrace.store._exporter import StoreSpanExporter, StoreSpanProcessor, StoreUsageSink, span_to_record
+from llmtrace.store._open import open_store
+from llmtrace.store._writer import StoreWriter, WriterSnapshot, classify_failure
 
 __all__ = [
     "Bucket",
@@ -43,9 +46,17 @@ __all__ = [
     "SpanRecord",
     "Store",
     "StoreError",
+    "StoreSpanExporter",
+    "StoreSpanProcessor",
+    "StoreUsageSink",
+    "StoreWriter",
     "Trace",
     "TraceFilter",
     "TraceNotFound",
     "TraceSummary",
     "UsageSummary",
+    "WriterSnapshot",
+    "classify_failure",
+    "open_store",
+    "span_to_record",
 ]

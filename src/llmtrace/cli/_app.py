@@ -1,0 +1,578 @@
+"""The ``llmtrace`` commands (click), rendered with rich."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from llmtrace._pricing import PRICES_CHECKED, lookup_price, normalize_model_name
+from llmtrace.cli import _render as render
+from llmtrace.cli._otlp import request_to_json, trace_to_request
+from llmtrace.store._api import (
+    InvalidCursor,
+    InvalidFilter,
+    Store,
+    StoreError,
+    TraceFilter,
+    TraceNotFound,
+)
+from llmtrace.store._writer import status_dir_for
+
+STORE_ENV = "LLMTRACE_STORE"
+DEFAULT_STORE = os.path.join(".llmtrace", "traces.db")
+PROGRESS_THRESHOLD = 2000
+"""Spans (export) above which a progress bar is shown on a terminal."""
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """A one-line error: exit code 1 for the store or its data, 2 for what was asked."""
+    if code == 2:
+        raise click.UsageError(message)
+    raise click.ClickException(message)
+
+
+# --------------------------------------------------------------------------------------
+# Consoles, store, progress
+# --------------------------------------------------------------------------------------
+def _console(err: bool = False) -> Console:
+    stream = sys.stderr if err else sys.stdout
+    terminal = stream.isatty()
+    return Console(file=stream, width=None if terminal else 200, soft_wrap=False, highlight=False)
+
+
+@contextlib.contextmanager
+def _busy(message: str) -> Iterator[None]:
+    """A spinner on stderr while the store works (only on a terminal)."""
+    console = _console(err=True)
+    if console.is_terminal:
+        with console.status(message):
+            yield
+    else:
+        yield
+
+
+class _State:
+    def __init__(self, store_url: str | None) -> None:
+        self.store_url = store_url
+        self._store: Store | None = None
+
+    @property
+    def url(self) -> str:
+        return self.store_url or os.environ.get(STORE_ENV) or os.path.abspath(DEFAULT_STORE)
+
+    def store(self) -> Store:
+        if self._store is None:
+            from llmtrace.store._open import open_store
+
+            try:
+                self._store = open_store(self.url, create=False)
+            except StoreError as exc:
+                _fail(str(exc))
+            except ImportError as exc:
+                _fail(f"cannot open {self.url}: {exc} (pip install 'llmtrace[postgres]')")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+
+
+def _state(ctx: click.Context) -> _State:
+    state = ctx.find_object(_State)
+    assert state is not None
+    return state
+
+
+# --------------------------------------------------------------------------------------
+# Option parsing
+# --------------------------------------------------------------------------------------
+def parse_time(value: str, *, now: dt.datetime | None = None, name: str = "time") -> int:
+    """UTC nanoseconds from ISO 8601 (naive means UTC) or a relative age: ``90s``, ``15m``, ``1h``,
+    ``2d``, ``1w`` (that long before now)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    match = _RELATIVE.match(value)
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+        moment = now - dt.timedelta(seconds=seconds)
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is neither an ISO time (2026-01-31T12:00) nor an age such as 30m, 1h, 2d",
+                param_hint=name,
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--service", help="Only traces of this service.name."),
+        click.option("--model", help="Only traces with a call to this model (request or response model)."),
+        click.option("--provider", help="Only traces with a call to this provider (openai, anthropic, ...)."),
+        click.option("--status", type=click.Choice(["ok", "error"]), help="Only ok or failed traces."),
+        click.option(
+            "--since", help="Start at or after: ISO time (UTC if no offset) or an age (30m, 1h, 2d)."
+        ),
+        click.option("--until", help="Start before: ISO time or an age."),
+        click.option("--min-cost", type=click.FloatRange(min=0), help="Minimum cost of a trace (USD)."),
+        click.option("--min-duration", type=click.FloatRange(min=0), help="Minimum duration (seconds)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _trace_filter(kwargs: dict[str, Any]) -> TraceFilter:
+    since = parse_time(kwargs["since"], name="--since") if kwargs.get("since") else None
+    until = parse_time(kwargs["until"], name="--until") if kwargs.get("until") else None
+    if since is not None and until is not None and since >= until:
+        raise click.BadParameter("--since must be before --until", param_hint="--since")
+    min_duration = kwargs.get("min_duration")
+    return TraceFilter(
+        service=kwargs.get("service"),
+        model=kwargs.get("model"),
+        provider=kwargs.get("provider"),
+        status=kwargs.get("status"),
+        since_ns=since,
+        until_ns=until,
+        min_cost=kwargs.get("min_cost"),
+        min_duration_ns=int(min_duration * 1e9) if min_duration is not None else None,
+    )
+
+
+def _check_trace_id(trace_id: str) -> str:
+    normalized = trace_id.strip().lower()
+    if normalized.startswith("0x"):
+        normalized = normalized[2:]
+    if not _TRACE_ID.match(normalized):
+        raise click.BadParameter(f"{trace_id!r} is not a trace id (32 hex digits)", param_hint="TRACE_ID")
+    return normalized
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(
+            f"unknown time zone {value!r} (e.g. UTC, Europe/Paris)", param_hint="--tz"
+        ) from None
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# The group, with one-line errors
+# --------------------------------------------------------------------------------------
+class _Cli(click.Group):
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name or "llmtrace", standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            _error(exc.format_message(), 2)
+        except click.ClickException as exc:
+            _error(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _error("aborted", 1)
+        except (InvalidCursor, InvalidFilter) as exc:
+            _error(str(exc), 2)
+        except StoreError as exc:
+            _error(str(exc), 1)
+        except BrokenPipeError:
+            sys.exit(0)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, code: int) -> NoReturn:
+    line = " ".join(message.split())
+    click.echo(f"error: {line}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    help="Store path or postgresql:// URL (default: $LLMTRACE_STORE, else ./.llmtrace/traces.db).",
+)
+@click.pass_context
+def cli(ctx: click.Context, store_url: str | None) -> None:
+    """See the traces, token usage and cost that llmtrace recorded in its store."""
+    state = _State(store_url)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+# --------------------------------------------------------------------------------------
+# traces, show
+# --------------------------------------------------------------------------------------
+@cli.command()
+@_filters
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Traces per page.")
+@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@click.pass_context
+def traces(ctx: click.Context, /, limit: int, cursor: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Recent traces, newest first: start, root span, duration, spans, tokens, cost, status."""
+    trace_filter = _trace_filter(kwargs)
+    store = _state(ctx).store()
+    with _busy("Reading traces…"):
+        try:
+            page = store.list_traces(trace_filter, limit=limit, cursor=cursor)
+        except InvalidCursor as exc:
+            _fail(f"invalid cursor: {exc}", 2)
+        except InvalidFilter as exc:
+            _fail(f"invalid filter: {exc}", 2)
+    if as_json:
+        for item in page.items:
+            click.echo(json.dumps({f: getattr(item, f) for f in item.__dataclass_fields__}))
+        if page.next_cursor:
+            click.echo(json.dumps({"next_cursor": page.next_cursor}))
+        return
+    console = _console()
+    if not page.items:
+        console.print("no traces match" if cursor is None else "no more traces")
+        return
+    console.print(render.traces_table(page.items))
+    if page.next_cursor:
+        console.print(f"next page: llmtrace traces --cursor {page.next_cursor}", soft_wrap=True)
+
+
+@cli.command()
+@click.argument("trace_id")
+@click.pass_context
+def show(ctx: click.Context, trace_id: str) -> None:
+    """One trace as a span tree: durations, models, tokens, cost, cache hits, tool calls, agent
+    steps and errors."""
+    trace_id = _check_trace_id(trace_id)
+    store = _state(ctx).store()
+    try:
+        trace = store.get_trace(trace_id)
+    except TraceNotFound:
+        _fail(f"no trace {trace_id} in {store.url}")
+    _console().print(render.render_trace(trace))
+
+
+# --------------------------------------------------------------------------------------
+# stats
+# --------------------------------------------------------------------------------------
+@cli.command()
+@_filters
+@click.option(
+    "--by",
+    "group_by",
+    type=click.Choice(["model", "provider", "service"]),
+    default="model",
+    show_default=True,
+    help="Group the usage series by.",
+)
+@click.option(
+    "--bucket",
+    type=click.Choice(["minute", "hour", "day"]),
+    default="hour",
+    show_default=True,
+    help="Time bucket of the usage series.",
+)
+@click.option("--tz", default="UTC", show_default=True, help="Time zone the buckets start in (IANA name).")
+@click.option(
+    "--latency-by",
+    type=click.Choice(["model", "operation"]),
+    default="model",
+    show_default=True,
+    help="Latency percentiles per model or per operation.",
+)
+@click.option(
+    "--errors-by",
+    type=click.Choice(["error_type", "model", "provider"]),
+    default="model",
+    show_default=True,
+    help="Error rates per error type, model or provider.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
+@click.pass_context
+def stats(
+    ctx: click.Context,
+    /,
+    group_by: Any,
+    bucket: Any,
+    tz: str,
+    latency_by: Any,
+    errors_by: Any,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Usage and cost: summary, per-model statistics, series, latency percentiles, error rates."""
+    trace_filter = _trace_filter(kwargs)
+    tz = _timezone(tz)
+    store = _state(ctx).store()
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("summary", lambda: store.usage_summary(trace_filter)),
+        ("models", lambda: store.model_stats(trace_filter)),
+        ("series", lambda: store.usage_series(group_by=group_by, bucket=bucket, filter=trace_filter, tz=tz)),
+        ("latency", lambda: store.latency_percentiles(by=latency_by, filter=trace_filter)),
+        ("errors", lambda: store.error_rates(by=errors_by, filter=trace_filter)),
+    ]
+    results: dict[str, Any] = {}
+    with _progress("Computing statistics", len(steps)) as advance:
+        for name, query in steps:
+            try:
+                results[name] = query()
+            except InvalidFilter as exc:
+                _fail(f"invalid filter: {exc}", 2)
+            advance(1)
+    if as_json:
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, list):
+                return [plain(v) for v in value]
+            fields = getattr(value, "__dataclass_fields__", None)
+            return {f: getattr(value, f) for f in fields} if fields else value
+
+        click.echo(json.dumps({name: plain(value) for name, value in results.items()}, indent=2))
+        return
+    console = _console()
+    console.print(render.summary_table(results["summary"]))
+    console.print(render.model_stats_table(results["models"]))
+    console.print(render.series_table(results["series"], group_by=group_by, bucket=bucket, tz=tz))
+    console.print(render.percentiles_table(results["latency"], by=latency_by))
+    console.print(render.error_rates_table(results["errors"], by=errors_by))
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    console = _console(err=True)
+    if not console.is_terminal:
+        yield lambda n: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+# --------------------------------------------------------------------------------------
+# prices
+# --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+def prices(models: tuple[str, ...]) -> None:
+    """Look up model prices (USD per 1M tokens) the way llmtrace prices calls."""
+
+    def per_million(value: float | None, fallback: float) -> str:
+        return f"${value if value is not None else fallback:g}"
+
+    table = Table(title=f"Prices per 1M tokens (bundled table checked {PRICES_CHECKED})")
+    for name in (
+        "model",
+        "priced as",
+        "provider",
+        "input",
+        "cached input",
+        "cache write",
+        "output",
+        "reasoning",
+    ):
+        table.add_column(name, justify="left" if name in ("model", "priced as", "provider") else "right")
+    for model in models:
+        price = lookup_price(model)
+        if price is None:
+            table.add_row(model, "unknown", render.NONE, *([render.NONE] * 5))
+            continue
+        table.add_row(
+            model,
+            normalize_model_name(model),
+            price.provider or render.NONE,
+            per_million(price.input, price.input),
+            per_million(price.cache_read, price.input),
+            per_million(price.cache_write, price.input),
+            per_million(price.output, price.output),
+            per_million(price.reasoning, price.output),
+        )
+    _console().print(table)
+
+
+# --------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("trace_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    default="-",
+    help="File to write (default: standard output).",
+)
+@click.option(
+    "--encoding",
+    type=click.Choice(["otlp", "proto3"]),
+    default="otlp",
+    show_default=True,
+    help="otlp: OTLP/JSON (hex ids, as the Collector and Jaeger read it); "
+    "proto3: plain protobuf JSON mapping (base64 ids).",
+)
+@click.pass_context
+def export(ctx: click.Context, trace_id: str, output: str, encoding: Any) -> None:
+    """A trace as an OTLP ExportTraceServiceRequest in JSON, for other OpenTelemetry tools."""
+    trace_id = _check_trace_id(trace_id)
+    store = _state(ctx).store()
+    try:
+        trace = store.get_trace(trace_id)
+    except TraceNotFound:
+        _fail(f"no trace {trace_id} in {store.url}")
+    total = len(trace.spans)
+    if total >= PROGRESS_THRESHOLD:
+        with _progress(f"Encoding {total:,} spans", total) as advance:
+            request = trace_to_request(trace, progress=advance)
+    else:
+        request = trace_to_request(trace)
+    text = request_to_json(request, encoding)
+    if output == "-":
+        click.echo(text)
+    else:
+        try:
+            Path(output).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror or exc}")
+        click.echo(f"wrote {total} spans of trace {trace_id} to {output}", err=True)
+
+
+# --------------------------------------------------------------------------------------
+# diagnostics
+# --------------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _writer_snapshots(url: str) -> list[dict[str, Any]]:
+    directory = status_dir_for(url)
+    found: list[dict[str, Any]] = []
+    if not directory.is_dir():
+        return found
+    for path in directory.glob("writer-*.json"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            data["_file"] = str(path)
+            data["_mtime"] = path.stat().st_mtime
+            found.append(data)
+    found.sort(key=lambda d: d.get("taken_at", 0), reverse=True)
+    return found
+
+
+@cli.command()
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="Most recent writer snapshots to show.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_context
+def diagnostics(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """The store (location, schema version, contents) and the snapshots its writers left.
+
+    A writer (in each process that called llmtrace.configure()) saves its counters next to the
+    store every few seconds and at exit; this shows the most recent ones, and whether each
+    process still runs. It cannot see a writer that has not saved yet (its first 2 s).
+    """
+    state = _state(ctx)
+    store = state.store()
+    summary = store.usage_summary()
+    latest = store.list_traces(limit=1).items
+    schema = getattr(store, "schema_version", None)
+    info: dict[str, Any] = {
+        "store": store.url,
+        "backend": type(store).__name__,
+        "schema version": schema() if callable(schema) else schema,
+        "model calls": summary.calls,
+        "total cost (USD)": render.fmt_cost(summary.cost),
+        "latest trace": (
+            f"{latest[0].trace_id} at {render.fmt_time(latest[0].start_ns)}" if latest else None
+        ),
+        "writer snapshots in": str(status_dir_for(store.url)),
+    }
+    snapshots = _writer_snapshots(store.url)[:limit]
+    now = time.time()
+    for snap in snapshots:
+        pid = snap.get("pid")
+        running = isinstance(pid, int) and snap.get("state") == "running" and _alive(pid)
+        snap["process"] = "running" if running else "exited"
+        snap["age_s"] = round(now - float(snap.get("taken_at", now)), 1)
+    if as_json:
+        click.echo(json.dumps({"store": info, "writers": snapshots}, indent=2, default=str))
+        return
+    console = _console()
+    console.print(render.kv_table(info, title="Store"))
+    if not snapshots:
+        console.print("no writer snapshots yet (they are saved by processes that write to this store)")
+        return
+    table = Table(title="Writers (most recent first)")
+    for name in (
+        "pid",
+        "process",
+        "saved",
+        "accepted",
+        "written",
+        "dropped",
+        "pending",
+        "pressure",
+        "high water",
+        "write failures",
+        "last error",
+    ):
+        table.add_column(name)
+    for snap in snapshots:
+        dropped = {k: v for k, v in (snap.get("dropped_by_reason") or {}).items() if v}
+        failures = {k: v for k, v in (snap.get("write_failures") or {}).items() if v}
+        table.add_row(
+            str(snap.get("pid")),
+            snap["process"],
+            f"{render.fmt_duration_s(snap['age_s'])} ago",
+            render.fmt_int(snap.get("accepted")),
+            render.fmt_int(snap.get("written")),
+            render.fmt_int(snap.get("dropped")) + (f" {dropped}" if dropped else ""),
+            render.fmt_int(snap.get("pending")),
+            str(snap.get("pressure")),
+            f"{snap.get('high_water_mark')}/{snap.get('queue_capacity')}",
+            ", ".join(f"{k}={v}" for k, v in failures.items()) or "none",
+            str(snap.get("last_error") or render.NONE)[:80],
+        )
+    console.print(table)

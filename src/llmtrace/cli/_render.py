@@ -1,0 +1,357 @@
+"""Rich renderings of what the store returns: trace lists, span trees, usage and cost tables.
+
+Shared by the command line and ``examples/demo.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from llmtrace import semconv
+from llmtrace.store._api import (
+    ErrorRate,
+    ModelStats,
+    Percentiles,
+    SeriesPoint,
+    SpanEvent,
+    SpanRecord,
+    Trace,
+    TraceSummary,
+    UsageSummary,
+)
+
+NONE = "-"
+
+
+# --------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------
+def fmt_duration_s(seconds: float) -> str:
+    if seconds >= 100:
+        return f"{seconds:.0f} s"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.001:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds * 1_000_000:.0f} µs"
+
+
+def fmt_duration(ns: int) -> str:
+    return fmt_duration_s(max(0, ns) / 1e9)
+
+
+def fmt_cost(cost: float | None) -> str:
+    if cost is None:
+        return NONE
+    if cost == 0:
+        return "$0"
+    if cost >= 1:
+        return f"${cost:,.2f}"
+    if cost >= 0.01:
+        return f"${cost:.4f}"
+    return f"${cost:.6f}"
+
+
+def fmt_int(value: int | None) -> str:
+    return NONE if value is None else f"{value:,}"
+
+
+def fmt_time(ns: int, tz: str = "UTC") -> str:
+    moment = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc)
+    if tz != "UTC":
+        moment = moment.astimezone(ZoneInfo(tz))
+        return moment.strftime("%Y-%m-%d %H:%M:%S %z")
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def fmt_tokens(input_tokens: int | None, output_tokens: int | None) -> str:
+    if input_tokens is None and output_tokens is None:
+        return NONE
+    return f"{fmt_int(input_tokens)} in / {fmt_int(output_tokens)} out"
+
+
+def _status_text(status: str) -> Text:
+    return Text(status, style="bold red" if status.lower() == "error" else "green")
+
+
+# --------------------------------------------------------------------------------------
+# Trace list
+# --------------------------------------------------------------------------------------
+def traces_table(items: Sequence[TraceSummary], *, title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("trace id", no_wrap=True)
+    table.add_column("start (UTC)", no_wrap=True)
+    table.add_column("service")
+    table.add_column("root")
+    table.add_column("duration", justify="right")
+    table.add_column("spans", justify="right")
+    table.add_column("tokens in/out", justify="right")
+    table.add_column("cost", justify="right")
+    table.add_column("status")
+    for item in items:
+        table.add_row(
+            item.trace_id,
+            fmt_time(item.start_ns),
+            item.service or NONE,
+            item.root_name,
+            fmt_duration(item.duration_ns),
+            str(item.span_count),
+            f"{item.input_tokens:,} / {item.output_tokens:,}",
+            fmt_cost(item.cost),
+            _status_text(item.status),
+        )
+    return table
+
+
+# --------------------------------------------------------------------------------------
+# Span tree
+# --------------------------------------------------------------------------------------
+def _attr(span: SpanRecord, key: str) -> Any:
+    return span.attributes.get(key)
+
+
+def _span_label(span: SpanRecord) -> Text:
+    text = Text()
+    error = span.status_code == "ERROR"
+    text.append(span.name, style="bold red" if error else "bold")
+    text.append(f"  {fmt_duration(span.duration_ns)}", style="cyan")
+    details: list[str] = []
+    model = _attr(span, semconv.GEN_AI_RESPONSE_MODEL) or _attr(span, semconv.GEN_AI_REQUEST_MODEL)
+    operation = _attr(span, semconv.GEN_AI_OPERATION_NAME)
+    if model and operation in semconv.MODEL_OPERATIONS:
+        details.append(f"model={model}")
+    tokens_in = _attr(span, semconv.GEN_AI_USAGE_INPUT_TOKENS)
+    tokens_out = _attr(span, semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
+    if tokens_in is not None or tokens_out is not None:
+        details.append(f"tokens={fmt_int(tokens_in)} in/{fmt_int(tokens_out)} out")
+    cache_read = _attr(span, semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+    if cache_read:
+        details.append(f"cache_read={fmt_int(cache_read)}")
+    cost = _attr(span, semconv.GEN_AI_USAGE_COST_AMOUNT)
+    if isinstance(cost, (int, float)):
+        details.append(f"cost={fmt_cost(float(cost))}")
+    elif _attr(span, semconv.LLMTRACE_COST_UNPRICED):
+        details.append("cost=unpriced")
+    cache_hit = _attr(span, semconv.LLMTRACE_CACHE_HIT)
+    if cache_hit is not None:
+        details.append("cache HIT" if cache_hit else "cache miss")
+    if operation == semconv.OP_EXECUTE_TOOL:
+        tool = _attr(span, semconv.GEN_AI_TOOL_NAME)
+        call_id = _attr(span, semconv.GEN_AI_TOOL_CALL_ID)
+        details.append(f"tool={tool}" + (f" call={call_id}" if call_id else ""))
+    docs = _attr(span, semconv.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT)
+    if docs is not None:
+        details.append(f"documents={docs}")
+    if details:
+        text.append("  " + "  ".join(details), style="dim" if not error else "red")
+    if error:
+        error_type = _attr(span, semconv.ERROR_TYPE)
+        message = span.status_message
+        text.append(f"  ERROR {error_type or ''}{': ' + message if message else ''}".rstrip(), style="red")
+    return text
+
+
+def _event_label(event: SpanEvent, span_start_ns: int) -> Text | None:
+    attrs = event.attributes
+    offset = f"+{fmt_duration(event.time_ns - span_start_ns)}"
+    if event.name == semconv.LLMTRACE_AGENT_STEP_EVENT:
+        text = Text(f"step {attrs.get(semconv.LLMTRACE_AGENT_STEP_INDEX, '?')}: ", style="magenta")
+        text.append(str(attrs.get(semconv.LLMTRACE_AGENT_STEP_KIND, "?")), style="magenta bold")
+        tool = attrs.get(semconv.GEN_AI_TOOL_NAME)
+        if tool:
+            text.append(f" tool={tool}", style="magenta")
+        text.append(f"  {offset}", style="dim")
+        return text
+    if event.name == semconv.EVENT_EXCEPTION:
+        text = Text(f"exception {attrs.get(semconv.EXCEPTION_TYPE, '')}", style="red")
+        message = attrs.get(semconv.EXCEPTION_MESSAGE)
+        if message:
+            text.append(f": {str(message)[:200]}", style="red")
+        return text
+    return Text(f"event {event.name}  {offset}", style="dim")
+
+
+def trace_tree(trace: Trace) -> Tree:
+    """The span tree: each span with its duration, model, tokens, cost, cache hits, tool calls,
+    errors, and its agent-step and exception events."""
+    spans = list(trace.spans)
+    ids = {span.span_id for span in spans}
+    children: dict[str | None, list[SpanRecord]] = {}
+    for span in spans:
+        parent = span.parent_span_id if span.parent_span_id in ids else None
+        children.setdefault(parent, []).append(span)
+    for group in children.values():
+        group.sort(key=lambda s: (s.start_ns, s.span_id))
+    root = Tree(Text(f"trace {trace.trace_id}", style="bold"), guide_style="dim")
+
+    def add(node: Tree, span: SpanRecord, depth: int) -> None:
+        branch = node.add(_span_label(span))
+        entries: list[tuple[int, Any]] = [(e.time_ns, e) for e in span.events]
+        entries += [(c.start_ns, c) for c in children.get(span.span_id, [])]
+        entries.sort(key=lambda pair: pair[0])
+        for _, entry in entries:
+            if isinstance(entry, SpanEvent):
+                label = _event_label(entry, span.start_ns)
+                if label is not None:
+                    branch.add(label)
+            elif depth < 200:
+                add(branch, entry, depth + 1)
+
+    for top in children.get(None, []):
+        add(root, top, 0)
+    return root
+
+
+def trace_header(trace: Trace) -> Table:
+    spans = trace.spans
+    start = min(s.start_ns for s in spans)
+    end = max(s.end_ns for s in spans)
+    service = next((s.resource.get(semconv.SERVICE_NAME) for s in spans if s.resource), None)
+    tokens_in = tokens_out = 0
+    cost: float | None = None
+    tools = errors = cache_hits = 0
+    for span in spans:
+        operation = span.attributes.get(semconv.GEN_AI_OPERATION_NAME)
+        if operation in semconv.MODEL_OPERATIONS:
+            tokens_in += int(span.attributes.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) or 0)
+            tokens_out += int(span.attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS) or 0)
+            amount = span.attributes.get(semconv.GEN_AI_USAGE_COST_AMOUNT)
+            if isinstance(amount, (int, float)):
+                cost = (cost or 0.0) + float(amount)
+        if operation == semconv.OP_EXECUTE_TOOL:
+            tools += 1
+        if span.attributes.get(semconv.LLMTRACE_CACHE_HIT):
+            cache_hits += 1
+        if span.status_code == "ERROR":
+            errors += 1
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("trace", trace.trace_id)
+    table.add_row("service", str(service or NONE))
+    table.add_row("start", fmt_time(start))
+    table.add_row("duration", fmt_duration(end - start))
+    table.add_row("spans", f"{len(spans)} ({tools} tool calls, {cache_hits} cache hits, {errors} errors)")
+    table.add_row("tokens", fmt_tokens(tokens_in, tokens_out))
+    table.add_row("cost", fmt_cost(cost))
+    return table
+
+
+def render_trace(trace: Trace) -> RenderableType:
+    return Group(trace_header(trace), Text(""), trace_tree(trace))
+
+
+# --------------------------------------------------------------------------------------
+# Usage and cost
+# --------------------------------------------------------------------------------------
+def summary_table(summary: UsageSummary, *, title: str = "Usage and cost") -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows: Iterable[tuple[str, str]] = (
+        ("model calls", fmt_int(summary.calls)),
+        ("input tokens", fmt_int(summary.input_tokens)),
+        ("  of which cache read", fmt_int(summary.cache_read_tokens)),
+        ("  of which cache write", fmt_int(summary.cache_write_tokens)),
+        ("output tokens", fmt_int(summary.output_tokens)),
+        ("  of which reasoning", fmt_int(summary.reasoning_tokens)),
+        ("cost (USD)", fmt_cost(summary.cost)),
+        ("unpriced calls", fmt_int(summary.unpriced_calls)),
+        ("failed calls", fmt_int(summary.error_calls)),
+        ("response-cache hits", fmt_int(summary.cache_hits)),
+    )
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def model_stats_table(stats: Sequence[ModelStats], *, title: str = "Per model") -> Table:
+    table = Table(title=title)
+    for name, justify in (
+        ("model", "left"),
+        ("provider", "left"),
+        ("calls", "right"),
+        ("input", "right"),
+        ("output", "right"),
+        ("cost", "right"),
+        ("mean time", "right"),
+        ("error rate", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in stats:
+        table.add_row(
+            row.model,
+            row.provider,
+            fmt_int(row.calls),
+            fmt_int(row.input_tokens),
+            fmt_int(row.output_tokens),
+            fmt_cost(row.cost),
+            fmt_duration_s(row.mean_duration_s),
+            f"{row.error_rate:.1%}",
+        )
+    return table
+
+
+def series_table(points: Sequence[SeriesPoint], *, group_by: str, bucket: str, tz: str) -> Table:
+    table = Table(title=f"Usage by {group_by} per {bucket} ({tz})")
+    table.add_column(f"{bucket} starting", no_wrap=True)
+    table.add_column(group_by)
+    for name in ("calls", "input", "output", "cost"):
+        table.add_column(name, justify="right")
+    for point in points:
+        table.add_row(
+            fmt_time(point.bucket_start_ns, tz),
+            point.group,
+            fmt_int(point.calls),
+            fmt_int(point.input_tokens),
+            fmt_int(point.output_tokens),
+            fmt_cost(point.cost),
+        )
+    return table
+
+
+def percentiles_table(rows: Sequence[Percentiles], *, by: str) -> Table:
+    table = Table(title=f"Latency by {by}")
+    table.add_column(by)
+    for name in ("calls", "p50", "p90", "p99"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(
+            row.key,
+            fmt_int(row.count),
+            fmt_duration_s(row.p50_s),
+            fmt_duration_s(row.p90_s),
+            fmt_duration_s(row.p99_s),
+        )
+    return table
+
+
+def error_rates_table(rows: Sequence[ErrorRate], *, by: str) -> Table:
+    table = Table(title=f"Errors by {by}")
+    table.add_column(by)
+    for name in ("calls", "errors", "rate"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(row.key, fmt_int(row.calls), fmt_int(row.errors), f"{row.rate:.1%}")
+    return table
+
+
+def render_usage(summary: UsageSummary, stats: Sequence[ModelStats]) -> RenderableType:
+    return Group(summary_table(summary), model_stats_table(stats))
+
+
+def kv_table(rows: Mapping[str, Any], *, title: str | None = None) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, NONE if value is None else str(value))
+    return table

@@ -1,0 +1,36 @@
+"""``open_store``: a store from a URL or path (or ``LLMTRACE_STORE``, or the default SQLite file)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from llmtrace.store._api import Store
+
+ENV_VAR = "LLMTRACE_STORE"
+DEFAULT_PATH = Path(".llmtrace") / "traces.db"
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def default_store_url() -> str:
+    """``LLMTRACE_STORE`` when set, else ``.llmtrace/traces.db`` under the working directory."""
+    return os.environ.get(ENV_VAR) or str(Path.cwd() / DEFAULT_PATH)
+
+
+def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """Open (and create or migrate) a store.
+
+    ``url`` is ``postgresql://...`` / ``postgres://...`` for PostgreSQL, anything else a SQLite
+    file path (``sqlite:///path`` is accepted too); None means ``LLMTRACE_STORE`` or the default.
+    With ``create=False`` a missing SQLite file raises :class:`StoreError` instead of being created.
+    """
+    target = default_store_url() if url is None else os.fspath(url)
+    if target.startswith(_POSTGRES_SCHEMES):
+        from llmtrace.store._postgres import PostgresStore  # psycopg is an optional dependency
+
+        return PostgresStore(target)
+    if target.startswith("sqlite:///"):
+        target = target[len("sqlite:///") :] or str(DEFAULT_PATH)
+    from llmtrace.store._sqlite import SqliteStore
+
+    return SqliteStore(target, create=create)

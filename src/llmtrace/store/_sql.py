@@ -1,0 +1,848 @@
+"""The SQL store shared by both backends: writes, trace summaries, queries and analytics.
+
+Backends provide a connection, a write transaction and a read function; every statement here is
+written once, with ``?`` placeholders, in the SQL subset SQLite and PostgreSQL share. Arithmetic
+that the two databases could do differently (time-zone buckets, percentiles, ordering of text,
+rounding) happens in Python, so both backends return the same results.
+
+Semantics the contract leaves open, decided here:
+
+* **Trace summary** (``list_traces``): start = earliest span start, duration = latest span end minus
+  that, root = the span without a parent (until it arrives, the earliest span stands in), service =
+  the root's ``service.name``, tokens and cost = sums over model-call spans (cost None when none
+  was priced; a cache hit's cost is 0), status ``error`` when any span has status ERROR.
+  Spans are written with insert-or-ignore: rewriting a span id changes nothing, and the summary is
+  updated incrementally from the spans that are new, so batches may arrive in any order.
+* **Filters on traces**: time range on the trace start, ``since_ns`` inclusive, ``until_ns``
+  exclusive; ``model`` matches the request or response model of any model call in the trace,
+  ``provider`` any model call's provider; ``min_cost`` excludes traces without cost.
+* **Usage analytics** read the usage records (one per model call), and the filter applies to each
+  call: its start time, its span's service (else its trace's), its request or response model, its
+  provider, status ``error`` (the call failed) or ``ok`` (it did not), its cost and duration.
+  A cache hit is a call with cost 0; ``unpriced_calls`` counts calls that reported token usage
+  but have no cost (no price known); a failed call that reported no usage is not "unpriced".
+  Calls are grouped by request model (the response model when no request model was recorded).
+* **Percentiles** use linear interpolation between closest ranks (``numpy.percentile``'s default):
+  the value at rank ``p * (n - 1)`` of the sorted durations.
+* **Error rates**: by model or provider, errors among that key's calls; by error type, calls is
+  the total number of calls matched and errors those that failed with that type (``unknown``
+  when none was recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from llmtrace import semconv
+from llmtrace._usage import UsageRecord, coerce_tokens
+from llmtrace.store import _cursor
+from llmtrace.store._api import (
+    Bucket,
+    ErrorBy,
+    ErrorRate,
+    GroupBy,
+    InvalidFilter,
+    LatencyBy,
+    ModelStats,
+    Page,
+    Percentiles,
+    SeriesPoint,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+    Trace,
+    TraceFilter,
+    TraceNotFound,
+    TraceStatus,
+    TraceSummary,
+    UsageSummary,
+)
+from llmtrace.store._schema import Dialect
+
+_CHUNK = 400
+_MINUTE_NS = 60_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNKNOWN = "unknown"
+
+
+class Tx(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+# --------------------------------------------------------------------------------------
+# JSON values: OTel attribute values are str, bool, int, float or homogeneous sequences of them
+# --------------------------------------------------------------------------------------
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, (bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # JSON (and JSONB) have no NaN/inf
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(_clean(value), separators=(",", ":"), ensure_ascii=False)
+
+
+def load_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _cost(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else a + b
+
+
+# --------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, "
+    "attributes, events, links, resource, scope, service, operation, request_model, response_model, "
+    "provider, error_type, input_tokens, output_tokens, cost"
+)
+_INSERT_SPAN = (
+    f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
+    "ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
+_USAGE_COLUMNS = (
+    "trace_id, span_id, operation, provider, request_model, response_model, framework, input_tokens, "
+    "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, duration_s, "
+    "time_to_first_chunk_s, streamed, status, error_type, cache_hit, start_ns, dimensions"
+)
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({', '.join('?' * 21)}) "
+    "ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
+_TRACE_COLUMNS = (
+    "trace_id",
+    "service",
+    "root_name",
+    "root_start_ns",
+    "has_root",
+    "start_ns",
+    "end_ns",
+    "duration_ns",
+    "span_count",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "error_spans",
+    "status",
+)
+_UPSERT_TRACE = (
+    f"INSERT INTO traces ({', '.join(_TRACE_COLUMNS)}) VALUES ({', '.join('?' * len(_TRACE_COLUMNS))}) "
+    "ON CONFLICT (trace_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _TRACE_COLUMNS[1:])
+)
+_INSERT_KEY = "INSERT INTO trace_keys (kind, value, trace_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+
+
+@dataclass(slots=True)
+class _SpanFacts:
+    """What the summary and the indexes need from one span."""
+
+    trace_id: str
+    span_id: str
+    is_root: bool
+    name: str
+    start_ns: int
+    end_ns: int
+    service: str | None
+    request_model: str | None
+    response_model: str | None
+    provider: str | None
+    model_call: bool
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    error: bool
+    row: tuple[Any, ...]
+
+
+def _span_facts(span: SpanRecord) -> _SpanFacts:
+    attrs = span.attributes
+    operation = _text(attrs.get(semconv.GEN_AI_OPERATION_NAME))
+    model_call = operation in semconv.MODEL_OPERATIONS
+    service = _text(span.resource.get(semconv.SERVICE_NAME))
+    request_model = _text(attrs.get(semconv.GEN_AI_REQUEST_MODEL))
+    response_model = _text(attrs.get(semconv.GEN_AI_RESPONSE_MODEL))
+    provider = _text(attrs.get(semconv.GEN_AI_PROVIDER_NAME))
+    error_type = _text(attrs.get(semconv.ERROR_TYPE))
+    input_tokens = coerce_tokens(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)) if model_call else None
+    output_tokens = coerce_tokens(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)) if model_call else None
+    cost = _cost(attrs.get(semconv.GEN_AI_USAGE_COST_AMOUNT)) if model_call else None
+    if model_call and cost is None and attrs.get(semconv.LLMTRACE_CACHE_HIT) is True:
+        cost = 0.0
+    events = [[e.name, int(e.time_ns), e.attributes] for e in span.events]
+    links = [[link.trace_id, link.span_id, link.attributes] for link in span.links]
+    trace_id, span_id = span.trace_id.lower(), span.span_id.lower()
+    parent = span.parent_span_id.lower() if span.parent_span_id else None
+    row = (
+        trace_id,
+        span_id,
+        parent,
+        span.name,
+        span.kind,
+        int(span.start_ns),
+        int(span.end_ns),
+        span.status_code,
+        span.status_message or "",
+        dump_json(attrs),
+        dump_json(events),
+        dump_json(links),
+        dump_json(span.resource),
+        span.scope or "",
+        service,
+        operation,
+        request_model,
+        response_model,
+        provider,
+        error_type,
+        input_tokens,
+        output_tokens,
+        cost,
+    )
+    return _SpanFacts(
+        trace_id,
+        span_id,
+        parent is None,
+        span.name,
+        int(span.start_ns),
+        int(span.end_ns),
+        service,
+        request_model,
+        response_model,
+        provider,
+        model_call,
+        input_tokens or 0,
+        output_tokens or 0,
+        cost,
+        span.status_code == "ERROR",
+        row,
+    )
+
+
+def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
+    def flag(value: bool | None) -> int | None:
+        return None if value is None else int(bool(value))
+
+    return (
+        record.trace_id.lower(),
+        record.span_id.lower(),
+        record.operation,
+        record.provider,
+        record.request_model,
+        record.response_model,
+        record.framework,
+        record.input_tokens,
+        record.output_tokens,
+        record.cache_read_tokens,
+        record.cache_write_tokens,
+        record.reasoning_tokens,
+        _cost(record.cost),
+        float(record.duration_s),
+        record.time_to_first_chunk_s,
+        int(bool(record.streamed)),
+        record.status,
+        record.error_type,
+        flag(record.cache_hit),
+        int(record.start_time_unix_nano),
+        dump_json(dict(record.dimensions)),
+    )
+
+
+@dataclass(slots=True)
+class _TraceState:
+    trace_id: str
+    service: str | None
+    root_name: str
+    root_start_ns: int
+    has_root: bool
+    start_ns: int
+    end_ns: int
+    span_count: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    error_spans: int
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> _TraceState:
+        (
+            trace_id,
+            service,
+            root_name,
+            root_start,
+            has_root,
+            start,
+            end,
+            _duration,
+            count,
+            inp,
+            out,
+            cost,
+            errors,
+            _status,
+        ) = row
+        return cls(
+            trace_id,
+            service,
+            root_name,
+            int(root_start),
+            bool(has_root),
+            int(start),
+            int(end),
+            int(count),
+            int(inp),
+            int(out),
+            None if cost is None else float(cost),
+            int(errors),
+        )
+
+    @classmethod
+    def first(cls, span: _SpanFacts) -> _TraceState:
+        return cls(
+            span.trace_id,
+            span.service,
+            span.name,
+            span.start_ns,
+            span.is_root,
+            span.start_ns,
+            span.end_ns,
+            1,
+            span.input_tokens,
+            span.output_tokens,
+            span.cost,
+            int(span.error),
+        )
+
+    def add(self, span: _SpanFacts) -> None:
+        current = (not self.has_root, self.root_start_ns, self.root_name)
+        if (not span.is_root, span.start_ns, span.name) < current:
+            self.root_name, self.root_start_ns, self.has_root = span.name, span.start_ns, span.is_root
+            self.service = span.service or self.service
+        elif self.service is None:
+            self.service = span.service
+        self.start_ns = min(self.start_ns, span.start_ns)
+        self.end_ns = max(self.end_ns, span.end_ns)
+        self.span_count += 1
+        self.input_tokens += span.input_tokens
+        self.output_tokens += span.output_tokens
+        self.cost = _add(self.cost, span.cost)
+        self.error_spans += int(span.error)
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.trace_id,
+            self.service,
+            self.root_name,
+            self.root_start_ns,
+            int(self.has_root),
+            self.start_ns,
+            self.end_ns,
+            max(0, self.end_ns - self.start_ns),
+            self.span_count,
+            self.input_tokens,
+            self.output_tokens,
+            self.cost,
+            self.error_spans,
+            "error" if self.error_spans else "ok",
+        )
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --------------------------------------------------------------------------------------
+# Filters
+# --------------------------------------------------------------------------------------
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_filter(filter: TraceFilter | None) -> TraceFilter:
+    f = filter if filter is not None else TraceFilter()
+    if not isinstance(f, TraceFilter):
+        raise InvalidFilter(f"expected a TraceFilter, got {type(f).__name__}")
+    for name in ("service", "model", "provider"):
+        value = getattr(f, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidFilter(f"{name} must be a non-empty string")
+    if f.status not in (None, "ok", "error"):
+        raise InvalidFilter(f"status must be 'ok' or 'error', not {f.status!r}")
+    for name in ("since_ns", "until_ns", "min_duration_ns"):
+        value = getattr(f, name)
+        if value is not None and not _is_int(value):
+            raise InvalidFilter(f"{name} must be an integer number of nanoseconds")
+    if f.since_ns is not None and f.until_ns is not None and f.since_ns > f.until_ns:
+        raise InvalidFilter("since is after until: the time range is empty")
+    if f.min_duration_ns is not None and f.min_duration_ns < 0:
+        raise InvalidFilter("min_duration must not be negative")
+    if f.min_cost is not None:
+        if isinstance(f.min_cost, bool) or not isinstance(f.min_cost, (int, float)):
+            raise InvalidFilter("min_cost must be a number")
+        if not math.isfinite(f.min_cost) or f.min_cost < 0:
+            raise InvalidFilter("min_cost must be a non-negative finite number")
+    return f
+
+
+def _choice(name: str, value: object, allowed: Iterable[str]) -> None:
+    options = tuple(allowed)
+    if value not in options:
+        raise InvalidFilter(f"{name} must be one of {', '.join(options)}; got {value!r}")
+
+
+def zone(tz: str) -> ZoneInfo | None:
+    """None for UTC; raises InvalidFilter for an unknown IANA name."""
+    if not isinstance(tz, str) or not tz:
+        raise InvalidFilter("tz must be an IANA time zone name such as 'UTC' or 'Europe/Paris'")
+    if tz in ("UTC", "Etc/UTC", "utc"):
+        return None
+    try:
+        return ZoneInfo(tz)
+    except (KeyError, ValueError, OSError, TypeError):
+        raise InvalidFilter(f"unknown time zone {tz!r}: use an IANA name such as 'Europe/Paris'") from None
+
+
+def bucket_start(minute_ns: int, bucket: Bucket, tz: ZoneInfo | None) -> int:
+    """UTC ns of the start of the ``bucket`` containing ``minute_ns``, buckets aligned in ``tz``."""
+    if tz is None:
+        size = {"minute": _MINUTE_NS, "hour": 60 * _MINUTE_NS, "day": 1440 * _MINUTE_NS}[bucket]
+        return minute_ns - minute_ns % size
+    local = datetime.fromtimestamp(minute_ns // 1_000_000_000, tz)  # sets fold in repeated hours
+    if bucket == "minute":
+        local = local.replace(second=0, microsecond=0)
+    elif bucket == "hour":
+        local = local.replace(minute=0, second=0, microsecond=0)  # keeps fold: 01:00 EST != 01:00 EDT
+    else:
+        local = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
+    return ((local - _EPOCH) // timedelta(seconds=1)) * 1_000_000_000
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    if not sorted_values:
+        return 0.0
+    rank = p * (len(sorted_values) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+# Usage analytics: one row per model call, with its service from its span or trace.
+_USAGE_FROM = (
+    " FROM usage u LEFT JOIN spans s ON s.trace_id = u.trace_id AND s.span_id = u.span_id"
+    " LEFT JOIN traces t ON t.trace_id = u.trace_id"
+)
+_SERVICE = "COALESCE(s.service, t.service)"
+_MODEL = f"COALESCE(u.request_model, u.response_model, '{UNKNOWN}')"
+_COST = "(CASE WHEN u.cache_hit = 1 THEN 0.0 ELSE u.cost END)"
+_ERROR = "(CASE WHEN u.status = 'error' THEN 1 ELSE 0 END)"
+_UNPRICED = (
+    f"(CASE WHEN {_COST} IS NULL AND (u.input_tokens IS NOT NULL OR u.output_tokens IS NOT NULL) "
+    "THEN 1 ELSE 0 END)"
+)
+_GROUPS: dict[str, str] = {"model": _MODEL, "provider": "u.provider", "service": f"COALESCE({_SERVICE}, '')"}
+
+
+def _usage_where(f: TraceFilter) -> tuple[str, list[Any]]:
+    conds: list[str] = []
+    params: list[Any] = []
+    if f.service is not None:
+        conds.append(f"{_SERVICE} = ?")
+        params.append(f.service)
+    if f.model is not None:
+        conds.append("(u.request_model = ? OR u.response_model = ?)")
+        params += [f.model, f.model]
+    if f.provider is not None:
+        conds.append("u.provider = ?")
+        params.append(f.provider)
+    if f.status is not None:
+        conds.append("u.status = 'error'" if f.status == "error" else "u.status <> 'error'")
+    if f.since_ns is not None:
+        conds.append("u.start_ns >= ?")
+        params.append(f.since_ns)
+    if f.until_ns is not None:
+        conds.append("u.start_ns < ?")
+        params.append(f.until_ns)
+    if f.min_cost is not None:
+        conds.append(f"{_COST} >= ?")
+        params.append(float(f.min_cost))
+    if f.min_duration_ns is not None:
+        conds.append("u.duration_s >= ?")
+        params.append(f.min_duration_ns / 1e9)
+    return (" WHERE " + " AND ".join(conds) if conds else ""), params
+
+
+def _trace_where(f: TraceFilter) -> tuple[list[str], list[Any]]:
+    conds: list[str] = []
+    params: list[Any] = []
+    if f.service is not None:
+        conds.append("service = ?")
+        params.append(f.service)
+    for kind, value in (("model", f.model), ("provider", f.provider)):
+        if value is not None:
+            conds.append(f"trace_id IN (SELECT trace_id FROM trace_keys WHERE kind = '{kind}' AND value = ?)")
+            params.append(value)
+    if f.status is not None:
+        conds.append("status = ?")
+        params.append(f.status)
+    if f.since_ns is not None:
+        conds.append("start_ns >= ?")
+        params.append(f.since_ns)
+    if f.until_ns is not None:
+        conds.append("start_ns < ?")
+        params.append(f.until_ns)
+    if f.min_cost is not None:
+        conds.append("cost >= ?")
+        params.append(float(f.min_cost))
+    if f.min_duration_ns is not None:
+        conds.append("duration_ns >= ?")
+        params.append(f.min_duration_ns)
+    return conds, params
+
+
+def _int(value: Any) -> int:
+    return 0 if value is None else int(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# --------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------
+class SqlStore(ABC):
+    """Everything but the connection handling, shared by the SQLite and PostgreSQL stores."""
+
+    url: str
+    dialect: Dialect
+    _store_id: str
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    # -- backend hooks -----------------------------------------------------------------
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction, exclusive against other writers of the same database."""
+
+    @abstractmethod
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only statement and return its rows."""
+
+    # -- writes ------------------------------------------------------------------------
+    def write(self, spans: Sequence[SpanRecord], usage: Sequence[UsageRecord]) -> None:
+        """Write one batch in one transaction; spans and usage records already stored are left as they are.
+
+        Database errors (``sqlite3.OperationalError``, ``psycopg.OperationalError``, ...) propagate
+        unchanged, so the writer can classify them.
+        """
+        facts = {}
+        for span in spans:
+            f = _span_facts(span)
+            facts[(f.trace_id, f.span_id)] = f
+        usage_rows = {(r[0], r[1]): r for r in map(_usage_row, usage)}
+        if not facts and not usage_rows:
+            return
+        with self._transaction() as tx:
+            new = self._new_spans(tx, facts)
+            if new:
+                tx.executemany(_INSERT_SPAN, [f.row for f in new])
+                self._update_traces(tx, new)
+            keys: set[tuple[str, str, str]] = set()
+            for f in new:
+                for kind, value in (
+                    ("model", f.request_model),
+                    ("model", f.response_model),
+                    ("provider", f.provider),
+                ):
+                    if value:
+                        keys.add((kind, value, f.trace_id))
+            for row in usage_rows.values():
+                for kind, value in (("model", row[4]), ("model", row[5]), ("provider", row[3])):
+                    if value:
+                        keys.add((kind, value, row[0]))
+            if keys:
+                tx.executemany(_INSERT_KEY, sorted(keys))
+            if usage_rows:
+                tx.executemany(_INSERT_USAGE, list(usage_rows.values()))
+
+    def _new_spans(self, tx: Tx, facts: Mapping[tuple[str, str], _SpanFacts]) -> list[_SpanFacts]:
+        by_trace: dict[str, list[str]] = {}
+        for trace_id, span_id in facts:
+            by_trace.setdefault(trace_id, []).append(span_id)
+        existing: set[tuple[str, str]] = set()
+        for trace_id, span_ids in by_trace.items():
+            for chunk in _chunks(span_ids):
+                rows = tx.execute(
+                    "SELECT span_id FROM spans WHERE trace_id = ? "
+                    f"AND span_id IN ({', '.join('?' * len(chunk))})",
+                    (trace_id, *chunk),
+                )
+                existing.update((trace_id, r[0]) for r in rows)
+        return [f for key, f in facts.items() if key not in existing]
+
+    def _update_traces(self, tx: Tx, new: Sequence[_SpanFacts]) -> None:
+        trace_ids = sorted({f.trace_id for f in new})
+        states: dict[str, _TraceState] = {}
+        for chunk in _chunks(trace_ids):
+            rows = tx.execute(
+                f"SELECT {', '.join(_TRACE_COLUMNS)} FROM traces "
+                f"WHERE trace_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for row in rows:
+                states[row[0]] = _TraceState.from_row(row)
+        for f in new:
+            state = states.get(f.trace_id)
+            if state is None:
+                states[f.trace_id] = _TraceState.first(f)
+            else:
+                state.add(f)
+        tx.executemany(_UPSERT_TRACE, [states[t].row() for t in trace_ids])
+
+    # -- traces ------------------------------------------------------------------------
+    def get_trace(self, trace_id: str) -> Trace:
+        if not isinstance(trace_id, str) or not trace_id.strip():
+            raise TraceNotFound("a trace id is a 32-character hex string")
+        wanted = trace_id.strip().lower()
+        rows = self._read(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (wanted,)
+        )
+        if not rows:
+            raise TraceNotFound(f"no trace {wanted} in {self.url}")
+        return Trace(wanted, tuple(self._span_record(r) for r in rows))
+
+    @staticmethod
+    def _span_record(row: Sequence[Any]) -> SpanRecord:
+        attributes, events, links, resource = (load_json(v) for v in row[9:13])
+        return SpanRecord(
+            trace_id=row[0],
+            span_id=row[1],
+            parent_span_id=row[2],
+            name=row[3],
+            kind=row[4],
+            start_ns=int(row[5]),
+            end_ns=int(row[6]),
+            status_code=row[7],
+            status_message=row[8],
+            attributes=attributes,
+            events=tuple(SpanEvent(name, int(time_ns), attrs) for name, time_ns, attrs in events),
+            links=tuple(SpanLink(t, s, attrs) for t, s, attrs in links),
+            resource=resource,
+            scope=row[13],
+        )
+
+    def get_usage(self, trace_id: str) -> list[UsageRecord]:
+        """The usage records of one trace, by start time (not part of the Store protocol)."""
+        rows = self._read(
+            f"SELECT {_USAGE_COLUMNS} FROM usage WHERE trace_id = ? ORDER BY start_ns, span_id",
+            (trace_id.strip().lower(),),
+        )
+        return [
+            UsageRecord(
+                operation=r[2],
+                provider=r[3],
+                request_model=r[4],
+                response_model=r[5],
+                framework=r[6],
+                input_tokens=r[7],
+                output_tokens=r[8],
+                cache_read_tokens=r[9],
+                cache_write_tokens=r[10],
+                reasoning_tokens=r[11],
+                cost=_float(r[12]),
+                duration_s=float(r[13]),
+                time_to_first_chunk_s=_float(r[14]),
+                streamed=bool(r[15]),
+                status=r[16],
+                error_type=r[17],
+                cache_hit=None if r[18] is None else bool(r[18]),
+                trace_id=r[0],
+                span_id=r[1],
+                start_time_unix_nano=int(r[19]),
+                dimensions=dict(load_json(r[20])),
+            )
+            for r in rows
+        ]
+
+    def list_traces(
+        self, filter: TraceFilter | None = None, *, limit: int = 20, cursor: str | None = None
+    ) -> Page:
+        f = check_filter(filter)
+        if not _is_int(limit) or limit < 1:
+            raise InvalidFilter(f"limit must be a positive integer, not {limit!r}")
+        conds, params = _trace_where(f)
+        if cursor is not None:
+            start_ns, trace_id = _cursor.decode(self._store_id, f, cursor)
+            conds.append("(start_ns < ? OR (start_ns = ? AND trace_id < ?))")
+            params += [start_ns, start_ns, trace_id]
+        where = " WHERE " + " AND ".join(conds) if conds else ""
+        rows = self._read(
+            "SELECT trace_id, service, root_name, start_ns, duration_ns, span_count, input_tokens, "
+            f"output_tokens, cost, status FROM traces{where} ORDER BY start_ns DESC, trace_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        items = [
+            TraceSummary(
+                trace_id=r[0],
+                service=r[1],
+                root_name=r[2],
+                start_ns=int(r[3]),
+                duration_ns=int(r[4]),
+                span_count=int(r[5]),
+                input_tokens=int(r[6]),
+                output_tokens=int(r[7]),
+                cost=_float(r[8]),
+                status=_status(r[9]),
+            )
+            for r in rows[:limit]
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = _cursor.encode(self._store_id, f, last.start_ns, last.trace_id)
+        return Page(items, next_cursor)
+
+    # -- usage analytics ---------------------------------------------------------------
+    def usage_summary(self, filter: TraceFilter | None = None) -> UsageSummary:
+        where, params = _usage_where(check_filter(filter))
+        row = self._read(
+            "SELECT COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_read_tokens), "
+            f"SUM(u.cache_write_tokens), SUM(u.reasoning_tokens), SUM({_COST}), "
+            f"SUM({_UNPRICED}), SUM({_ERROR}), "
+            f"SUM(CASE WHEN u.cache_hit = 1 THEN 1 ELSE 0 END){_USAGE_FROM}{where}",
+            params,
+        )[0]
+        return UsageSummary(
+            calls=_int(row[0]),
+            input_tokens=_int(row[1]),
+            output_tokens=_int(row[2]),
+            cache_read_tokens=_int(row[3]),
+            cache_write_tokens=_int(row[4]),
+            reasoning_tokens=_int(row[5]),
+            cost=_float(row[6]),
+            unpriced_calls=_int(row[7]),
+            error_calls=_int(row[8]),
+            cache_hits=_int(row[9]),
+        )
+
+    def usage_series(
+        self, *, group_by: GroupBy, bucket: Bucket, filter: TraceFilter | None = None, tz: str = "UTC"
+    ) -> list[SeriesPoint]:
+        _choice("group_by", group_by, _GROUPS)
+        _choice("bucket", bucket, ("minute", "hour", "day"))
+        zone_info = zone(tz)
+        where, params = _usage_where(check_filter(filter))
+        rows = self._read(
+            f"SELECT {_GROUPS[group_by]}, u.start_ns / {_MINUTE_NS}, COUNT(*), SUM(u.input_tokens), "
+            f"SUM(u.output_tokens), SUM({_COST}){_USAGE_FROM}{where} GROUP BY 1, 2",
+            params,
+        )
+        starts: dict[int, int] = {}
+        points: dict[tuple[int, str], list[Any]] = {}
+        for group, minute, calls, inp, out, cost in rows:
+            minute_ns = int(minute) * _MINUTE_NS
+            start = starts.get(minute_ns)
+            if start is None:
+                start = starts[minute_ns] = bucket_start(minute_ns, bucket, zone_info)
+            acc = points.setdefault((start, group), [0, 0, 0, None])
+            acc[0] += int(calls)
+            acc[1] += _int(inp)
+            acc[2] += _int(out)
+            acc[3] = _add(acc[3], _float(cost))
+        return [
+            SeriesPoint(start, group, acc[0], acc[1], acc[2], acc[3])
+            for (start, group), acc in sorted(points.items())
+        ]
+
+    def model_stats(self, filter: TraceFilter | None = None) -> list[ModelStats]:
+        where, params = _usage_where(check_filter(filter))
+        rows = self._read(
+            f"SELECT {_MODEL}, u.provider, COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens), "
+            f"SUM({_COST}), SUM(u.duration_s), SUM({_ERROR}){_USAGE_FROM}{where} GROUP BY 1, 2",
+            params,
+        )
+        stats = [
+            ModelStats(
+                model=model,
+                provider=provider,
+                calls=int(calls),
+                input_tokens=_int(inp),
+                output_tokens=_int(out),
+                cost=_float(cost),
+                mean_duration_s=float(duration) / int(calls),
+                error_rate=_int(errors) / int(calls),
+            )
+            for model, provider, calls, inp, out, cost, duration, errors in rows
+        ]
+        return sorted(stats, key=lambda s: (s.model, s.provider))
+
+    def latency_percentiles(self, *, by: LatencyBy, filter: TraceFilter | None = None) -> list[Percentiles]:
+        _choice("by", by, ("model", "operation"))
+        where, params = _usage_where(check_filter(filter))
+        key = _MODEL if by == "model" else "u.operation"
+        rows = self._read(f"SELECT {key}, u.duration_s{_USAGE_FROM}{where}", params)
+        durations: dict[str, list[float]] = {}
+        for name, duration in rows:
+            durations.setdefault(name, []).append(float(duration))
+        result = []
+        for name in sorted(durations):
+            values = sorted(durations[name])
+            p50, p90, p99 = (percentile(values, p) for p in (0.5, 0.9, 0.99))
+            result.append(Percentiles(name, len(values), p50, p90, p99))
+        return result
+
+    def error_rates(self, *, by: ErrorBy, filter: TraceFilter | None = None) -> list[ErrorRate]:
+        _choice("by", by, ("error_type", "model", "provider"))
+        where, params = _usage_where(check_filter(filter))
+        if by == "error_type":
+            total = _int(self._read(f"SELECT COUNT(*){_USAGE_FROM}{where}", params)[0][0])
+            error_where = (where + " AND " if where else " WHERE ") + "u.status = 'error'"
+            rows = self._read(
+                f"SELECT COALESCE(u.error_type, '{UNKNOWN}'), COUNT(*){_USAGE_FROM}{error_where} GROUP BY 1",
+                params,
+            )
+            rates = [ErrorRate(key, total, int(errors)) for key, errors in rows]
+        else:
+            key = _MODEL if by == "model" else "u.provider"
+            rows = self._read(f"SELECT {key}, COUNT(*), SUM({_ERROR}){_USAGE_FROM}{where} GROUP BY 1", params)
+            rates = [ErrorRate(name, int(calls), _int(errors)) for name, calls, errors in rows]
+        return sorted(rates, key=lambda r: (-r.errors, r.key))
+
+
+def _status(value: str) -> TraceStatus:
+    return "error" if value == "error" else "ok"

@@ -1,0 +1,252 @@
+"""The command line end to end, on a store filled by examples/demo.py (run once, in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmtrace import semconv as sc
+from llmtrace.cli import cli
+from llmtrace.cli._app import parse_time
+from llmtrace.cli._otlp import parse_otlp_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory) -> tuple[str, str]:
+    workdir = tmp_path_factory.mktemp("demo")
+    store = str(workdir / "traces.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LLMTRACE_"))}
+    env["LLMTRACE_STORE"] = store
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return store, result.stdout
+
+
+def run(store: str | None, *args: str) -> tuple[int, str, str]:
+    runner = CliRunner()
+    argv = (["--store", store] if store else []) + list(args)
+    result = runner.invoke(cli, argv, prog_name="llmtrace")
+    return result.exit_code, result.stdout, result.stderr
+
+
+def trace_ids(store: str) -> list[str]:
+    code, out, _ = run(store, "traces", "--json", "--limit", "50")
+    assert code == 0
+    return [json.loads(line)["trace_id"] for line in out.splitlines() if "trace_id" in line]
+
+
+def agent_trace(store: str) -> str:
+    _, out, _ = run(store, "traces", "--json", "--limit", "50")
+    rows = [json.loads(line) for line in out.splitlines() if "trace_id" in line]
+    (row,) = [r for r in rows if r["root_name"].startswith("invoke_agent")]
+    return str(row["trace_id"])
+
+
+def test_demo_prints_tree_summary_and_hints(demo_store):
+    _, stdout = demo_store
+    assert "invoke_agent docs_agent" in stdout and "execute_tool search_docs" in stdout
+    assert "cache HIT" in stdout and "step 1: action" in stdout
+    assert "response-cache hits" in stdout and "claude-sonnet-4-5" in stdout
+    assert " show " in stdout and "uv run llmtrace" in stdout and "16686" in stdout
+
+
+def test_traces_lists_and_paginates(demo_store):
+    store, _ = demo_store
+    code, out, _ = run(store, "traces")
+    assert code == 0
+    assert "invoke_agent docs_agent" in out and "llmtrace-demo" in out and "$" in out
+    everything = trace_ids(store)
+    assert len(everything) >= 4
+    code, out, _ = run(store, "traces", "--limit", "2")
+    assert "next page: llmtrace traces --cursor" in out
+    cursor = out.split("--cursor", 1)[1].split()[0]
+    code, out2, _ = run(store, "traces", "--limit", "2", "--cursor", cursor, "--json")
+    assert code == 0
+    page2 = [json.loads(line)["trace_id"] for line in out2.splitlines() if "trace_id" in line]
+    assert page2 == everything[2:4]
+
+
+def test_traces_filters(demo_store):
+    store, _ = demo_store
+    code, out, _ = run(store, "traces", "--provider", "anthropic", "--json")
+    rows = [json.loads(line) for line in out.splitlines() if "trace_id" in line]
+    assert code == 0 and [r["root_name"] for r in rows] == ["invoke_agent docs_agent"]
+    code, out, _ = run(store, "traces", "--since", "1h", "--min-cost", "0.001", "--json")
+    assert code == 0 and len([line for line in out.splitlines() if "trace_id" in line]) == 1
+    code, out, _ = run(store, "traces", "--service", "nobody")
+    assert code == 0 and "no traces match" in out
+    code, out, _ = run(store, "traces", "--until", "2000-01-01")
+    assert code == 0 and "no traces match" in out
+
+
+def test_show_renders_the_span_tree(demo_store):
+    store, _ = demo_store
+    code, out, _ = run(store, "show", agent_trace(store))
+    assert code == 0
+    for text in (
+        "invoke_agent docs_agent",
+        "chat claude-sonnet-4-5",
+        "model=claude-sonnet-4-5",
+        "cache_read=1,536",
+        "execute_tool search_docs",
+        "tool=search_docs call=toolu_1",
+        "retrieval InMemoryVectorStore",
+        "step 3: final",
+        "cost",
+        "1 tool calls",
+    ):
+        assert text in out, text
+
+
+def test_stats_sections_and_json(demo_store):
+    store, _ = demo_store
+    code, out, _ = run(store, "stats", "--by", "provider", "--bucket", "day", "--tz", "Europe/Paris")
+    assert code == 0
+    for title in (
+        "Usage and cost",
+        "Per model",
+        "Usage by provider per day",
+        "Latency by model",
+        "Errors by",
+    ):
+        assert title in out
+    code, out, _ = run(store, "stats", "--json", "--latency-by", "operation", "--errors-by", "provider")
+    data = json.loads(out)
+    assert data["summary"]["calls"] >= 5 and data["summary"]["cache_hits"] == 1
+    assert {row["key"] for row in data["latency"]} >= {"chat"}
+    assert {row["model"] for row in data["models"]} >= {"claude-sonnet-4-5", "gpt-4o-mini"}
+
+
+def test_prices():
+    code, out, _ = run(None, "prices", "gpt-4o-mini-2024-07-18", "no-such-model")
+    assert code == 0
+    assert "gpt-4o-mini" in out and "$0.15" in out and "unknown" in out
+
+
+def test_export_is_loadable_otlp_json(demo_store, tmp_path):
+    store, _ = demo_store
+    trace_id = agent_trace(store)
+    target = tmp_path / "trace.json"
+    code, _, err = run(store, "export", trace_id, "-o", str(target))
+    assert code == 0 and "wrote 5 spans" in err
+    text = target.read_text()
+    assert f'"traceId": "{trace_id}"' in text  # OTLP/JSON: hex ids
+    request = parse_otlp_json(text)
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert len(spans) == 5 and {s.trace_id.hex() for s in spans} == {trace_id}
+    (resource,) = request.resource_spans
+    assert any(
+        kv.key == sc.SERVICE_NAME and kv.value.string_value == "llmtrace-demo"
+        for kv in resource.resource.attributes
+    )
+    code, out, _ = run(store, "export", trace_id, "--encoding", "proto3")
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    parsed = json_format.Parse(out, ExportTraceServiceRequest())
+    assert parsed == request
+
+
+def test_diagnostics_shows_the_demo_writer(demo_store):
+    store, _ = demo_store
+    code, out, _ = run(store, "diagnostics", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["store"]["schema version"] and data["store"]["model calls"] >= 5
+    (writer,) = data["writers"]
+    assert writer["process"] == "exited" and writer["dropped"] == 0
+    assert writer["accepted"] == writer["written"] > 0
+    code, out, _ = run(store, "diagnostics")
+    assert code == 0 and "Writers" in out and "exited" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["show", "not-a-trace"], 2, "error: Invalid value for TRACE_ID: 'not-a-trace' is not a trace id"),
+        (["show", "0" * 31 + "1"], 1, "error: no trace 00000000000000000000000000000001 in "),
+        (["export", "0" * 31 + "1"], 1, "error: no trace 00000000000000000000000000000001 in "),
+        (["traces", "--since", "yesterday"], 2, "error: Invalid value for --since: 'yesterday' is neither"),
+        (["traces", "--cursor", "garbage"], 2, "error: invalid cursor: "),
+        (["traces", "--status", "weird"], 2, "error: Invalid value for '--status'"),
+        (
+            ["traces", "--since", "1h", "--until", "2h"],
+            2,
+            "error: Invalid value for --since: --since must be",
+        ),
+        (["traces", "--min-cost", "-1"], 2, "error: Invalid value for '--min-cost'"),
+        (["stats", "--tz", "Mars/Olympus"], 2, "error: Invalid value for --tz: unknown time zone"),
+        (["nonsense"], 2, "error: No such command 'nonsense'."),
+    ],
+)
+def test_errors_are_one_line(demo_store, args, code, message):
+    store, _ = demo_store
+    got, _, err = run(store, *args)
+    assert got == code
+    assert err.startswith(message), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_foreign_cursor_is_refused(demo_store, tmp_path):
+    store, _ = demo_store
+    code, out, _ = run(store, "traces", "--limit", "1")
+    cursor = out.split("--cursor", 1)[1].split()[0]
+    code, _, err = run(store, "traces", "--limit", "1", "--provider", "openai", "--cursor", cursor)
+    assert code == 2 and err.startswith("error: invalid cursor")
+
+
+@pytest.mark.parametrize("command", ["traces", "stats", "diagnostics", "show " + "a" * 32])
+def test_a_missing_store_is_one_clear_line(tmp_path, command):
+    missing = str(tmp_path / "nowhere" / "traces.db")
+    code, _, err = run(missing, *command.split())
+    assert code == 1
+    assert err.startswith(f"error: no llmtrace store at {missing}") and err.count("\n") == 1
+    assert not Path(missing).exists()  # reading never creates a store
+
+
+def test_store_from_the_environment(demo_store, monkeypatch):
+    store, _ = demo_store
+    monkeypatch.setenv("LLMTRACE_STORE", store)
+    code, out, _ = run(None, "traces")
+    assert code == 0 and "invoke_agent docs_agent" in out
+
+
+def test_console_script_main(demo_store):
+    store, _ = demo_store
+    result = subprocess.run(
+        [sys.executable, "-c", "from llmtrace.cli import main; main()", "--store", store, "show", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: Invalid value for TRACE_ID")
+
+
+def test_relative_and_iso_times():
+    import datetime as dt
+
+    now = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    hour = 3600 * 10**9
+    base = int(now.timestamp()) * 10**9
+    assert parse_time("1h", now=now) == base - hour
+    assert parse_time("90m", now=now) == base - hour * 3 // 2
+    assert parse_time("2d", now=now) == base - 48 * hour
+    assert parse_time("2026-03-01T11:00:00Z", now=now) == base - hour
+    assert parse_time("2026-03-01T11:00:00", now=now) == base - hour  # naive: UTC
+    assert parse_time("2026-03-01T12:00:00+01:00", now=now) == base - hour

@@ -1,0 +1,408 @@
+"""Writes, trace reads, pagination, errors and schema migration, on every backend."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmtrace import semconv
+from llmtrace.store import (
+    InvalidCursor,
+    InvalidFilter,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+    Store,
+    StoreError,
+    TraceFilter,
+    TraceNotFound,
+    _schema,
+    open_store,
+)
+from llmtrace.store._open import DEFAULT_PATH, ENV_VAR
+
+from .dataset import TRACE_A, all_usage, call_span, root_span, tool_span
+
+S = 1_000_000_000
+T0 = 1_710_000_000 * S
+
+
+def span(trace: str, span_id: str, parent: str | None, start: int, end: int, **attrs: Any) -> SpanRecord:
+    return SpanRecord(
+        trace_id=trace,
+        span_id=span_id,
+        parent_span_id=parent,
+        name=f"span {span_id[-2:]}",
+        kind="INTERNAL",
+        start_ns=start,
+        end_ns=end,
+        status_code="UNSET",
+        status_message="",
+        attributes=attrs,
+        events=(),
+        links=(),
+        resource={semconv.SERVICE_NAME: "svc"},
+        scope="test",
+    )
+
+
+def tid(n: int) -> str:
+    return f"{n:032x}"
+
+
+def sid(n: int) -> str:
+    return f"{n:016x}"
+
+
+# --------------------------------------------------------------------------------------
+# Round trip, idempotency, out-of-order batches
+# --------------------------------------------------------------------------------------
+def test_whole_trace_round_trip(store: Store) -> None:
+    attrs = {
+        "str": "héllo \x00 wörld",
+        "bool": True,
+        "int": 2**53 + 1,
+        "neg": -7,
+        "float": 0.1,
+        "whole_float": 3.0,
+        "strs": ("a", "b"),
+        "bools": (True, False),
+        "ints": (1, 2, 3),
+        "floats": (1.5, -2.25),
+        "empty": (),
+        semconv.GEN_AI_OPERATION_NAME: semconv.OP_CHAT,
+        semconv.GEN_AI_REQUEST_MODEL: "gpt-4o",
+    }
+    root = SpanRecord(
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        span_id="b7ad6b7169203331",
+        parent_span_id=None,
+        name="invoke_agent planner",
+        kind="SERVER",
+        start_ns=T0,
+        end_ns=T0 + 5 * S,
+        status_code="ERROR",
+        status_message="boom: it failed",
+        attributes=attrs,
+        events=(
+            SpanEvent("exception", T0 + S, {"exception.type": "ValueError", "exception.message": "bad"}),
+            SpanEvent("step", T0 + 2 * S, {"index": 1, "ratio": 0.5, "tags": ("x",)}),
+        ),
+        links=(SpanLink("1" * 32, "2" * 16, {"link.kind": "follows", "n": 2}),),
+        resource={semconv.SERVICE_NAME: "planner", "host.ports": (80, 443), "pid": 42},
+        scope="llmtrace-test",
+    )
+    child = replace(
+        root,
+        span_id="00f067aa0ba902b7",
+        parent_span_id=root.span_id,
+        start_ns=T0 + S,
+        events=(),
+        links=(),
+        status_code="OK",
+        status_message="",
+        name="chat gpt-4o",
+    )
+    store.write([child, root], [])
+    trace = store.get_trace(root.trace_id.upper())
+    assert trace.trace_id == root.trace_id
+    assert [s.span_id for s in trace.spans] == [root.span_id, child.span_id]  # by start time
+    got = trace.spans[0]
+    expected_attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
+    expected_attrs["str"] = "héllo \ufffd wörld"  # NUL cannot be stored (PostgreSQL text/JSONB)
+    assert dict(got.attributes) == expected_attrs
+    assert type(got.attributes["whole_float"]) is float and type(got.attributes["int"]) is int
+    assert got.events == (
+        SpanEvent("exception", T0 + S, {"exception.type": "ValueError", "exception.message": "bad"}),
+        SpanEvent("step", T0 + 2 * S, {"index": 1, "ratio": 0.5, "tags": ["x"]}),
+    )
+    assert got.links == (SpanLink("1" * 32, "2" * 16, {"link.kind": "follows", "n": 2}),)
+    assert dict(got.resource) == {semconv.SERVICE_NAME: "planner", "host.ports": [80, 443], "pid": 42}
+    assert (got.name, got.kind, got.scope, got.parent_span_id) == (root.name, "SERVER", "llmtrace-test", None)
+    assert (got.status_code, got.status_message, got.start_ns, got.end_ns) == (
+        "ERROR",
+        "boom: it failed",
+        T0,
+        T0 + 5 * S,
+    )
+    assert got.duration_ns == 5 * S
+    assert trace.spans[1].parent_span_id == root.span_id
+
+
+def test_usage_records_round_trip(store: Store) -> None:
+    usage = all_usage()
+    store.write([], usage)
+    store.write([], usage)  # idempotent
+    by_trace = {}
+    for record in usage:
+        by_trace.setdefault(record.trace_id, []).append(record)
+    for trace_id, records in by_trace.items():
+        assert store.get_usage(trace_id) == sorted(records, key=lambda r: r.start_time_unix_nano)  # type: ignore[attr-defined]
+    assert store.usage_summary().calls == len(usage)
+
+
+def test_children_before_root_and_rewrites(store: Store) -> None:
+    root = root_span(TRACE_A)
+    calls = [call_span(TRACE_A, i, c) for i, c in enumerate(TRACE_A.calls)]
+    store.write([calls[1]], [])
+    (first,) = store.list_traces().items
+    # only R2 so far: it stands in for the root
+    assert (first.root_name, first.span_count, first.input_tokens, first.cost) == (
+        "chat gpt-4o",
+        1,
+        200,
+        pytest.approx(0.02),
+    )
+    store.write([calls[0], tool_span(TRACE_A)], [])
+    store.write([root], [])
+    for _ in range(2):
+        (summary,) = store.list_traces().items
+        assert summary.root_name == "invoke_agent shopper"
+        assert (summary.start_ns, summary.duration_ns) == (TRACE_A.start, TRACE_A.end - TRACE_A.start)
+        assert (summary.span_count, summary.input_tokens, summary.output_tokens) == (4, 300, 70)
+        assert summary.cost == pytest.approx(0.03)
+        assert (summary.service, summary.status) == ("checkout", "ok")
+        store.write([root, *calls, calls[0]], [])  # rewrites and duplicates within a batch change nothing
+    assert len(store.get_trace(TRACE_A.trace_id).spans) == 4
+
+
+def test_trace_not_found(store: Store) -> None:
+    with pytest.raises(TraceNotFound, match="f" * 32):
+        store.get_trace("f" * 32)
+    with pytest.raises(TraceNotFound):
+        store.get_trace("")
+
+
+def test_concurrent_writers_and_readers(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(10):
+                t = tid(n * 100 + i)
+                store.write(
+                    [span(t, sid(1), None, T0 + i, T0 + i + 10), span(t, sid(2), sid(1), T0 + i, T0 + i + 5)],
+                    [],
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for _ in range(20):
+                store.list_traces(limit=5)
+                store.usage_summary()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    items = store.list_traces(limit=100).items
+    assert len(items) == 40 and all(t.span_count == 2 for t in items)
+
+
+# --------------------------------------------------------------------------------------
+# Pagination
+# --------------------------------------------------------------------------------------
+def _fill_pages(store: Store) -> list[str]:
+    # 25 traces; starts repeat (each start shared by up to 3 traces) to exercise the trace_id tie-break
+    spans = [span(tid(i + 1), sid(1), None, T0 + (i // 3) * S, T0 + (i // 3) * S + 1) for i in range(25)]
+    store.write(spans[:12], [])
+    store.write(spans[12:], [])
+    return [s.trace_id for s in sorted(spans, key=lambda s: (s.start_ns, s.trace_id), reverse=True)]
+
+
+def test_pagination_walks_every_trace_once(store: Store) -> None:
+    expected = _fill_pages(store)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = store.list_traces(limit=7, cursor=cursor)
+        seen += [t.trace_id for t in page.items]
+        pages += 1
+        if page.next_cursor is None:
+            break
+        if pages == 1:  # a newer trace arriving mid-walk neither shifts nor repeats later pages
+            store.write([span(tid(999), sid(1), None, T0 + 100 * S, T0 + 101 * S)], [])
+        cursor = page.next_cursor
+    assert pages == 4
+    assert seen == expected
+
+
+def test_pagination_with_filter(store: Store) -> None:
+    _fill_pages(store)
+    flt = TraceFilter(since_ns=T0 + 2 * S)  # starts T0+2s .. T0+8s: traces 7..25
+    first = store.list_traces(flt, limit=10)
+    second = store.list_traces(flt, limit=10, cursor=first.next_cursor)
+    assert len(first.items) == 10 and len(second.items) == 9 and second.next_cursor is None
+    assert len({t.trace_id for t in [*first.items, *second.items]}) == 19
+
+
+def test_invalid_cursors(store: Store, tmp_path: Path) -> None:
+    _fill_pages(store)
+    cursor = store.list_traces(TraceFilter(service="svc"), limit=5).next_cursor
+    assert cursor is not None
+    with pytest.raises(InvalidCursor, match="different filter"):
+        store.list_traces(TraceFilter(), limit=5, cursor=cursor)
+    for garbage in ("garbage", "a.b.c", "!!!.???", "", cursor[:-3] + "xyz", "x" + cursor):
+        with pytest.raises(InvalidCursor):
+            store.list_traces(TraceFilter(service="svc"), cursor=garbage)
+    other = open_store(tmp_path / "other.db")
+    try:
+        with pytest.raises(InvalidCursor, match="not issued by this store"):
+            other.list_traces(TraceFilter(service="svc"), cursor=cursor)
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": -1}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"filter": TraceFilter(since_ns=10, until_ns=5)}, "since"),
+        ({"filter": TraceFilter(min_duration_ns=-1)}, "min_duration"),
+        ({"filter": TraceFilter(status="broken")}, "status"),  # type: ignore[arg-type]
+        ({"filter": TraceFilter(service="")}, "service"),
+    ],
+)
+def test_invalid_filters(store: Store, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidFilter, match=message):
+        store.list_traces(**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Schema and opening
+# --------------------------------------------------------------------------------------
+def _raw_execute(url: str) -> tuple[Any, Any]:
+    """(execute, close) on a raw connection, with ``?`` placeholders on both backends."""
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        from llmtrace.store._postgres import _PgTx
+
+        conn = psycopg.connect(url, autocommit=True)
+        return _PgTx(conn.cursor()).execute, conn.close
+    lite = sqlite3.connect(url, isolation_level=None)
+    return (lambda sql, params=(): lite.execute(sql, tuple(params)).fetchall()), lite.close
+
+
+def test_older_schema_is_migrated(store_url: str) -> None:
+    execute, close = _raw_execute(store_url)
+    dialect = "postgresql" if store_url.startswith("postgresql://") else "sqlite"
+    _schema.migrate(execute, dialect, target=1)
+    execute(
+        "INSERT INTO spans (trace_id, span_id, name, kind, start_ns, end_ns, status_code, status_message, "
+        "attributes, events, links, resource, scope, request_model, provider) "
+        "VALUES (?, ?, 'old', 'INTERNAL', 1, 2, 'UNSET', '', '{}', '[]', '[]', '{}', '', 'gpt-4o', 'openai')",
+        (tid(7), sid(1)),
+    )
+    execute(
+        "INSERT INTO traces (trace_id, service, root_name, root_start_ns, has_root, start_ns, end_ns, "
+        "duration_ns, span_count, input_tokens, output_tokens, cost, error_spans, status) "
+        "VALUES (?, 'svc', 'old', 1, 1, 1, 2, 1, 1, 0, 0, NULL, 0, 'ok')",
+        (tid(7),),
+    )
+    assert _schema.schema_version(execute) == 1
+    close()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == _schema.CURRENT_VERSION == 2  # type: ignore[attr-defined]
+        # the v2 migration indexed the old trace's model and provider
+        assert [
+            t.trace_id for t in store.list_traces(TraceFilter(model="gpt-4o", provider="openai")).items
+        ] == [tid(7)]
+        assert store.get_trace(tid(7)).spans[0].name == "old"
+    finally:
+        store.close()
+    execute, close = _raw_execute(store_url)
+    try:
+        assert [r[0] for r in execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    finally:
+        close()
+
+
+def test_reopening_keeps_data_and_identity(store_url: str) -> None:
+    first = open_store(store_url)
+    first.write([span(tid(i), sid(1), None, T0 + i, T0 + i + 1) for i in range(1, 4)], [])
+    cursor = first.list_traces(limit=1).next_cursor
+    first.close()
+    second = open_store(store_url)
+    try:
+        page = second.list_traces(limit=5, cursor=cursor)  # the store id survives reopening
+        assert [t.trace_id for t in page.items] == [tid(2), tid(1)]
+    finally:
+        second.close()
+
+
+def test_newer_schema_is_refused(store_url: str) -> None:
+    open_store(store_url).close()
+    execute, close = _raw_execute(store_url)
+    execute("INSERT INTO schema_version (version, applied_ns, description) VALUES (99, 0, 'future')", ())
+    close()
+    with pytest.raises(StoreError, match="newer"):
+        open_store(store_url)
+
+
+def test_closed_store_raises(store: Store) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.list_traces()
+
+
+def test_open_store_locations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(StoreError, match="no llmtrace store"):
+        open_store(create=False)
+    default = open_store()
+    assert default.url == str(tmp_path / DEFAULT_PATH)
+    default.close()
+    open_store(create=False).close()
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "env.db"))
+    from_env = open_store()
+    assert from_env.url == str(tmp_path / "env.db")
+    from_env.close()
+    explicit = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    assert explicit.url == str(tmp_path / "x.db")
+    explicit.close()
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable"):
+        open_store(tmp_path / "junk.db")
+
+
+def test_sqlite_lock_errors_propagate(tmp_path: Path) -> None:
+    from llmtrace.store._sqlite import SqliteStore
+
+    path = tmp_path / "locked.db"
+    store = SqliteStore(path, busy_timeout_ms=50)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.write([span(tid(1), sid(1), None, T0, T0 + 1)], [])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.write([span(tid(1), sid(1), None, T0, T0 + 1)], [])  # works again once the lock is gone
+    assert store.get_trace(tid(1)).spans[0].span_id == sid(1)
+    store.close()
+
+
+def test_postgres_password_is_redacted() -> None:
+    from llmtrace.store._postgres import redact
+
+    assert redact("postgresql://user:s3cret@db:5432/x") == "postgresql://user:***@db:5432/x"
+    assert redact("postgresql://db/x") == "postgresql://db/x"
