@@ -14,6 +14,7 @@ from opentelemetry.util.types import AttributeValue
 from llmtrace import semconv
 from llmtrace._content import serialize_content
 from llmtrace._invocation import (
+    MAX_NAME_LENGTH,
     AgentInvocation,
     Invocation,
     ModelInvocation,
@@ -28,6 +29,16 @@ from llmtrace._settings import settings
 from llmtrace.version import __version__
 
 Parent = Invocation | Context | None
+
+
+def _name(value: str | None) -> str | None:
+    """Names and identifiers (models, providers, agents, tools, data sources) come from framework
+    metadata, which nothing bounds, and make up span names: cut to MAX_NAME_LENGTH."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    return value[:MAX_NAME_LENGTH]
 
 
 class TelemetryHandler:
@@ -143,6 +154,8 @@ class TelemetryHandler:
         start_time_ns: int | None = None,
     ) -> ToolInvocation:
         context, agent = _resolve_parent(parent)
+        name = _name(name) or ""
+        call_id, tool_type = _name(call_id), _name(tool_type)
         attrs: dict[str, AttributeValue] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
             semconv.GEN_AI_TOOL_NAME: name,
@@ -172,6 +185,7 @@ class TelemetryHandler:
         start_time_ns: int | None = None,
     ) -> AgentInvocation:
         context, _ = _resolve_parent(parent)
+        name, request_model = _name(name), _name(request_model)
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_INVOKE_AGENT}
         if name:
             attrs[semconv.GEN_AI_AGENT_NAME] = name
@@ -195,6 +209,7 @@ class TelemetryHandler:
         start_time_ns: int | None = None,
     ) -> WorkflowInvocation:
         context, agent = _resolve_parent(parent)
+        name = _name(name)
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_INVOKE_WORKFLOW}
         if name:
             attrs[semconv.GEN_AI_WORKFLOW_NAME] = name
@@ -218,6 +233,7 @@ class TelemetryHandler:
         start_time_ns: int | None = None,
     ) -> RetrievalInvocation:
         context, agent = _resolve_parent(parent)
+        data_source_id, provider, request_model = _name(data_source_id), _name(provider), _name(request_model)
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_RETRIEVAL}
         if data_source_id:
             attrs[semconv.GEN_AI_DATA_SOURCE_ID] = data_source_id
@@ -247,6 +263,7 @@ class TelemetryHandler:
     ) -> RerankInvocation:
         """A reranker: ``rerank {model}``, CLIENT for a provider's API, INTERNAL when in-process."""
         context, agent = _resolve_parent(parent)
+        provider, request_model = _name(provider), _name(request_model)
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_RERANK}
         if provider:
             attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
@@ -272,6 +289,8 @@ class TelemetryHandler:
         start_time_ns: int | None,
     ) -> ModelInvocation:
         context, agent = _resolve_parent(parent)
+        provider = _name(provider) or ""
+        request_model, server_address = _name(request_model), _name(server_address)
         attrs: dict[str, AttributeValue] = {
             semconv.GEN_AI_OPERATION_NAME: operation,
             semconv.GEN_AI_PROVIDER_NAME: provider,

@@ -128,6 +128,7 @@ class Invocation:
         duration = time.perf_counter() - self._start_perf
         span = self.span
         try:
+            self._bound_fields()
             if span.is_recording():
                 self._set_end_attributes(span)
                 if self._truncated:
@@ -147,6 +148,9 @@ class Invocation:
             self._record(duration, error_type)
         finally:
             span.end(end_time=end_time_ns)
+
+    def _bound_fields(self) -> None:
+        """Cut fields the framework filled in to their size limits (subclasses)."""
 
     def _set_end_attributes(self, span: Span) -> None:
         """Attributes known only at the end (subclasses)."""
@@ -175,9 +179,22 @@ class Invocation:
             self._truncated.append(key)
 
 
+MAX_VALUE_LENGTH = 1024
+MAX_LIST_ITEMS = 64
+MAX_NAME_LENGTH = 256
+
+
 def _set_if(span: Span, key: str, value: AttributeValue | None) -> None:
-    if value is not None:
-        span.set_attribute(key, value)
+    """Set a (non-content) attribute if known; strings and lists bounded, whatever the framework gave."""
+    if value is None:
+        return
+    if isinstance(value, str):
+        value = value[:MAX_VALUE_LENGTH]
+    span.set_attribute(key, value)
+
+
+def _strings(values: Sequence[object]) -> list[str]:
+    return [str(v)[:MAX_VALUE_LENGTH] for v in list(values)[:MAX_LIST_ITEMS]]
 
 
 class ModelInvocation(Invocation):
@@ -265,6 +282,15 @@ class ModelInvocation(Invocation):
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
         )
 
+    def _bound_fields(self) -> None:
+        # they also go to usage records and metric attributes, not only to the span
+        if isinstance(self.response_model, str):
+            self.response_model = self.response_model[:MAX_NAME_LENGTH]
+        if isinstance(self.response_id, str):
+            self.response_id = self.response_id[:MAX_VALUE_LENGTH]
+        if isinstance(self.cache_source, str):
+            self.cache_source = self.cache_source[:MAX_NAME_LENGTH]
+
     def _cost(self) -> float | None:
         if self.cache_hit:
             return 0.0
@@ -286,7 +312,7 @@ class ModelInvocation(Invocation):
         _set_if(span, semconv.GEN_AI_REQUEST_TOP_P, self.top_p)
         _set_if(span, semconv.GEN_AI_REQUEST_TOP_K, self.top_k)
         if self.stop_sequences:
-            span.set_attribute(semconv.GEN_AI_REQUEST_STOP_SEQUENCES, [str(s) for s in self.stop_sequences])
+            span.set_attribute(semconv.GEN_AI_REQUEST_STOP_SEQUENCES, _strings(self.stop_sequences))
         _set_if(span, semconv.GEN_AI_REQUEST_FREQUENCY_PENALTY, self.frequency_penalty)
         _set_if(span, semconv.GEN_AI_REQUEST_PRESENCE_PENALTY, self.presence_penalty)
         _set_if(span, semconv.GEN_AI_REQUEST_SEED, self.seed)
@@ -298,7 +324,7 @@ class ModelInvocation(Invocation):
         _set_if(span, semconv.GEN_AI_RESPONSE_ID, self.response_id)
         _set_if(span, semconv.GEN_AI_RESPONSE_MODEL, self.response_model)
         if self.finish_reasons:
-            span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, [str(r) for r in self.finish_reasons])
+            span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, _strings(self.finish_reasons))
         _set_if(span, semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, self.dimension_count)
         _set_if(span, semconv.LLMTRACE_EMBEDDINGS_INPUT_COUNT, self.input_count)
         _set_if(span, semconv.LLMTRACE_FRAMEWORK, self.framework)
@@ -459,9 +485,11 @@ class AgentInvocation(Invocation):
         }
         name = agent_name or self.name
         if name:
-            attrs[semconv.GEN_AI_AGENT_NAME] = name
-        _set_attr_if(attrs, semconv.GEN_AI_TOOL_NAME, tool_name)
-        _set_attr_if(attrs, semconv.GEN_AI_TOOL_CALL_ID, tool_call_id)
+            attrs[semconv.GEN_AI_AGENT_NAME] = name[:MAX_NAME_LENGTH]
+        _set_attr_if(attrs, semconv.GEN_AI_TOOL_NAME, tool_name[:MAX_NAME_LENGTH] if tool_name else None)
+        _set_attr_if(
+            attrs, semconv.GEN_AI_TOOL_CALL_ID, tool_call_id[:MAX_NAME_LENGTH] if tool_call_id else None
+        )
         self.span.add_event(semconv.LLMTRACE_AGENT_STEP_EVENT, attrs)
 
     def _set_end_attributes(self, span: Span) -> None:

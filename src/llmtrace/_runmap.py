@@ -65,9 +65,12 @@ class RunMap(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         now = time.monotonic()
         with self._lock:
+            previous = self._entries.get(key)
             self._entries[key] = (value, now)
             self._entries.move_to_end(key)
             evicted = self._collect(now)
+        if previous is not None and previous[0] is not value:  # a reused run id: end the old run
+            evicted.append((previous[0], semconv.EVICTED_REPLACED))
         self._evict(evicted)
 
     def get(self, key: K) -> V | None:

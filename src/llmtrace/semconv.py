@@ -141,6 +141,8 @@ ERROR_TYPE_TOOL_ERROR: Final = "tool_error"
 EVICTED_TTL: Final = "ttl"
 EVICTED_CAPACITY: Final = "capacity"
 EVICTED_SHUTDOWN: Final = "shutdown"
+EVICTED_REPLACED: Final = "replaced"
+"""A new run arrived with the id of a run still open; the old one was ended."""
 
 # Agent step event
 LLMTRACE_AGENT_STEP_EVENT: Final = "llmtrace.agent.step"

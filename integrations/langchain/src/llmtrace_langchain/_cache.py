@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from llmtrace._invocation import ModelInvocation
-from llmtrace._safety import never_raise
+from llmtrace._safety import never_raise, report_internal_error
 
 _call: contextvars.ContextVar[tuple[Any, Any, Any, Any] | None] = contextvars.ContextVar(
     "llmtrace_langchain_llm_call", default=None
@@ -52,8 +52,12 @@ def pending_cache_source() -> str | None:
 
 
 def _call_args(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    callbacks = kwargs.get("callbacks", args[2] if len(args) > 2 else None)
-    return callbacks, kwargs.get("tags"), kwargs.get("metadata")
+    try:
+        callbacks = kwargs.get("callbacks", args[2] if len(args) > 2 else None)
+        return callbacks, kwargs.get("tags"), kwargs.get("metadata")
+    except Exception as exc:
+        report_internal_error(f"{__name__}.generate", exc)
+        return None, None, None
 
 
 def generate_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any) -> Any:

@@ -49,6 +49,8 @@ LEGACY_AGENT_NAMES = frozenset({"AgentExecutor"})
 _NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
 """LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
 
+_LEAF_KINDS = (ModelInvocation, ToolInvocation, RetrievalInvocation)
+
 # chain states
 _PENDING = 0
 _PLUMBING = 1
@@ -143,6 +145,23 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         """End every open run (on uninstrument)."""
         self._runs.clear()
 
+    def _end_run(self, run_id: UUID, kind: type[Invocation] | None) -> _Run | None:
+        """Take the run out of the map if it is of the kind this end callback is for.
+
+        ``kind`` None means a chain (agent, workflow or plumbing). A callback for another kind
+        of run leaves the run in place, so its own end (or eviction) still ends its span.
+        """
+        run = self._runs.peek(run_id)
+        if run is None:
+            return None
+        invocation = run.invocation
+        if kind is None:
+            if isinstance(invocation, _LEAF_KINDS):
+                return None
+        elif not isinstance(invocation, kind):
+            return None
+        return self._runs.pop(run_id)
+
     def _parent(self, parent_run_id: UUID | None, child_metadata: Mapping[str, Any] | None) -> _Run | None:
         if parent_run_id is None:
             return None
@@ -220,7 +239,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, None)
         if run is None:
             return
         if run.state == _PENDING:
@@ -237,7 +256,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, None)
         if run is None:
             return
         if run.state == _PENDING:
@@ -357,7 +376,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, ModelInvocation)
         if run is None or not isinstance(run.invocation, ModelInvocation):
             return
         invocation = run.invocation
@@ -389,7 +408,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, ModelInvocation)
         if run is not None and run.invocation is not None:
             run.invocation.fail(error)
 
@@ -427,7 +446,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, ToolInvocation)
         if run is None or not isinstance(run.invocation, ToolInvocation):
             return
         invocation = run.invocation
@@ -441,7 +460,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, ToolInvocation)
         if run is None or not isinstance(run.invocation, ToolInvocation):
             return
         self._observation(run, run.invocation)
@@ -487,7 +506,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, RetrievalInvocation)
         if run is None or not isinstance(run.invocation, RetrievalInvocation):
             return
         run.invocation.documents = _extract.documents(documents, _capturing())
@@ -495,7 +514,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.pop(run_id)
+        run = self._end_run(run_id, RetrievalInvocation)
         if run is not None and run.invocation is not None:
             run.invocation.fail(error)
 

@@ -179,8 +179,12 @@ def _enter(instance: Any, kwargs: Any, chat: bool) -> object | None:
 
 
 def _exit(token: object | None) -> None:
-    if token is not None:
+    if token is None:
+        return
+    try:
         otel_context.detach(token)  # type: ignore[arg-type]
+    except Exception as exc:
+        report_internal_error(f"{__name__}.call_scope", exc)
 
 
 def _chat_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
@@ -200,8 +204,12 @@ async def _achat_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kw
 
 
 def _single_run_manager(args: Any, kwargs: Any) -> dict[str, Any]:
-    managers = kwargs.get("run_managers", args[2] if len(args) > 2 else None)
-    return {"run_manager": managers[0] if isinstance(managers, list) and len(managers) == 1 else None}
+    try:
+        managers = kwargs.get("run_managers", args[2] if len(args) > 2 else None)
+        return {"run_manager": managers[0] if isinstance(managers, list) and len(managers) == 1 else None}
+    except Exception as exc:
+        report_internal_error(f"{__name__}.call_scope", exc)
+        return {}
 
 
 def _llm_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
