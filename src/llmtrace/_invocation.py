@@ -98,7 +98,7 @@ class Invocation:
     @never_raise
     def fail(self, error: BaseException | str, end_time_ns: int | None = None) -> None:
         """End with ERROR status. ``error`` is the exception, or an error type for handled errors."""
-        error_type = error if isinstance(error, str) else classify_error(error)
+        error_type = (error if isinstance(error, str) else classify_error(error))[:MAX_NAME_LENGTH]
         self._end(error_type, error, end_time_ns)
 
     @never_raise

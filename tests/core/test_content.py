@@ -692,7 +692,7 @@ def test_redact_hook_raising_drops_the_content_with_one_warning(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger=_content.__name__):
         first = serialize_content("input", [{"content": "private"}], policy)
         second = serialize_content("input", [{"content": "private"}], policy)
-    assert first == ('[redaction failed]', False)
+    assert first == ("[redaction failed]", False)
     assert second == first
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1

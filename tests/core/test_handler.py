@@ -623,3 +623,11 @@ def test_all_content_of_one_span_is_bounded_together(telemetry_handler, span_exp
     json.loads(span.attributes[sc.GEN_AI_INPUT_MESSAGES])  # the second one was cut to what was left
     assert sc.GEN_AI_OUTPUT_MESSAGES not in span.attributes  # nothing left for the third
     assert span.attributes[sc.LLMTRACE_CONTENT_TRUNCATED] == tuple(content_keys)
+
+
+def test_error_type_given_as_text_is_bounded(telemetry_handler, span_exporter):
+    tool = telemetry_handler.start_tool("t")
+    tool.fail("x" * 3_000_000)  # a framework handing over a huge string instead of an exception
+    (span,) = span_exporter.get_finished_spans()
+    assert len(span.attributes[sc.ERROR_TYPE]) <= 256
+    assert len(span.status.description) <= 1024

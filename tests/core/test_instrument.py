@@ -49,8 +49,11 @@ def test_disabled_by_environment(monkeypatch):
 
 
 def test_missing_framework_is_skipped_not_raised(monkeypatch):
-    ghost = EntryPoint(name="ghost", value="llmtrace_ghost_integration:GhostInstrumentor",
-                       group=sc.INSTRUMENTORS_ENTRY_POINT_GROUP)
+    ghost = EntryPoint(
+        name="ghost",
+        value="llmtrace_ghost_integration:GhostInstrumentor",
+        group=sc.INSTRUMENTORS_ENTRY_POINT_GROUP,
+    )
     real = _instrument._entry_points
 
     monkeypatch.setattr(_instrument, "_entry_points", lambda names: [ghost, *real(names)])

@@ -3,6 +3,7 @@ non-JSON values, objects whose ``__repr__``/``__str__`` raise."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -50,12 +51,21 @@ small_scalars = st.one_of(
 )
 
 
-class Token(str):
+@dataclasses.dataclass(frozen=True)
+class Token:
     """A placeholder hypothesis generates and reports (cheap, safe repr); ``materialize`` makes the
-    real hostile value, so hypothesis never has to repr a 3 MiB string or an object whose repr raises."""
+    real hostile value, so hypothesis never has to repr a 3 MiB string or an object whose repr raises.
+
+    Not a ``str`` subclass: hypothesis's choice engine treats str subclasses drawn from
+    ``sampled_from`` as raw string choices and fails on them internally (seen in CI)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
 
     def __repr__(self) -> str:
-        return f"<{self!s}>"
+        return f"<{self.name}>"
 
 
 FACTORIES: dict[str, Any] = {

@@ -233,9 +233,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             run.name = name
             run.metadata = md
             run.start_ns = time.time_ns()
+        self._runs.put(run_id, run)  # first: whatever fails below, the run's span still gets ended
         if run.state == _TRACED and _capturing() and run.invocation is not None:
             _set_input(run.invocation, inputs)
-        self._runs.put(run_id, run)
 
     @never_raise
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -247,12 +247,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         invocation = run.invocation
         if invocation is None:
             return
-        if isinstance(invocation, AgentInvocation) and not run.final:
-            run.final = True
-            invocation.step(semconv.STEP_FINAL)
-        if _capturing():
-            _set_output(invocation, outputs)
-        invocation.stop()
+        try:
+            if isinstance(invocation, AgentInvocation) and not run.final:
+                run.final = True
+                invocation.step(semconv.STEP_FINAL)
+            if _capturing():
+                _set_output(invocation, outputs)
+        finally:  # the span ends even if reading the outputs failed
+            invocation.stop()
 
     @never_raise
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -356,13 +358,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             invocation = self.telemetry.start_text_completion(
                 model, provider=provider, parent=parent, stream=stream
             )
+        # registered first: whatever fails below, the run's span still gets ended
+        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
+        note_model_start(invocation)
         _extract.apply_request_params(invocation, md, params)
         # the instrumentor's call-scope wrapper corrects this with the model's own cache
         source = pending_cache_source() if operation == semconv.OP_TEXT_COMPLETION else _global_cache_name()
         if source is not None:
             invocation.cache_source = source
-        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
-        note_model_start(invocation)
         return invocation
 
     @never_raise
@@ -380,31 +383,33 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if run is None or not isinstance(run.invocation, ModelInvocation):
             return
         invocation = run.invocation
-        gens = _extract.generations(response)
-        counts = _extract.usage(response, gens)
-        if counts is not None:
-            invocation.set_usage(*counts)
-        response_id, model, reasons = _extract.response_fields(response, gens)
-        invocation.response_id = response_id
-        invocation.response_model = model
-        invocation.finish_reasons = reasons
-        if invocation.operation == semconv.OP_CHAT and _extract.is_cache_replay(gens, run_id):
-            invocation.cache_hit = True
-            if invocation.cache_source is None:
-                invocation.cache_source = _global_cache_name()
-        elif invocation.cache_hit is None and invocation.cache_source is not None:
-            invocation.cache_hit = False
-        agent_run = run.agent
-        if agent_run is not None and isinstance(agent_run.invocation, AgentInvocation):
-            for tool_name, call_id in _extract.tool_calls(gens):
-                agent_run.invocation.step(semconv.STEP_ACTION, tool_name=tool_name, tool_call_id=call_id)
-                if call_id:
-                    if agent_run.done_calls is None:
-                        agent_run.done_calls = set()
-                    agent_run.done_calls.add(call_id)
-        if _capturing():
-            invocation.output_messages = _extract.output_messages(gens, reasons)
-        invocation.stop()
+        try:
+            gens = _extract.generations(response)
+            counts = _extract.usage(response, gens)
+            if counts is not None:
+                invocation.set_usage(*counts)
+            response_id, model, reasons = _extract.response_fields(response, gens)
+            invocation.response_id = response_id
+            invocation.response_model = model
+            invocation.finish_reasons = reasons
+            if invocation.operation == semconv.OP_CHAT and _extract.is_cache_replay(gens, run_id):
+                invocation.cache_hit = True
+                if invocation.cache_source is None:
+                    invocation.cache_source = _global_cache_name()
+            elif invocation.cache_hit is None and invocation.cache_source is not None:
+                invocation.cache_hit = False
+            agent_run = run.agent
+            if agent_run is not None and isinstance(agent_run.invocation, AgentInvocation):
+                for tool_name, call_id in _extract.tool_calls(gens):
+                    agent_run.invocation.step(semconv.STEP_ACTION, tool_name=tool_name, tool_call_id=call_id)
+                    if call_id:
+                        if agent_run.done_calls is None:
+                            agent_run.done_calls = set()
+                        agent_run.done_calls.add(call_id)
+            if _capturing():
+                invocation.output_messages = _extract.output_messages(gens, reasons)
+        finally:  # the span ends even if reading the response failed
+            invocation.stop()
 
     @never_raise
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -440,9 +445,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             description=description if isinstance(description, str) else None,
             parent=parent,
         )
+        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
         if _capturing():
             invocation.arguments = inputs if inputs is not None else input_str
-        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
 
     @never_raise
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -450,24 +455,28 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if run is None or not isinstance(run.invocation, ToolInvocation):
             return
         invocation = run.invocation
-        self._observation(run, invocation)
-        if _extract.handled_tool_error(output):
-            invocation.fail(semconv.ERROR_TYPE_TOOL_ERROR)
-            return
-        if _capturing():
-            invocation.result = _extract.tool_result(output)
-        invocation.stop()
+        try:
+            self._observation(run, invocation)
+            if _extract.handled_tool_error(output):
+                invocation.fail(semconv.ERROR_TYPE_TOOL_ERROR)
+                return
+            if _capturing():
+                invocation.result = _extract.tool_result(output)
+        finally:  # the span ends even if reading the output failed (no-op after fail)
+            invocation.stop()
 
     @never_raise
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._end_run(run_id, ToolInvocation)
         if run is None or not isinstance(run.invocation, ToolInvocation):
             return
-        self._observation(run, run.invocation)
-        if _not_an_error(error):
-            run.invocation.stop()
-        else:
-            run.invocation.fail(error)
+        try:
+            self._observation(run, run.invocation)
+        finally:
+            if _not_an_error(error):
+                run.invocation.stop()
+            else:
+                run.invocation.fail(error)
 
     def _observation(self, run: _Run, invocation: ToolInvocation) -> None:
         agent_run = run.agent
@@ -500,17 +509,19 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             top_k=top_k if isinstance(top_k, int) and not isinstance(top_k, bool) else None,
             parent=parent,
         )
+        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
         if _capturing():
             invocation.query = query
-        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
 
     @never_raise
     def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID, **kwargs: Any) -> None:
         run = self._end_run(run_id, RetrievalInvocation)
         if run is None or not isinstance(run.invocation, RetrievalInvocation):
             return
-        run.invocation.documents = _extract.documents(documents, _capturing())
-        run.invocation.stop()
+        try:
+            run.invocation.documents = _extract.documents(documents, _capturing())
+        finally:  # the span ends even if reading the documents failed
+            run.invocation.stop()
 
     @never_raise
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

@@ -107,15 +107,17 @@ class _ManagerInit:
         wrapped(*args, **kwargs)
         try:
             handler = self._handler
-            ours = [
-                h
-                for h in (*instance.handlers, *instance.inheritable_handlers)
-                if isinstance(h, LLMTraceCallbackHandler)
-            ]
+            handlers, inheritable = instance.handlers, instance.inheritable_handlers
+            if not handlers and not inheritable:  # the common case on every run: nothing to scan
+                handlers.append(handler)
+                inheritable.append(handler)
+                return
+            ours = [h for h in (*handlers, *inheritable) if isinstance(h, LLMTraceCallbackHandler)]
             if any(h is not handler for h in ours):
-                _drop(instance, handler)
+                _drop(instance, handler)  # a handler registered by hand wins: one span per run
             elif not ours:
-                instance.add_handler(handler, True)
+                handlers.append(handler)  # as add_handler(handler, inherit=True), minus our wrapper
+                inheritable.append(handler)
         except Exception as exc:
             report_internal_error(f"{__name__}.BaseCallbackManager.__init__", exc)
 
