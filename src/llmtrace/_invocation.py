@@ -30,6 +30,7 @@ from llmtrace._usage import Usage, UsageRecord, current_dimensions, usage_sinks
 if TYPE_CHECKING:
     from llmtrace._handler import TelemetryHandler
 
+Attrs = dict[str, AttributeValue]
 MAX_ERROR_MESSAGE = 1024
 MAX_LISTED_DOCUMENTS = 100
 
@@ -128,13 +129,16 @@ class Invocation:
         duration = time.perf_counter() - self._start_perf
         span = self.span
         try:
-            self._bound_fields()
+            self._prepare_end()
             if span.is_recording():
-                self._set_end_attributes(span)
+                attrs: Attrs = {}
+                self._set_end_attributes(attrs)
                 if self._truncated:
-                    span.set_attribute(semconv.LLMTRACE_CONTENT_TRUNCATED, self._truncated)
+                    attrs[semconv.LLMTRACE_CONTENT_TRUNCATED] = self._truncated
                 if error_type is not None and error is not None:
-                    span.set_attribute(semconv.ERROR_TYPE, error_type)
+                    attrs[semconv.ERROR_TYPE] = error_type
+                span.set_attributes(attrs)  # one call: one lock, one pass
+                if error_type is not None and error is not None:
                     message = _error_message(error)
                     span.set_status(Status(StatusCode.ERROR, message))
                     if isinstance(error, BaseException):
@@ -149,16 +153,16 @@ class Invocation:
         finally:
             span.end(end_time=end_time_ns)
 
-    def _bound_fields(self) -> None:
-        """Cut fields the framework filled in to their size limits (subclasses)."""
+    def _prepare_end(self) -> None:
+        """Bound what the framework filled in; compute what both span and records need (subclasses)."""
 
-    def _set_end_attributes(self, span: Span) -> None:
+    def _set_end_attributes(self, attrs: Attrs) -> None:
         """Attributes known only at the end (subclasses)."""
 
     def _record(self, duration: float, error_type: str | None) -> None:
         """Metrics and records (subclasses)."""
 
-    def _set_content(self, span: Span, key: str, value: Any) -> None:
+    def _set_content(self, attrs: Attrs, key: str, value: Any) -> None:
         """Set an opt-in content attribute through the content policy (scrub, redact, bound)."""
         if value is None:
             return
@@ -174,7 +178,7 @@ class Invocation:
             return
         text, truncated = result
         self._content_chars += len(text)
-        span.set_attribute(key, text)
+        attrs[key] = text
         if truncated:
             self._truncated.append(key)
 
@@ -184,13 +188,13 @@ MAX_LIST_ITEMS = 64
 MAX_NAME_LENGTH = 256
 
 
-def _set_if(span: Span, key: str, value: AttributeValue | None) -> None:
-    """Set a (non-content) attribute if known; strings and lists bounded, whatever the framework gave."""
+def _set_if(attrs: Attrs, key: str, value: AttributeValue | None) -> None:
+    """Add a (non-content) attribute if known; strings bounded, whatever the framework gave."""
     if value is None:
         return
     if isinstance(value, str):
         value = value[:MAX_VALUE_LENGTH]
-    span.set_attribute(key, value)
+    attrs[key] = value
 
 
 def _strings(values: Sequence[object]) -> list[str]:
@@ -252,6 +256,7 @@ class ModelInvocation(Invocation):
         # streaming
         self.time_to_first_chunk: float | None = None
         self.chunk_count = 0
+        self._cost_value: float | None = None
         if agent is not None:
             agent.inference_calls += 1
 
@@ -282,14 +287,15 @@ class ModelInvocation(Invocation):
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
         )
 
-    def _bound_fields(self) -> None:
-        # they also go to usage records and metric attributes, not only to the span
+    def _prepare_end(self) -> None:
+        # bounded: they also go to usage records and metric attributes, not only to the span
         if isinstance(self.response_model, str):
             self.response_model = self.response_model[:MAX_NAME_LENGTH]
         if isinstance(self.response_id, str):
             self.response_id = self.response_id[:MAX_VALUE_LENGTH]
         if isinstance(self.cache_source, str):
             self.cache_source = self.cache_source[:MAX_NAME_LENGTH]
+        self._cost_value = self._cost()  # once, for the span and the usage record
 
     def _cost(self) -> float | None:
         if self.cache_hit:
@@ -306,61 +312,61 @@ class ModelInvocation(Invocation):
             reasoning_tokens=usage.reasoning_tokens or 0,
         )
 
-    def _set_end_attributes(self, span: Span) -> None:
-        _set_if(span, semconv.GEN_AI_REQUEST_MAX_TOKENS, self.max_tokens)
-        _set_if(span, semconv.GEN_AI_REQUEST_TEMPERATURE, self.temperature)
-        _set_if(span, semconv.GEN_AI_REQUEST_TOP_P, self.top_p)
-        _set_if(span, semconv.GEN_AI_REQUEST_TOP_K, self.top_k)
+    def _set_end_attributes(self, attrs: Attrs) -> None:
+        _set_if(attrs, semconv.GEN_AI_REQUEST_MAX_TOKENS, self.max_tokens)
+        _set_if(attrs, semconv.GEN_AI_REQUEST_TEMPERATURE, self.temperature)
+        _set_if(attrs, semconv.GEN_AI_REQUEST_TOP_P, self.top_p)
+        _set_if(attrs, semconv.GEN_AI_REQUEST_TOP_K, self.top_k)
         if self.stop_sequences:
-            span.set_attribute(semconv.GEN_AI_REQUEST_STOP_SEQUENCES, _strings(self.stop_sequences))
-        _set_if(span, semconv.GEN_AI_REQUEST_FREQUENCY_PENALTY, self.frequency_penalty)
-        _set_if(span, semconv.GEN_AI_REQUEST_PRESENCE_PENALTY, self.presence_penalty)
-        _set_if(span, semconv.GEN_AI_REQUEST_SEED, self.seed)
+            attrs[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = _strings(self.stop_sequences)
+        _set_if(attrs, semconv.GEN_AI_REQUEST_FREQUENCY_PENALTY, self.frequency_penalty)
+        _set_if(attrs, semconv.GEN_AI_REQUEST_PRESENCE_PENALTY, self.presence_penalty)
+        _set_if(attrs, semconv.GEN_AI_REQUEST_SEED, self.seed)
         if self.choice_count is not None and self.choice_count != 1:
-            span.set_attribute(semconv.GEN_AI_REQUEST_CHOICE_COUNT, self.choice_count)
-        _set_if(span, semconv.GEN_AI_REQUEST_REASONING_LEVEL, self.reasoning_level)
-        _set_if(span, semconv.GEN_AI_OUTPUT_TYPE, self.output_type)
-        _set_if(span, semconv.GEN_AI_CONVERSATION_ID, self.conversation_id)
-        _set_if(span, semconv.GEN_AI_RESPONSE_ID, self.response_id)
-        _set_if(span, semconv.GEN_AI_RESPONSE_MODEL, self.response_model)
+            attrs[semconv.GEN_AI_REQUEST_CHOICE_COUNT] = self.choice_count
+        _set_if(attrs, semconv.GEN_AI_REQUEST_REASONING_LEVEL, self.reasoning_level)
+        _set_if(attrs, semconv.GEN_AI_OUTPUT_TYPE, self.output_type)
+        _set_if(attrs, semconv.GEN_AI_CONVERSATION_ID, self.conversation_id)
+        _set_if(attrs, semconv.GEN_AI_RESPONSE_ID, self.response_id)
+        _set_if(attrs, semconv.GEN_AI_RESPONSE_MODEL, self.response_model)
         if self.finish_reasons:
-            span.set_attribute(semconv.GEN_AI_RESPONSE_FINISH_REASONS, _strings(self.finish_reasons))
-        _set_if(span, semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, self.dimension_count)
-        _set_if(span, semconv.LLMTRACE_EMBEDDINGS_INPUT_COUNT, self.input_count)
-        _set_if(span, semconv.LLMTRACE_FRAMEWORK, self.framework)
+            attrs[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = _strings(self.finish_reasons)
+        _set_if(attrs, semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, self.dimension_count)
+        _set_if(attrs, semconv.LLMTRACE_EMBEDDINGS_INPUT_COUNT, self.input_count)
+        _set_if(attrs, semconv.LLMTRACE_FRAMEWORK, self.framework)
         for key, value in self.dimensions.items():
-            span.set_attribute(semconv.LLMTRACE_DIMENSION_PREFIX + key, value)
+            attrs[semconv.LLMTRACE_DIMENSION_PREFIX + key] = value
         if self.stream:
-            _set_if(span, semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, self.time_to_first_chunk)
-            span.set_attribute(semconv.LLMTRACE_STREAM_CHUNKS, self.chunk_count)
+            _set_if(attrs, semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, self.time_to_first_chunk)
+            attrs[semconv.LLMTRACE_STREAM_CHUNKS] = self.chunk_count
 
         if self.cache_hit is not None:
-            span.set_attribute(semconv.LLMTRACE_CACHE_HIT, self.cache_hit)
-            _set_if(span, semconv.LLMTRACE_CACHE_SOURCE, self.cache_source)
+            attrs[semconv.LLMTRACE_CACHE_HIT] = self.cache_hit
+            _set_if(attrs, semconv.LLMTRACE_CACHE_SOURCE, self.cache_source)
         usage = self.usage
         if self.cache_hit:
             pass  # nothing billed: no token attributes, cost 0 below
         elif usage.reported:
-            _set_if(span, semconv.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
-            _set_if(span, semconv.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
-            _set_if(span, semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens)
-            _set_if(span, semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens)
-            _set_if(span, semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens)
+            _set_if(attrs, semconv.GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens)
+            _set_if(attrs, semconv.GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens)
+            _set_if(attrs, semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens)
+            _set_if(attrs, semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens)
+            _set_if(attrs, semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens)
         else:
-            span.set_attribute(semconv.LLMTRACE_USAGE_REPORTED, False)
-        cost = self._cost()
+            attrs[semconv.LLMTRACE_USAGE_REPORTED] = False
+        cost = self._cost_value
         if cost is not None:
-            span.set_attribute(semconv.GEN_AI_USAGE_COST_AMOUNT, cost)
-            span.set_attribute(semconv.GEN_AI_USAGE_COST_CURRENCY, semconv.COST_CURRENCY_USD)
-            span.set_attribute(semconv.GEN_AI_USAGE_COST_SOURCE, semconv.COST_SOURCE_LOCAL)
+            attrs[semconv.GEN_AI_USAGE_COST_AMOUNT] = cost
+            attrs[semconv.GEN_AI_USAGE_COST_CURRENCY] = semconv.COST_CURRENCY_USD
+            attrs[semconv.GEN_AI_USAGE_COST_SOURCE] = semconv.COST_SOURCE_LOCAL
         elif usage.reported:
-            span.set_attribute(semconv.LLMTRACE_COST_UNPRICED, True)
+            attrs[semconv.LLMTRACE_COST_UNPRICED] = True
 
         if settings.content.mode.on_span:
-            self._set_content(span, semconv.GEN_AI_SYSTEM_INSTRUCTIONS, self.system_instructions)
-            self._set_content(span, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
-            self._set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
-            self._set_content(span, semconv.GEN_AI_TOOL_DEFINITIONS, self.tool_definitions)
+            self._set_content(attrs, semconv.GEN_AI_SYSTEM_INSTRUCTIONS, self.system_instructions)
+            self._set_content(attrs, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
+            self._set_content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
+            self._set_content(attrs, semconv.GEN_AI_TOOL_DEFINITIONS, self.tool_definitions)
 
     def _record(self, duration: float, error_type: str | None) -> None:
         handler = self._handler
@@ -385,7 +391,7 @@ class ModelInvocation(Invocation):
             cache_read_tokens=usage.cache_read_tokens if billed else 0,
             cache_write_tokens=usage.cache_write_tokens if billed else 0,
             reasoning_tokens=usage.reasoning_tokens if billed else 0,
-            cost=self._cost(),
+            cost=self._cost_value,
             duration_s=duration,
             time_to_first_chunk_s=self.time_to_first_chunk if self.stream else None,
             streamed=self.stream,
@@ -425,12 +431,12 @@ class ToolInvocation(Invocation):
         if agent is not None:
             agent.tool_calls += 1
 
-    def _set_end_attributes(self, span: Span) -> None:
-        _set_if(span, semconv.GEN_AI_TOOL_CALL_ID, self.call_id)
+    def _set_end_attributes(self, attrs: Attrs) -> None:
+        _set_if(attrs, semconv.GEN_AI_TOOL_CALL_ID, self.call_id)
         if settings.content.mode.on_span:
-            self._set_content(span, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, self.arguments)
+            self._set_content(attrs, semconv.GEN_AI_TOOL_CALL_ARGUMENTS, self.arguments)
             if self.error_type is None:
-                self._set_content(span, semconv.GEN_AI_TOOL_CALL_RESULT, self.result)
+                self._set_content(attrs, semconv.GEN_AI_TOOL_CALL_RESULT, self.result)
 
     def _record(self, duration: float, error_type: str | None) -> None:
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_TOOL_NAME: self.name}
@@ -486,17 +492,15 @@ class AgentInvocation(Invocation):
         name = agent_name or self.name
         if name:
             attrs[semconv.GEN_AI_AGENT_NAME] = name[:MAX_NAME_LENGTH]
-        _set_attr_if(attrs, semconv.GEN_AI_TOOL_NAME, tool_name[:MAX_NAME_LENGTH] if tool_name else None)
-        _set_attr_if(
-            attrs, semconv.GEN_AI_TOOL_CALL_ID, tool_call_id[:MAX_NAME_LENGTH] if tool_call_id else None
-        )
+        _set_if(attrs, semconv.GEN_AI_TOOL_NAME, tool_name[:MAX_NAME_LENGTH] if tool_name else None)
+        _set_if(attrs, semconv.GEN_AI_TOOL_CALL_ID, tool_call_id[:MAX_NAME_LENGTH] if tool_call_id else None)
         self.span.add_event(semconv.LLMTRACE_AGENT_STEP_EVENT, attrs)
 
-    def _set_end_attributes(self, span: Span) -> None:
-        _set_if(span, semconv.GEN_AI_REQUEST_MODEL, self.request_model)
+    def _set_end_attributes(self, attrs: Attrs) -> None:
+        _set_if(attrs, semconv.GEN_AI_REQUEST_MODEL, self.request_model)
         if settings.content.mode.on_span:
-            self._set_content(span, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
-            self._set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
+            self._set_content(attrs, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
+            self._set_content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
 
     def _record(self, duration: float, error_type: str | None) -> None:
         instruments = self._handler.instruments
@@ -511,11 +515,6 @@ class AgentInvocation(Invocation):
         instruments.agent_duration.record(duration, attrs)
         instruments.agent_inference_calls.record(self.inference_calls, count_attrs)
         instruments.agent_tool_calls.record(self.tool_calls, count_attrs)
-
-
-def _set_attr_if(attrs: dict[str, AttributeValue], key: str, value: AttributeValue | None) -> None:
-    if value is not None:
-        attrs[key] = value
 
 
 class WorkflowInvocation(Invocation):
@@ -535,10 +534,10 @@ class WorkflowInvocation(Invocation):
         self.input_messages: Any = None
         self.output_messages: Any = None
 
-    def _set_end_attributes(self, span: Span) -> None:
+    def _set_end_attributes(self, attrs: Attrs) -> None:
         if settings.content.mode.on_span:
-            self._set_content(span, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
-            self._set_content(span, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
+            self._set_content(attrs, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
+            self._set_content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
 
     def _record(self, duration: float, error_type: str | None) -> None:
         attrs: dict[str, AttributeValue] = {}
@@ -565,18 +564,18 @@ class RetrievalInvocation(Invocation):
         """``[{"id": ..., "score": ..., "content": ...}]``: ids and scores are recorded always,
         content only when capture is on."""
 
-    def _set_end_attributes(self, span: Span) -> None:
+    def _set_end_attributes(self, attrs: Attrs) -> None:
         documents = self.documents
         capture = settings.content.mode.on_span
         if documents is not None:
-            span.set_attribute(semconv.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT, len(documents))
+            attrs[semconv.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT] = len(documents)
             listed = [
                 {k: v for k, v in doc.items() if capture or k != "content"}
                 for doc in documents[:MAX_LISTED_DOCUMENTS]
             ]
-            self._set_content(span, semconv.GEN_AI_RETRIEVAL_DOCUMENTS, listed)
+            self._set_content(attrs, semconv.GEN_AI_RETRIEVAL_DOCUMENTS, listed)
         if capture:
-            self._set_content(span, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, self.query)
+            self._set_content(attrs, semconv.GEN_AI_RETRIEVAL_QUERY_TEXT, self.query)
 
 
 class RerankInvocation(RetrievalInvocation):
