@@ -4,11 +4,13 @@ One connection for writes (under a lock; writers in other processes are serialis
 transaction-level advisory lock, so trace summaries stay exact), one autocommit connection for
 reads (under its own lock). A broken connection is replaced on the next call: a write that fails
 because the server went away raises ``psycopg.OperationalError`` (the writer retries), and the
-next write reconnects.
+next write reconnects. :meth:`PostgresStore.cancel` interrupts a write that waits (for a lock,
+a slow server) from another thread, so the writer's shutdown deadline holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +26,18 @@ from llmtrace.store._sql import SqlStore, Tx
 _WRITE_LOCK_KEY = 0x6C6C6D7472616365  # "llmtrace": serialises writers (and migrations) across processes
 _PLACEHOLDER = re.compile(r"\?")
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+class StoreConnectionError(StoreError, ConnectionError):
+    """The server could not be reached (refused, gone, shutting down, bad credentials).
+
+    A ``ConnectionError``, so the writer classifies it as ``connection`` from its type: its
+    message quotes the URL, whose text (``?connect_timeout=5``, a database named ``deadlock``)
+    must not decide the failure class."""
+
+
+class StoreConnectTimeout(StoreError, TimeoutError):
+    """The server did not answer within the connect timeout (classified ``timeout``)."""
 
 
 def _pg(sql: str) -> str:
@@ -57,13 +71,24 @@ class PostgresStore(SqlStore):
         self._connect_timeout_s = connect_timeout_s
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._rconn: psycopg.Connection[Any] | None = None
+        message = f"cannot open the PostgreSQL store {self.url}"
         try:
             self._wconn: psycopg.Connection[Any] = self._connect(autocommit=False)
-            self._rconn: psycopg.Connection[Any] | None = None
+        except psycopg.errors.ConnectionTimeout as exc:
+            raise StoreConnectTimeout(f"{message}: {exc}".strip()) from exc
+        except psycopg.OperationalError as exc:
+            raise StoreConnectionError(f"{message}: {exc}".strip()) from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"{message}: {exc}".strip()) from exc
+        try:
             with self._transaction() as tx:
                 self._store_id = _schema.migrate(tx.execute, "postgresql")
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open the PostgreSQL store {self.url}: {exc}".strip()) from exc
+        except BaseException as exc:
+            self._wconn.close()  # never leak the connection of a store that did not open
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"{message}: {exc}".strip()) from exc
+            raise
 
     def _connect(self, *, autocommit: bool) -> psycopg.Connection[Any]:
         return psycopg.connect(
@@ -82,6 +107,20 @@ class PostgresStore(SqlStore):
             with self._wconn.transaction(), self._wconn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_KEY,))
                 yield _PgTx(cur)
+
+    def cancel(self) -> None:
+        """Ask the server to cancel the write in progress, if any (from any thread; never raises).
+
+        The waiting write then fails with ``QueryCanceled`` (a ``timeout``)."""
+        conn = self._wconn
+        if conn.closed or conn.broken:
+            return
+        with contextlib.suppress(Exception):
+            cancel_safe = getattr(conn, "cancel_safe", None)  # psycopg >= 3.2
+            if cancel_safe is not None:
+                cancel_safe(timeout=min(self._connect_timeout_s, 5))
+            else:
+                conn.cancel()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._read_lock:

@@ -67,6 +67,8 @@ DEFAULT_FLUSH_INTERVAL_S: Final = 0.5
 DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 10.0
 MIN_BACKOFF_S: Final = 0.02
 MAX_BACKOFF_S: Final = 1.0
+SHUTDOWN_GRACE_S: Final = 1.0
+"""How long shutdown waits past its deadline for a cancelled write to give up."""
 STATUS_INTERVAL_S: Final = 2.0
 STATUS_MAX_AGE_S: Final = 7 * 24 * 3600
 
@@ -421,7 +423,19 @@ class StoreWriter:
             deadline = self._deadline
         self._wake.set()
         assert deadline is not None
-        self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        # A write still waiting at the deadline (a table lock, a hung server) is cancelled, if the
+        # store can do that, so it fails, is counted as dropped, and the thread ends in time.
+        # (On a thread of its own: a cancel request opens a connection, which can hang too.)
+        grace_end = max(time.monotonic(), deadline) + SHUTDOWN_GRACE_S
+        canceller: threading.Thread | None = None
+        while self._thread.is_alive() and time.monotonic() < grace_end:
+            if canceller is None or not canceller.is_alive():  # again: a cancel between statements is lost
+                canceller = threading.Thread(
+                    target=self._cancel_write, name="llmtrace-store-cancel", daemon=True
+                )
+                canceller.start()
+            self._thread.join(min(0.2, max(0.0, grace_end - time.monotonic())))
         if not self._thread.is_alive():
             self._close_store()
         snap = self.snapshot()
@@ -518,7 +532,7 @@ class StoreWriter:
             while True:
                 self._wake.wait(self.flush_interval_s)
                 self._wake.clear()
-                while True:
+                while not self._past_deadline():
                     batch = self._take()
                     if not batch:
                         break
@@ -526,8 +540,8 @@ class StoreWriter:
                     self._maybe_write_status()
                 self._maybe_write_status()
                 with self._lock:
-                    if self._stopping and not self._queue:
-                        break
+                    if self._stopping and (not self._queue or self._past_deadline()):
+                        break  # what is left past the deadline is dropped (below)
         except BaseException as exc:  # never seen in practice; keep the accounting honest anyway
             logger.error("llmtrace store writer stopped unexpectedly", exc_info=exc)
             with self._lock:
@@ -583,6 +597,9 @@ class StoreWriter:
             return
         backoff = MIN_BACKOFF_S
         while True:
+            if self._past_deadline():
+                self._finish(0, 0, "shutdown", size)
+                return
             try:
                 store = self._open()
                 store.write(spans, usage)
@@ -627,6 +644,15 @@ class StoreWriter:
             if self.store_url == "?":
                 self.store_url = str(getattr(store, "url", "?"))
         return store
+
+    def _cancel_write(self) -> None:
+        """Ask the store to cancel the write in progress (stores with a ``cancel()`` method)."""
+        cancel = getattr(self._store, "cancel", None)
+        if callable(cancel):
+            try:
+                cancel()
+            except Exception:
+                logger.debug("llmtrace store writer: cancelling the write failed", exc_info=True)
 
     def _close_store(self) -> None:
         if self._opener is None:
