@@ -133,3 +133,30 @@ def test_200_concurrent_queries(index, instrumentor, span_exporter):
         assert is_child(retrieval, workflow)
         assert is_child(one(members, "text_completion"), workflow)
     assert len(open_runs()) == 0
+
+
+def test_streaming_chat_engine_span_ends_with_its_stream(index, instrumentor, span_exporter):
+    engine = index.as_chat_engine(chat_mode="simple", llm=MockLLM(max_tokens=3))
+    response = engine.stream_chat("hi")
+    assert "".join(response.response_gen) == "text text text"
+    thread = response.write_response_to_history_thread
+    if thread is not None:
+        thread.join()
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_workflow SimpleChatEngine", "  chat"]
+    workflow, chat = one(spans, "invoke_workflow SimpleChatEngine"), one(spans, "chat")
+    assert workflow.end_time >= chat.end_time  # the engine's span waited for its stream
+    assert len(open_runs()) == 0
+
+
+def test_streamed_query_engine_with_capture_is_not_consumed_by_tracing(
+    index, instrumentor, span_exporter, capture
+):
+    # regression: with content capture on, the engine's output was read with str(response), which
+    # consumes a StreamingResponse's generator: the caller's response_gen then yielded nothing
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
+    response = engine.query("sky?")
+    assert list(response.response_gen) == ["text ", "text ", "text"]
+    workflow = one(span_exporter.get_finished_spans(), "invoke_workflow RetrieverQueryEngine")
+    assert semconv.GEN_AI_OUTPUT_MESSAGES not in workflow.attributes  # not known when it returned
+    assert len(open_runs()) == 0

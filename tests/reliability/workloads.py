@@ -31,7 +31,10 @@ from llama_index.core import Document as LIDocument
 from llama_index.core import VectorStoreIndex
 from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
 from llama_index.core.base.llms.types import ToolCallBlock
+from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.llms import (
     ChatMessage,
     CompletionResponse,
@@ -42,6 +45,8 @@ from llama_index.core.llms import (
     MockLLM,
 )
 from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 from llmtrace_langchain import LLMTraceCallbackHandler
 from tenacity import Future, RetryCallState, Retrying
@@ -337,6 +342,19 @@ class Answer(Workflow):
 
 
 LI_DOCS = [LIDocument(text="The sky is blue.", id_="sky"), LIDocument(text="Grass is green.", id_="grass")]
+_li_dispatcher = get_dispatcher(__name__)
+
+
+class CohereRerank(BaseNodePostprocessor):
+    """An offline reranker reporting its work like LlamaIndex's rerankers (a provider-like name)."""
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        _li_dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=1, model_name="rr"))
+        kept = [NodeWithScore(node=n.node, score=float(len(n.node.get_content()))) for n in nodes][:1]
+        _li_dispatcher.event(ReRankEndEvent(nodes=kept))
+        return kept
 
 
 async def li_workload_async() -> list[Any]:
@@ -345,6 +363,12 @@ async def li_workload_async() -> list[Any]:
     engine = index.as_query_engine(llm=MockLLM(max_tokens=2), similarity_top_k=2)
     out.append(outcome(lambda: str(engine.query("what color is the sky?"))))
     out.append(await aoutcome(lambda: _astr(engine.aquery("what color is grass?"))))
+    reranked = index.as_query_engine(llm=MockLLM(max_tokens=2), node_postprocessors=[CohereRerank()])
+    out.append(outcome(lambda: str(reranked.query("sky?"))))
+    streamed = index.as_query_engine(llm=MockLLM(max_tokens=2), streaming=True)
+    out.append(outcome(lambda: list(streamed.query("sky?").response_gen)))
+    chat_engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=2))
+    out.append(outcome(lambda: "".join(chat_engine.stream_chat("hi").response_gen)))
     out.append(await aoutcome(lambda: _astr(li_agent().run("compute"))))
     out.append(await aoutcome(lambda: _astr(li_multi_agent().run(user_msg="2+2?"))))
     llm = MockLLM(max_tokens=2)

@@ -16,6 +16,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.chat_engine.types import BaseChatEngine
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.tools.types import BaseTool
 from llama_index.core.workflow import Workflow
 
@@ -31,6 +32,8 @@ class Kind(enum.Enum):
     AGENT_RUN = "agent_run"
     WORKFLOW_RUN = "workflow_run"
     STEP = "step"
+    POSTPROCESSOR = "postprocessor"
+    """A node postprocessor: plumbing, unless it reports a rerank (``ReRankStartEvent``)."""
     OTHER = "other"
 
 
@@ -52,6 +55,10 @@ RETRIEVAL_METHODS = frozenset({"retrieve", "aretrieve"})
 QUERY_METHODS = frozenset({"query", "aquery"})
 CHAT_ENGINE_METHODS = CHAT_METHODS
 TOOL_METHODS = frozenset({"call", "acall", "__call__"})
+POSTPROCESS_METHODS = frozenset(
+    {"postprocess_nodes", "apostprocess_nodes", "_postprocess_nodes", "_apostprocess_nodes"}
+)
+ENGINE_KINDS = frozenset({Kind.QUERY_ENGINE, Kind.CHAT_ENGINE})
 AGENT_STEPS = frozenset({"setup_agent", "run_agent_step", "call_tool", "parse_agent_output"})
 
 _UUID_SUFFIX = 37  # "-" + a 36-character uuid4
@@ -82,6 +89,8 @@ def classify(span_id: str, instance: Any) -> Kind:
         return Kind.QUERY_ENGINE if method in QUERY_METHODS else Kind.OTHER
     if isinstance(instance, BaseChatEngine):
         return Kind.CHAT_ENGINE if method in CHAT_ENGINE_METHODS else Kind.OTHER
+    if isinstance(instance, BaseNodePostprocessor):
+        return Kind.POSTPROCESSOR if method in POSTPROCESS_METHODS else Kind.OTHER
     if isinstance(instance, BaseTool):
         return Kind.TOOL if method in TOOL_METHODS else Kind.OTHER
     if isinstance(instance, Workflow) and method == "run":

@@ -3,7 +3,9 @@
 Events carry the id of the dispatcher span they belong to. Model end events give usage,
 response id/model and finish reasons; in-progress events count stream chunks (the first one
 sets the time to first chunk) and carry the usage of the last chunk; a stream's end or
-exception event ends its span, since a stream outlives its dispatcher span.
+exception event ends its span, since a stream outlives its dispatcher span (and the span of
+the engine that returned the stream). Rerank events start and end ``rerank {model}`` spans
+inside the dispatcher span that reports them (a node postprocessor's, usually).
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionEndEvent,
     LLMCompletionInProgressEvent,
 )
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index_instrumentation.event_handlers.base import BaseEventHandler
 from pydantic import PrivateAttr
 
 from llmtrace import ModelInvocation
 from llmtrace._safety import never_raise
 from llmtrace_llama_index import _extract
+from llmtrace_llama_index._classify import Kind
 from llmtrace_llama_index._runs import Node, Runs
-from llmtrace_llama_index._span_handler import capture_content, is_control_flow
+from llmtrace_llama_index._span_handler import capture_content, end_stream_host, is_control_flow
 
 _IN_PROGRESS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
 _END = (LLMChatEndEvent, LLMCompletionEndEvent)
@@ -68,6 +72,37 @@ class LlamaIndexEventHandler(BaseEventHandler):
                 invocation.input_count = (invocation.input_count or 0) + len(event.chunks)
                 if invocation.dimension_count is None:
                     invocation.dimension_count = _extract.embedding_dimension(event.embeddings)
+        elif isinstance(event, ReRankStartEvent):
+            node = self._runs.nodes.get(span_id)
+            if node is not None:
+                self._rerank_start(node, event)
+        elif isinstance(event, ReRankEndEvent):
+            node = self._runs.nodes.peek(span_id)
+            rerank = node.rerank if node is not None else None
+            if rerank is not None and not rerank.ended:
+                rerank.documents = _extract.documents(_extract.get(event, "nodes"), capture_content())
+                rerank.stop()
+
+    # ---- rerank events ------------------------------------------------------------------
+    def _rerank_start(self, node: Node, event: Any) -> None:
+        previous = node.rerank
+        if previous is not None and not previous.ended:
+            previous.stop()  # a second rerank in one span without an end event in between
+        model = _extract.get(event, "model_name")
+        top_n = _extract.get(event, "top_n")
+        component = node.component
+        rerank = self._runs.handler.start_rerank(
+            model if isinstance(model, str) else None,
+            provider=_extract.known_provider(component) if component is not None else None,
+            top_n=top_n if isinstance(top_n, int) and not isinstance(top_n, bool) else None,
+            parent=node.effective,
+        )
+        if capture_content():
+            rerank.query = _extract.query_text(_extract.get(event, "query"))
+        node.rerank = rerank
+        if node.kind is Kind.POSTPROCESSOR and node.token is None:
+            # provider SDK and HTTP spans of the reranker nest under the rerank span
+            self._runs.attach(node, rerank)
 
     # ---- model events -------------------------------------------------------------------
     def _chunk(self, node: Node, response: Any) -> None:
@@ -76,6 +111,7 @@ class LlamaIndexEventHandler(BaseEventHandler):
             return  # merged inner call: the outer call counts the chunks
         if invocation.chunk_count == 0:
             self._runs.forget_pending(node)
+        self._runs.touch_stream_host(node)
         invocation.chunk()
         _apply_response(invocation, response, content=False)
 
@@ -89,6 +125,7 @@ class LlamaIndexEventHandler(BaseEventHandler):
             self._runs.nodes.pop(span_id)
             self._runs.forget_pending(node)
             invocation.stop()
+            end_stream_host(self._runs, node, "stop")
 
     def _stream_error(self, span_id: str, node: Node, exception: BaseException) -> None:
         invocation = node.invocation
@@ -98,10 +135,13 @@ class LlamaIndexEventHandler(BaseEventHandler):
         self._runs.forget_pending(node)
         if isinstance(exception, GeneratorExit):  # the consumer closed the stream early
             invocation.cancel()
+            end_stream_host(self._runs, node, "cancel")
         elif is_control_flow(exception):
             invocation.stop()
+            end_stream_host(self._runs, node, "stop")
         else:
             invocation.fail(exception)
+            end_stream_host(self._runs, node, exception)
 
 
 def _apply_response(invocation: ModelInvocation, response: Any, *, content: bool) -> None:

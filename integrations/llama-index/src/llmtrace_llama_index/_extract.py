@@ -65,6 +65,15 @@ def provider_name(component: Any) -> str:
     return _SUFFIX.sub("", name) or name
 
 
+def known_provider(component: Any) -> str | None:
+    """The provider of a component whose class names a well-known one (``CohereRerank``), else None."""
+    name = type(component).__name__.lower()
+    for needle, provider in _PROVIDERS:
+        if needle in name:
+            return provider
+    return None
+
+
 def model_name(component: Any) -> str | None:
     """The model an LLM or embedding model is configured with, if it names one."""
     for attr in ("model", "model_name", "deployment_name"):
@@ -351,6 +360,8 @@ def input_messages(messages: Iterable[Any]) -> tuple[list[dict[str, Any]], list[
     """Chat messages as convention input messages, with system messages split out as instructions."""
     result: list[dict[str, Any]] = []
     system: list[dict[str, Any]] = []
+    if not isinstance(messages, Iterable) or isinstance(messages, (str, bytes, Mapping)):
+        return result, None
     for message in messages:
         parts = message_parts(message)
         if _role(message) == "system":

@@ -21,9 +21,9 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from llmtrace import AgentInvocation, Invocation, TelemetryHandler
+from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler
 from llmtrace._runmap import RunMap
-from llmtrace_llama_index._classify import Kind
+from llmtrace_llama_index._classify import ENGINE_KINDS, Kind
 
 
 @dataclass(slots=True, eq=False)
@@ -62,9 +62,26 @@ class Node:
     token: object | None = None
     attached: otel_context.Context | None = None
     where: tuple[int, object] | None = None
+    host_id: str | None = None
+    """Span id of the nearest enclosing node that owns an invocation (``parent``'s node)."""
+    component: Any = None
+    """The node postprocessor of a ``POSTPROCESSOR`` node (read only if it reports a rerank)."""
+    rerank: RerankInvocation | None = None
+    """A rerank reported inside this dispatcher span (``ReRankStartEvent``)."""
+    open_streams: int = 0
+    """Engine nodes: model streams of this engine's invocation still running."""
+    deferred: bool = False
+    """Engine nodes: the dispatcher span returned a stream; the span ends when its streams do."""
+    result: Any = None
+    """Engine nodes: the deferred result (read once, when the span ends)."""
+    stream_host: str | None = None
+    """Model stream nodes: span id of the engine node that waits for this stream."""
 
     @property
     def effective(self) -> Invocation | None:
+        rerank = self.rerank
+        if rerank is not None and not rerank.ended:
+            return rerank
         return self.invocation or self.parent
 
 
@@ -81,7 +98,8 @@ class Runs:
 
     def __init__(self, handler: TelemetryHandler) -> None:
         self.handler = handler
-        self.nodes: RunMap[str, Node] = RunMap(_evict)
+        self.nodes: RunMap[str, Node] = RunMap(self._evict)
+        self._streams_lock = threading.Lock()
         self.pending_streams: dict[int, str] = {}
         """Per LLM instance, the span id of its latest stream not yet iterated (see ``pending_stream``)."""
 
@@ -107,10 +125,11 @@ class Runs:
             if span_id is not None and self.nodes.peek(span_id) in (node, None):
                 self.pending_streams.pop(node.owner_id, None)
 
-    def attach(self, node: Node) -> None:
-        if node.invocation is None:
+    def attach(self, node: Node, invocation: Invocation | None = None) -> None:
+        invocation = invocation or node.invocation
+        if invocation is None:
             return
-        node.attached = node.invocation.context
+        node.attached = invocation.context
         node.token = otel_context.attach(node.attached)
         node.where = _where()
 
@@ -125,15 +144,68 @@ class Runs:
         self.pending_streams.clear()
         self.nodes.clear(reason)
 
+    # ---- engines that returned a stream -------------------------------------------------
+    # A streamed query or chat engine returns before its model stream runs. The engine's
+    # node then stays in the map (``deferred``) until the last model stream of its own
+    # invocation ends; the lock orders "engine returns" against "stream ends" across threads
+    # (chat engines consume the stream in a thread of their own).
+    def stream_opened(self, node: Node) -> None:
+        """A model stream outlives its dispatcher span: its engine, if any, waits for it."""
+        host_id = node.host_id
+        if host_id is None:
+            return
+        with self._streams_lock:
+            host = self.nodes.peek(host_id)
+            if host is None or host.kind not in ENGINE_KINDS or host.exited:
+                return
+            if host.invocation is None or host.invocation is not node.parent:
+                return
+            host.open_streams += 1
+            node.stream_host = host_id
 
-def _evict(node: Node, reason: str) -> None:
-    invocation = node.invocation
-    if invocation is None or invocation.ended:
-        return
-    run = node.run
-    if run is not None and run.invocation is invocation:
-        end_run_children(run, lambda child: child.evict(reason))
-    invocation.evict(reason)
+    def defer(self, node: Node, result: Any) -> bool:
+        """An engine returns: True if it must wait for its open streams (it stays in the map)."""
+        with self._streams_lock:
+            if node.open_streams <= 0:
+                return False
+            node.deferred = True
+            node.result = result
+            return True
+
+    def stream_closed(self, node: Node) -> Node | None:
+        """A model stream ended: the engine node to end now (removed from the map), if any."""
+        host_id, node.stream_host = node.stream_host, None
+        if host_id is None:
+            return None
+        with self._streams_lock:
+            host = self.nodes.peek(host_id)
+            if host is None:
+                return None
+            host.open_streams -= 1
+            if host.open_streams > 0 or not host.deferred:
+                return None
+            self.nodes.pop(host_id)
+            return host
+
+    def touch_stream_host(self, node: Node) -> None:
+        """A stream reports progress: its waiting engine is alive too (refreshes its expiry)."""
+        if node.stream_host is not None:
+            self.nodes.get(node.stream_host)
+
+    def _evict(self, node: Node, reason: str) -> None:
+        rerank = node.rerank
+        if rerank is not None and not rerank.ended:
+            rerank.evict(reason)
+        invocation = node.invocation
+        if invocation is None or invocation.ended:
+            return
+        run = node.run
+        if run is not None and run.invocation is invocation:
+            end_run_children(run, lambda child: child.evict(reason))
+        invocation.evict(reason)
+        host = self.stream_closed(node)  # an abandoned stream: its engine is abandoned too
+        if host is not None and host.invocation is not None:
+            host.invocation.evict(reason)
 
 
 def end_run_children(run: RunState, end: Any) -> None:

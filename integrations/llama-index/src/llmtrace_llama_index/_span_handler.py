@@ -12,14 +12,18 @@ What becomes which span (see ``_classify``):
 - agents (``FunctionAgent``, ``ReActAgent``...) ``run`` -> ``invoke_agent {name}``; in an
   ``AgentWorkflow`` each acting agent gets its own ``invoke_agent`` span under the workflow.
 - the ``call_tool`` step (or ``BaseTool.call/acall`` outside an agent) -> ``execute_tool {tool}``.
+- node postprocessors that report a rerank (``ReRankStartEvent``) -> ``rerank {model}``, started
+  by the event handler inside the postprocessor's dispatcher span.
 
 A streamed model call outlives its dispatcher span: it ends on the stream's end or error
-event (``_event_handler``), or, if abandoned, when the bounded run map evicts it.
+event (``_event_handler``), or, if abandoned, when the bounded run map evicts it. A query or
+chat engine that returns such a stream of its own stays open until the stream ends.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from llama_index_instrumentation.span.base import BaseSpan
@@ -34,10 +38,17 @@ from llmtrace import (
     ToolInvocation,
     semconv,
 )
-from llmtrace._safety import never_raise
+from llmtrace._safety import never_raise, report_internal_error
 from llmtrace._settings import settings
 from llmtrace_llama_index import _extract
-from llmtrace_llama_index._classify import Kind, classify, is_multi_agent, is_stream, method_name
+from llmtrace_llama_index._classify import (
+    ENGINE_KINDS,
+    Kind,
+    classify,
+    is_multi_agent,
+    is_stream,
+    method_name,
+)
 from llmtrace_llama_index._runs import Node, Runs, RunState, end_run_children
 
 # Exceptions that end a span normally: workflow control flow and a consumer closing a stream.
@@ -64,9 +75,10 @@ def capture_content() -> bool:
 
 
 def _argument(bound_args: inspect.BoundArguments | None, name: str) -> Any:
-    if bound_args is None:
-        return None
-    return bound_args.arguments.get(name)
+    """An argument of the traced call; None if absent or if ``bound_args`` is not what it should be
+    (read after an invocation started: raising here would leave its span open)."""
+    arguments = getattr(bound_args, "arguments", None)
+    return arguments.get(name) if isinstance(arguments, Mapping) else None
 
 
 class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
@@ -142,6 +154,9 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         parent = parent_node.effective if parent_node is not None else None
         run = parent_node.run if parent_node is not None else None
         instance_id = id(instance) if instance is not None else None
+        host_id: str | None = None
+        if parent_node is not None:
+            host_id = parent_id if parent_node.invocation is not None else parent_node.host_id
 
         if kind in (Kind.CHAT, Kind.COMPLETION) and parent_node is None:
             outer = runs.pending_stream(instance_id)
@@ -150,6 +165,9 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if kind in (Kind.CHAT, Kind.COMPLETION, Kind.EMBEDDING) and isinstance(parent, ModelInvocation):
             # a model call inside another one: one span, one usage record
             node = Node(kind, None, parent, instance_id, run, merged=True)
+        elif kind is Kind.POSTPROCESSOR:
+            # plumbing until it reports a rerank; kept even outside any operation for that
+            node = Node(kind, None, parent, instance_id, run, component=instance)
         elif parent_node is not None and instance_id is not None and parent_node.owner_id == instance_id:
             node = Node(Kind.OTHER, None, parent, instance_id, run)  # the component's inner method
         elif kind is Kind.TOOL and isinstance(parent, ToolInvocation):
@@ -166,6 +184,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                 run.children.append(invocation)  # ended with the run if still open then
             node = Node(kind, invocation, parent, instance_id, child_run)
             runs.attach(node)
+        node.host_id = host_id
         runs.nodes.put(id_, node)
 
     def _start(
@@ -255,6 +274,16 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             server_address=host,
             server_port=port,
         )
+        try:
+            self._describe_model(invocation, llm, bound_args, capture)
+        except Exception as exc:  # the span started: it must stay in the run map to be ended
+            report_internal_error(f"{__name__}.LlamaIndexSpanHandler._describe_model", exc)
+        return invocation
+
+    @staticmethod
+    def _describe_model(
+        invocation: ModelInvocation, llm: Any, bound_args: inspect.BoundArguments, capture: bool
+    ) -> None:
         call_kwargs = _argument(bound_args, "kwargs")
         params = _extract.request_params(llm, call_kwargs if isinstance(call_kwargs, dict) else None)
         invocation.temperature = params.temperature
@@ -273,7 +302,6 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                 prompt = _argument(bound_args, "prompt")
                 if isinstance(prompt, str):
                     invocation.input_messages = _extract.prompt_messages(prompt)
-        return invocation
 
     def _enter_step(
         self, id_: str, bound_args: inspect.BoundArguments, parent: Invocation | None, run: RunState | None
@@ -321,6 +349,11 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             return
         node.exited = True
         self._runs.detach(node)
+        rerank = node.rerank
+        if rerank is not None and not rerank.ended:  # a rerank that reported no end event
+            if node.kind is Kind.POSTPROCESSOR and rerank.documents is None:
+                rerank.documents = _extract.documents(result, capture_content())
+            rerank.stop()
         invocation = node.invocation
         if invocation is None:
             if node.kind is Kind.STEP and node.run is not None:
@@ -331,7 +364,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if isinstance(invocation, ModelInvocation) and streaming:
             if node.owner_id is not None:
                 self._runs.pending_streams[node.owner_id] = id_
+            self._runs.stream_opened(node)
             return  # a stream: ends on its end event, or by eviction if abandoned
+        if node.kind in ENGINE_KINDS and self._runs.defer(node, result):
+            return  # the engine returned a stream of its own: it ends when that stream does
         _finish(node, invocation, result)
         nodes.pop(id_)
 
@@ -342,6 +378,12 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             return
         node.exited = True
         self._runs.detach(node)
+        rerank = node.rerank
+        if rerank is not None and not rerank.ended:
+            if err is None or is_control_flow(err):
+                rerank.stop()
+            else:
+                rerank.fail(err)
         invocation = node.invocation
         if invocation is not None:
             run = node.run
@@ -379,6 +421,30 @@ def _record_step(run: RunState, step: str, result: Any) -> None:
         agent.step(semconv.STEP_FINAL)
 
 
+def end_stream_host(runs: Runs, node: Node, how: str | BaseException) -> None:
+    """A model stream ended (``"stop"``, ``"cancel"`` or an exception): end the engine that
+    returned it, if it was waiting for it."""
+    host = runs.stream_closed(node)
+    invocation = host.invocation if host is not None else None
+    if host is None or invocation is None or invocation.ended:
+        return
+    if isinstance(how, BaseException):
+        invocation.fail(how)
+    elif how == "cancel":
+        invocation.cancel()
+    else:
+        stream = node.invocation
+        if (
+            capture_content()
+            and isinstance(stream, ModelInvocation)
+            and hasattr(invocation, "output_messages")
+            and _stream_text(host.result) is None
+        ):
+            invocation.output_messages = stream.output_messages
+        _finish(host, invocation, host.result)
+    host.result = None
+
+
 def _finish(node: Node, invocation: Invocation, result: Any) -> None:
     """End an owned invocation when its dispatcher span returns ``result``."""
     capture = capture_content()
@@ -408,10 +474,32 @@ def _finish(node: Node, invocation: Invocation, result: Any) -> None:
     invocation.stop()
 
 
+_STREAM_FIELDS = ("response_gen", "async_response_gen", "chat_stream", "achat_stream")
+
+
+def _is_stream_response(result: Any) -> bool:
+    return any(_extract.get(result, name) is not None for name in _STREAM_FIELDS)
+
+
+def _stream_text(result: Any) -> str | None:
+    """The text a streamed engine response already holds (never consumes the stream)."""
+    for name in ("response_txt", "response"):
+        text = _extract.get(result, name)
+        if isinstance(text, str) and text:
+            return text
+    return None
+
+
 def _set_output(invocation: Invocation, result: Any) -> None:
-    text = _extract.get(result, "response")
-    message = _extract.get(text, "content") if text is not None and not isinstance(text, str) else text
-    value = message if isinstance(message, str) else _safe_str(result)
+    if _is_stream_response(result):
+        # str() of a streamed response consumes its stream: read only what it already holds
+        value: str | None = _stream_text(result)
+        if value is None:
+            return  # the model stream's output, if any, was copied by end_stream_host
+    else:
+        text = _extract.get(result, "response")
+        message = _extract.get(text, "content") if text is not None and not isinstance(text, str) else text
+        value = message if isinstance(message, str) else _safe_str(result)
     if value is not None and hasattr(invocation, "output_messages"):
         invocation.output_messages = [
             {"role": "assistant", "parts": [{"type": "text", "content": value}], "finish_reason": "stop"}
