@@ -120,7 +120,6 @@ def test_otlp_export_reaches_a_real_receiver(protocol, monkeypatch):
         _check_received(rx, trace_id, span_id)
         assert rx.headers("traces")[0]["x-team"] == "llm"
         pipeline.shutdown()
-    assert llmtrace.export_stats() is not None
     assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
 
 

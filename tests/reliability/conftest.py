@@ -5,11 +5,31 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from llmtrace._content import CaptureMode, ContentPolicy
 from llmtrace._safety import reset_internal_errors
+
+FUZZ_SETTINGS = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+"""Shared by the fuzz tests: modest example counts, no deadline (payloads of MBs are slow to build)."""
+
+
+@pytest.fixture
+def capture_on(content_capture):  # type: ignore[no-untyped-def]
+    """Content capture on spans and events, so every content path runs under the fuzzer."""
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_AND_EVENT)
+    return content_capture
 
 
 class SpanTracker(SpanProcessor):

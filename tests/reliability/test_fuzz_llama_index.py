@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import llama_index.core.instrumentation.events as events_pkg
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
@@ -42,9 +41,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llmtrace import TelemetryHandler
-from llmtrace._content import CaptureMode, ContentPolicy
 
-from .conftest import SpanTracker
+from .conftest import FUZZ_SETTINGS, SpanTracker
 from .payloads import counts, errors, materialize, payload, small, usage_dicts
 from .sizes import MAX_SPAN_BYTES, span_size
 
@@ -325,21 +323,7 @@ def operations(draw: st.DrawFn) -> list[tuple[str, Any]]:
     return ops
 
 
-@pytest.fixture
-def capture_on(content_capture):
-    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_AND_EVENT)
-    return content_capture
-
-
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-    ],
-)
+@FUZZ_SETTINGS
 @given(program=st.lists(operations(), min_size=1, max_size=8))
 def test_malformed_dispatcher_calls_never_raise_and_every_span_ends(capture_on, logger_provider, program):
     tracker = SpanTracker()
