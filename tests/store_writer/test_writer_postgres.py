@@ -32,8 +32,11 @@ psycopg = pytest.importorskip("psycopg")
 
 MAX_CALL_MS = 250
 """No traced call may wait for the database: an outage or lock lasts 2 s, so waiting would show."""
-MAX_CALL_MS_8_THREADS = 1_000
-"""Nine busy threads share the GIL on 2 CPUs: single calls can wait many switch intervals."""
+MAX_CALL_MS_8_THREADS = 2_000
+"""Nine busy threads share the GIL on 2 CPUs: a single call can lose over a second to scheduling
+(1,062 ms seen once in CI), so the worst call is only bounded by the 2 s lock; the p99.9 below is
+what shows that calls do not wait for the database (150-170 ms measured here)."""
+MAX_P999_MS_8_THREADS = 500
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +123,16 @@ def _balanced(snap: WriterSnapshot) -> WriterSnapshot:
     return snap
 
 
-def _check_latency(latencies: list[int], label: str, max_ms: float = MAX_CALL_MS) -> None:
+def _check_latency(
+    latencies: list[int], label: str, max_ms: float = MAX_CALL_MS, max_p999_ms: float | None = None
+) -> None:
     median_us = statistics.median(latencies) / 1000
     worst_ms = max(latencies) / 1e6
-    print(f"{label}: median {median_us:.0f} µs, max {worst_ms:.1f} ms over {len(latencies)} calls")
+    p999_ms = sorted(latencies)[int(len(latencies) * 0.999)] / 1e6
+    print(f"{label}: median {median_us:.0f} µs, p99.9 {p999_ms:.1f} ms, max {worst_ms:.1f} ms")
     assert median_us < 2_000
+    if max_p999_ms is not None:
+        assert p999_ms < max_p999_ms
     assert worst_ms < max_ms
 
 
@@ -288,7 +296,10 @@ def test_10k_items_from_8_threads_through_a_two_second_table_lock(db_url: str) -
     assert _counts(db_url) == {"spans": (total + 1) * SPANS_PER_CALL, "usage": total + 1, "traces": total + 1}
     assert snap.high_water_mark > 0
     _check_latency(
-        [x for per_thread in latencies for x in per_thread], "calls from 8 threads", MAX_CALL_MS_8_THREADS
+        [x for per_thread in latencies for x in per_thread],
+        "calls from 8 threads",
+        MAX_CALL_MS_8_THREADS,
+        MAX_P999_MS_8_THREADS,
     )
 
 
