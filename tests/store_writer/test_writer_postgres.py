@@ -32,11 +32,8 @@ psycopg = pytest.importorskip("psycopg")
 
 MAX_CALL_MS = 250
 """No traced call may wait for the database: an outage or lock lasts 2 s, so waiting would show."""
-MAX_CALL_MS_8_THREADS = 2_000
-"""Nine busy threads share the GIL on 2 CPUs: a single call can lose over a second to scheduling
-(1,062 ms seen once in CI), so the worst call is only bounded by the 2 s lock; the p99.9 below is
-what shows that calls do not wait for the database (150-170 ms measured here)."""
-MAX_P999_MS_8_THREADS = 500
+LOCK_S = 4.0
+"""How long the 8-thread test holds the table lock: production (~0.7 s) must end well before it."""
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +120,12 @@ def _balanced(snap: WriterSnapshot) -> WriterSnapshot:
     return snap
 
 
-def _check_latency(
-    latencies: list[int], label: str, max_ms: float = MAX_CALL_MS, max_p999_ms: float | None = None
-) -> None:
+def _check_latency(latencies: list[int], label: str, max_ms: float = MAX_CALL_MS) -> None:
     median_us = statistics.median(latencies) / 1000
     worst_ms = max(latencies) / 1e6
     p999_ms = sorted(latencies)[int(len(latencies) * 0.999)] / 1e6
     print(f"{label}: median {median_us:.0f} µs, p99.9 {p999_ms:.1f} ms, max {worst_ms:.1f} ms")
     assert median_us < 2_000
-    if max_p999_ms is not None:
-        assert p999_ms < max_p999_ms
     assert worst_ms < max_ms
 
 
@@ -242,7 +235,7 @@ def test_a_dead_server_never_raises_and_shutdown_is_bounded(
         }
 
 
-def test_10k_items_from_8_threads_through_a_two_second_table_lock(db_url: str) -> None:
+def test_10k_items_from_8_threads_finish_while_the_table_is_locked(db_url: str) -> None:
     threads, per_thread = 8, 625  # 5,000 calls: 10,000 spans and 5,000 usage records
     total = threads * per_thread
     pipeline = _pipeline(db_url, shutdown_timeout_s=20, store_queue_size=20_000)
@@ -260,8 +253,9 @@ def test_10k_items_from_8_threads_through_a_two_second_table_lock(db_url: str) -
             conn.execute("LOCK TABLE spans IN ACCESS EXCLUSIVE MODE")
             lock_info["written_spans"] = writer.snapshot().written_spans
             locked.set()
-            time.sleep(2.0)
+            time.sleep(LOCK_S)
             lock_info["before_release"] = _balanced(writer.snapshot())
+            lock_info["released_at"] = time.perf_counter()
 
     locker = threading.Thread(target=hold_lock)
     locker.start()
@@ -279,7 +273,8 @@ def test_10k_items_from_8_threads_through_a_two_second_table_lock(db_url: str) -
         thread.start()
     for thread in producers:
         thread.join()
-    produced_in = time.perf_counter() - started
+    produced_at = time.perf_counter()
+    produced_in = produced_at - started
     locker.join()
 
     while_locked: WriterSnapshot = lock_info["before_release"]
@@ -295,12 +290,11 @@ def test_10k_items_from_8_threads_through_a_two_second_table_lock(db_url: str) -
     assert snap.accepted == (total + 1) * (SPANS_PER_CALL + USAGE_PER_CALL)
     assert _counts(db_url) == {"spans": (total + 1) * SPANS_PER_CALL, "usage": total + 1, "traces": total + 1}
     assert snap.high_water_mark > 0
-    _check_latency(
-        [x for per_thread in latencies for x in per_thread],
-        "calls from 8 threads",
-        MAX_CALL_MS_8_THREADS,
-        MAX_P999_MS_8_THREADS,
-    )
+    # The application never waited for the database: every call of every thread returned while the
+    # table was still locked. (Single-call maxima across 9 threads on 2 CPUs measure the scheduler.)
+    assert produced_at < lock_info["released_at"], (produced_in, LOCK_S)
+    all_calls = [x for per_thread in latencies for x in per_thread]
+    assert statistics.median(all_calls) / 1e6 < 2
 
 
 def test_classification_of_real_psycopg_failures(server: PgServer, db_url: str) -> None:
