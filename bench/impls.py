@@ -9,7 +9,14 @@ the span count is exact.
 
 ``setup(impl, tp, mp, exporter)`` turns the implementation on and returns ``Hooks``: the
 LangChain config to pass to each invocation (handler-based tracers) and an optional function run
-after each invocation (the floor's bare spans).
+after each invocation (the floors' spans and metric records).
+
+Two floors. ``floor`` is the issue's: a do-nothing handler plus as many bare spans (no attributes)
+as llmtrace exports. ``floor-telemetry`` is the same handler plus, through the bare SDK, exactly
+the telemetry llmtrace emits per invocation (recorded by a probe run of ``llmtrace-instrument``:
+every span with its name, kind, parent, attributes and events, and every metric record with its
+instrument and attributes), so ``llmtrace - floor-telemetry`` is what llmtrace's own code costs
+beyond the SDK work its output needs.
 """
 
 from __future__ import annotations
@@ -20,17 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 QUEUE = 1 << 18
+PROBED_COUNTER = "probed counter"
 
 # implementation -> virtualenv under bench/.venvs
 ENV_OF = {
     "none": "llmtrace",
     "floor": "llmtrace",
+    "floor-telemetry": "llmtrace",
     "llmtrace-handler": "llmtrace",
     "llmtrace-instrument": "llmtrace",
     "llmtrace-content": "llmtrace",
@@ -42,7 +53,8 @@ ENV_OF = {
 }
 OURS = ("llmtrace-handler", "llmtrace-instrument", "llmtrace-content")
 PEERS = ("openinference", "openllmetry", "langfuse", "openlit", "otel-genai")
-IMPLS = ("none", "floor", *OURS, *PEERS)
+FLOORS = ("floor", "floor-telemetry")
+IMPLS = ("none", *FLOORS, *OURS, *PEERS)
 
 # Workloads an implementation does not cover, with the reason (shown as n/a in the tables).
 NOT_APPLICABLE: dict[tuple[str, str], str] = {
@@ -55,8 +67,10 @@ DESCRIPTIONS = {
     "none": "no instrumentation",
     "floor": "do-nothing LangChain callback handler in config / do-nothing LlamaIndex dispatcher span "
     "and event handlers, plus the same number of bare OTel SDK spans as llmtrace-instrument emits",
-    "llmtrace-handler": "`LLMTraceCallbackHandler(tracer_provider, meter_provider)` in "
-    "`config['callbacks']`",
+    "floor-telemetry": "the same do-nothing handlers, plus exactly the telemetry llmtrace-instrument emits "
+    "per invocation made with the bare OTel SDK: the same spans (names, kinds, parents, attributes, "
+    "events) and the same metric records (instruments, attributes); the SDK cost of llmtrace's output",
+    "llmtrace-handler": "`LLMTraceCallbackHandler(tracer_provider, meter_provider)` in `config['callbacks']`",
     "llmtrace-instrument": "`llmtrace.instrument(tracer_provider=..., meter_provider=...)` (default "
     "settings: no content captured)",
     "llmtrace-content": "as llmtrace-instrument, with `llmtrace.configure(capture_content='SPAN_ONLY')` "
@@ -75,13 +89,17 @@ DESCRIPTIONS = {
 
 
 class CountingExporter(SpanExporter):
-    """Counts exported spans and discards them."""
+    """Counts exported spans and discards them (keeps them when ``keep`` is set, for the probe)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.keep = False
+        self.kept: list[ReadableSpan] = []
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.count += len(spans)
+        if self.keep:
+            self.kept.extend(spans)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -98,18 +116,26 @@ class Hooks:
     notes: list[str] = field(default_factory=list)
 
 
-def pipeline(with_processor: bool = True) -> tuple[TracerProvider, MeterProvider, CountingExporter]:
+def pipeline(
+    with_processor: bool = True, reader: InMemoryMetricReader | None = None
+) -> tuple[TracerProvider, MeterProvider, CountingExporter]:
     exporter = CountingExporter()
     tp = TracerProvider()
     if with_processor:
         tp.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=QUEUE, max_export_batch_size=512))
-    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    if reader is None:
+        mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    else:  # the probe: counters as histograms, so the number of records per attribute set shows
+        histogram = ExplicitBucketHistogramAggregation()
+        counted = View(instrument_type=Counter, description=PROBED_COUNTER, aggregation=histogram)
+        mp = MeterProvider(metric_readers=[reader], views=[counted])
     trace.set_tracer_provider(tp)
     metrics.set_meter_provider(mp)
     return tp, mp, exporter
 
 
-def _floor(workload: str, tp: TracerProvider, spans: int) -> Hooks:
+def _bare_spans(tp: TracerProvider, spans: int) -> Callable[[], None]:
+    """The issue's floor: one root span and ``spans - 1`` children, no attributes."""
     tracer = tp.get_tracer("bench.floor")
 
     def after() -> None:
@@ -121,6 +147,99 @@ def _floor(workload: str, tp: TracerProvider, spans: int) -> Hooks:
             tracer.start_span("floor.child", context=ctx).end()
         root.end()
 
+    return after
+
+
+def _same_telemetry(tp: TracerProvider, mp: MeterProvider, script: dict[str, Any]) -> Callable[[], None]:
+    """Replay one invocation's telemetry (see ``telemetry_script``) with the bare SDK."""
+    tracer = tp.get_tracer("bench.floor-telemetry")
+    meter = mp.get_meter("bench.floor-telemetry")
+    spans = script.get("spans", [])
+    records: list[tuple[Callable[..., None], float, dict[str, Any]]] = []
+    made: dict[tuple[str, str, str], Any] = {}
+    for m in script.get("metrics", []):
+        key = (m["name"], m["kind"], m["unit"])
+        if key not in made:
+            create = meter.create_histogram if m["kind"] == "histogram" else meter.create_counter
+            made[key] = create(m["name"], unit=m["unit"])
+        instrument = made[key]
+        fn = instrument.record if m["kind"] == "histogram" else instrument.add
+        records += [(fn, m["value"], m["attributes"])] * m["per_invocation"]
+
+    def after() -> None:
+        live: list[Any] = []
+        for s in spans:
+            parent = s["parent"]
+            ctx = trace.set_span_in_context(live[parent]) if parent is not None else None
+            live.append(
+                tracer.start_span(
+                    s["name"], context=ctx, kind=SpanKind[s["kind"]], attributes=s["attributes"]
+                )
+            )
+        for span, s in zip(reversed(live), reversed(spans), strict=True):
+            for name, attributes in s["events"]:
+                span.add_event(name, attributes)
+            if s["error"]:
+                span.set_status(Status(StatusCode.ERROR, s["error"]))
+            span.end()
+        for fn, value, attributes in records:
+            fn(value, attributes)
+
+    return after
+
+
+def telemetry_script(
+    spans: Sequence[ReadableSpan], reader: InMemoryMetricReader, invocations: int
+) -> dict[str, Any]:
+    """One invocation's telemetry, JSON-ready: ``spans`` (the spans of the last trace, parents
+    first) and ``metrics`` (every data point, as records per invocation with their mean value)."""
+    last = (
+        [s for s in spans if s.context is not None and s.context.trace_id == spans[-1].context.trace_id]
+        if spans
+        else []
+    )
+    last.sort(key=lambda s: s.start_time or 0)
+    index = {s.context.span_id: i for i, s in enumerate(last) if s.context is not None}
+    out_spans = [
+        {
+            "name": s.name,
+            "kind": s.kind.name,
+            "parent": index.get(s.parent.span_id) if s.parent is not None else None,
+            "attributes": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in (s.attributes or {}).items()
+            },
+            "events": [[e.name, dict(e.attributes or {})] for e in s.events],
+            "error": s.status.description if s.status.status_code == StatusCode.ERROR else None,
+        }
+        for s in last
+    ]
+    metrics_out: list[dict[str, Any]] = []
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    if not isinstance(point, HistogramDataPoint):
+                        continue
+                    count, total = point.count, point.sum
+                    histogram = metric.description != PROBED_COUNTER
+                    per = round(count / invocations)
+                    if per:
+                        metrics_out.append(
+                            {
+                                "name": metric.name,
+                                "kind": "histogram" if histogram else "counter",
+                                "unit": metric.unit or "",
+                                "attributes": dict(point.attributes or {}),
+                                "value": total / max(count, 1),
+                                "per_invocation": per,
+                            }
+                        )
+    return {"spans": out_spans, "metrics": metrics_out}
+
+
+def _floor(workload: str, after: Callable[[], None]) -> Hooks:
+    """The framework's do-nothing handler(s), and ``after`` run after each invocation."""
     if workload == "llamaindex_query":
         from llama_index.core.instrumentation import get_dispatcher
         from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -154,7 +273,11 @@ def _floor(workload: str, tp: TracerProvider, spans: int) -> Hooks:
 
 
 def setup(
-    impl: str, workloads: Sequence[str], floor_spans: dict[str, int] | None = None
+    impl: str,
+    workloads: Sequence[str],
+    floor_spans: dict[str, int] | None = None,
+    floor_scripts: dict[str, dict[str, Any]] | None = None,
+    reader: InMemoryMetricReader | None = None,
 ) -> tuple[dict[str, Hooks], TracerProvider, MeterProvider, CountingExporter]:
     """Switch ``impl`` on for the frameworks ``workloads`` use; return per-workload hooks, pipeline."""
     if impl == "langfuse":
@@ -162,7 +285,7 @@ def setup(
         # given; hand it the counting exporter so spans are batched and counted exactly once.
         tp, mp, exporter = pipeline(with_processor=False)
     else:
-        tp, mp, exporter = pipeline()
+        tp, mp, exporter = pipeline(reader=reader)
     lc = any(w != "llamaindex_query" for w in workloads)
     li = "llamaindex_query" in workloads
     shared = Hooks()
@@ -170,7 +293,9 @@ def setup(
     if impl == "none":
         pass
     elif impl == "floor":
-        hooks = {w: _floor(w, tp, (floor_spans or {}).get(w, 0)) for w in workloads}
+        hooks = {w: _floor(w, _bare_spans(tp, (floor_spans or {}).get(w, 0))) for w in workloads}
+    elif impl == "floor-telemetry":
+        hooks = {w: _floor(w, _same_telemetry(tp, mp, (floor_scripts or {}).get(w, {}))) for w in workloads}
     elif impl == "llmtrace-handler":
         from llmtrace_langchain import LLMTraceCallbackHandler
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import impls
 import workloads as wl
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 
 def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -31,7 +32,14 @@ def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
     names: list[str] = [w for w in spec["workloads"] if (impl, w) not in impls.NOT_APPLICABLE]
     n: int = spec["n"]
     warmup: int = spec["warmup"]
-    hooks, tp, _mp, exporter = impls.setup(impl, names, spec.get("floor_spans"))
+    probe = bool(spec.get("probe"))  # record one invocation's telemetry (for floor-telemetry)
+    reader = InMemoryMetricReader() if probe else None
+    hooks, tp, _mp, exporter = impls.setup(
+        impl, names, spec.get("floor_spans"), spec.get("floor_scripts"), reader=reader
+    )
+    exporter.keep = probe
+    if probe and len(names) > 1:
+        raise SystemExit("a probe records one workload per process (metrics accumulate per process)")
     results: list[dict[str, Any]] = []
     for name in names:
         try:
@@ -59,6 +67,10 @@ def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
             tp.force_flush()
             spans = exporter.count - before
             times.sort()
+            script = None
+            if reader is not None:
+                script = impls.telemetry_script(exporter.kept, reader, warmup + n)
+                exporter.kept.clear()
             results.append(
                 {
                     "impl": impl,
@@ -70,6 +82,7 @@ def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
                     "cpu_median_us": statistics.median(cpu) / 1000,
                     "spans_per_inv": spans / n,
                     "notes": hook.notes,
+                    **({"telemetry": script} if script is not None else {}),
                 }
             )
         except Exception as exc:
