@@ -64,14 +64,26 @@ class RunMap(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         now = time.monotonic()
+        entries = self._entries
         with self._lock:
-            previous = self._entries.get(key)
-            self._entries[key] = (value, now)
-            self._entries.move_to_end(key)
-            evicted = self._collect(now)
+            previous = entries.pop(key, None)
+            entries[key] = (value, now)  # a new key goes last: no move_to_end
+            evicted = self._collect(now) if self._due(now) else []
         if previous is not None and previous[0] is not value:  # a reused run id: end the old run
             evicted.append((previous[0], semconv.EVICTED_REPLACED))
-        self._evict(evicted)
+        if evicted:
+            self._evict(evicted)
+
+    def _due(self, now: float) -> bool:
+        """Whether an insert must collect: over capacity, or the oldest entry expired."""
+        entries = self._entries
+        max_size = self._max_size if self._max_size is not None else settings.max_open_runs
+        if len(entries) > max_size:
+            return True
+        ttl_s = self._ttl_s if self._ttl_s is not None else settings.run_ttl_s
+        for _, seen in entries.values():  # the oldest entry only
+            return seen <= now - ttl_s
+        return False
 
     def get(self, key: K) -> V | None:
         """The value, refreshing its expiry (a run that reports progress is alive)."""
@@ -79,8 +91,9 @@ class RunMap(Generic[K, V]):
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            self._entries[key] = (entry[0], time.monotonic())
-            self._entries.move_to_end(key)
+            entries = self._entries
+            del entries[key]
+            entries[key] = (entry[0], time.monotonic())  # re-inserted last: most recently touched
             return entry[0]
 
     def peek(self, key: K) -> V | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NewType
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -50,6 +50,15 @@ _NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "Pa
 """LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
 
 _LEAF_KINDS = (ModelInvocation, ToolInvocation, RetrievalInvocation)
+
+RunKey = NewType("RunKey", object)
+"""A run id as a key of the run map (only made by ``_key``)."""
+
+
+def _key(run_id: object) -> RunKey:
+    """The run map key of a run id: a UUID's int (hashed in C; ``UUID.__hash__`` is Python code, and
+    the map hashes a key several times per callback), anything else (malformed ids) as is."""
+    return RunKey(run_id.int if isinstance(run_id, UUID) else run_id)
 
 # chain states
 _PENDING = 0
@@ -128,7 +137,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             framework=FRAMEWORK,
         )
         self.keep_chain_spans = keep_chain_spans
-        self._runs: RunMap[UUID, _Run] = RunMap(_evict)
+        self._runs: RunMap[RunKey, _Run] = RunMap(_evict)
         self._lock = threading.Lock()
 
     # ---- run bookkeeping -------------------------------------------------------------------
@@ -138,7 +147,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def invocation(self, run_id: UUID) -> Invocation | None:
         """The live invocation of a traced run (for the instrumentor's call-scope wrappers)."""
-        run = self._runs.peek(run_id)
+        run = self._runs.peek(_key(run_id))
         return None if run is None else run.invocation
 
     def close(self) -> None:
@@ -151,7 +160,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         ``kind`` None means a chain (agent, workflow or plumbing). A callback for another kind
         of run leaves the run in place, so its own end (or eviction) still ends its span.
         """
-        run = self._runs.peek(run_id)
+        run = self._runs.peek(_key(run_id))
         if run is None:
             return None
         invocation = run.invocation
@@ -160,12 +169,19 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 return None
         elif not isinstance(invocation, kind):
             return None
-        return self._runs.pop(run_id)
+        return self._runs.pop(_key(run_id))
+
+    def _put_leaf(
+        self, run_id: UUID, invocation: Invocation, parent: Invocation | None, parent_run: _Run | None
+    ) -> None:
+        """Register a model, tool or retriever run (first: whatever fails later, its span still ends)."""
+        agent = parent_run.agent if parent_run is not None else None
+        self._runs.put(_key(run_id), _Run(invocation, parent, agent))
 
     def _parent(self, parent_run_id: UUID | None, child_metadata: Mapping[str, Any] | None) -> _Run | None:
         if parent_run_id is None:
             return None
-        run = self._runs.get(parent_run_id)
+        run = self._runs.get(_key(parent_run_id))
         if run is not None and run.state == _PENDING:
             self._decide(run, child_metadata)
         return run
@@ -233,7 +249,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             run.name = name
             run.metadata = md
             run.start_ns = time.time_ns()
-        self._runs.put(run_id, run)  # first: whatever fails below, the run's span still gets ended
+        self._runs.put(_key(run_id), run)  # first: whatever fails below, the run's span still gets ended
         if run.state == _TRACED and _capturing() and run.invocation is not None:
             _set_input(run.invocation, inputs)
 
@@ -272,7 +288,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_agent_action(self, action: AgentAction, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.get(run_id)
+        run = self._runs.get(_key(run_id))
         agent_run = run.agent if run is not None else None
         if agent_run is None or not isinstance(agent_run.invocation, AgentInvocation):
             return
@@ -287,7 +303,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_agent_finish(self, finish: AgentFinish, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.get(run_id)
+        run = self._runs.get(_key(run_id))
         agent_run = run.agent if run is not None else None
         if agent_run is None or agent_run.final or not isinstance(agent_run.invocation, AgentInvocation):
             return
@@ -359,7 +375,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 model, provider=provider, parent=parent, stream=stream
             )
         # registered first: whatever fails below, the run's span still gets ended
-        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
+        self._put_leaf(run_id, invocation, parent, parent_run)
         note_model_start(invocation)
         _extract.apply_request_params(invocation, md, params)
         # the instrumentor's call-scope wrapper corrects this with the model's own cache
@@ -370,7 +386,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.peek(run_id)
+        run = self._runs.peek(_key(run_id))
         if run is None:
             return
         invocation = run.invocation
@@ -445,7 +461,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             description=description if isinstance(description, str) else None,
             parent=parent,
         )
-        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
+        self._put_leaf(run_id, invocation, parent, parent_run)
         if _capturing():
             invocation.arguments = inputs if inputs is not None else input_str
 
@@ -509,7 +525,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             top_k=top_k if isinstance(top_k, int) and not isinstance(top_k, bool) else None,
             parent=parent,
         )
-        self._runs.put(run_id, _Run(invocation, parent, parent_run.agent if parent_run is not None else None))
+        self._put_leaf(run_id, invocation, parent, parent_run)
         if _capturing():
             invocation.query = query
 
@@ -532,7 +548,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     # ---- retries ------------------------------------------------------------------------------------
     @never_raise
     def on_retry(self, retry_state: RetryCallState, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.get(run_id)
+        run = self._runs.get(_key(run_id))
         target = run.span_parent if run is not None else None
         if target is None:
             return
