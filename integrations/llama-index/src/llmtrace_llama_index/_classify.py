@@ -70,11 +70,28 @@ def method_name(span_id: str) -> str:
     return qualified.rpartition(".")[2]
 
 
+_MAX_CACHED = 4096
+_cache: dict[tuple[type, str], Kind] = {}
+
+
 def classify(span_id: str, instance: Any) -> Kind:
+    """The kind of a dispatcher span, cached per (class, method): most spans are plumbing, and
+    the isinstance checks against every base class cost more than the rest of handling them."""
     method = method_name(span_id)
     if instance is None:
         # workflow steps are wrapped as plain functions: "Class.step_name-uuid"
         return Kind.STEP
+    key = (type(instance), method)
+    kind = _cache.get(key)
+    if kind is None:
+        kind = _classify(instance, method)
+        if len(_cache) >= _MAX_CACHED:  # bounded: classes made at run time must not grow it forever
+            _cache.clear()
+        _cache[key] = kind
+    return kind
+
+
+def _classify(instance: Any, method: str) -> Kind:
     if isinstance(instance, BaseLLM):
         if method in CHAT_METHODS:
             return Kind.CHAT
