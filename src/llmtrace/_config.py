@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -27,7 +27,14 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from llmtrace import semconv
 from llmtrace._content import DEFAULT_MAX_ATTRIBUTE_LENGTH, ContentPolicy, parse_capture_mode
-from llmtrace._exporters import CountingBatchSpanProcessor, CountingSpanExporter, ExportStats, jsonl_exporters
+from llmtrace._exporters import (
+    BoundedBatchLogRecordProcessor,
+    BoundedLogExporter,
+    CountingBatchSpanProcessor,
+    CountingSpanExporter,
+    ExportStats,
+    jsonl_exporters,
+)
 from llmtrace._settings import env_flag, settings
 from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
 from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
@@ -213,10 +220,10 @@ def configure(
 
         def add_log_exporter(exporter: LogRecordExporter) -> None:
             log_provider.add_log_record_processor(
-                BatchLogRecordProcessor(
-                    exporter,
+                BoundedBatchLogRecordProcessor(
+                    BoundedLogExporter(exporter),
                     max_queue_size=max_queue_size,
-                    max_export_batch_size=min(max_export_batch_size, max_queue_size),
+                    max_export_batch_size=max_export_batch_size,
                     schedule_delay_millis=schedule_delay_ms,
                     export_timeout_millis=export_timeout_ms,
                 )
@@ -385,6 +392,20 @@ def _store_opener(url: str) -> Callable[[], Any]:
     return open_it
 
 
+_SIGNAL_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
+
+
+def _base_url(endpoint: str) -> str:
+    """The collector's base URL. A full signal URL (``.../v1/traces``, as users copy it from a
+    collector's docs) is accepted too: otherwise every export would go to ``.../v1/traces/v1/traces``
+    and be refused."""
+    base = endpoint.rstrip("/")
+    for path in _SIGNAL_PATHS:
+        if base.endswith(path):
+            return base[: -len(path)]
+    return base
+
+
 @dataclass(frozen=True)
 class _OtlpSettings:
     endpoint: str | None
@@ -437,7 +458,7 @@ class _OtlpSettings:
             if self.protocol == "grpc":
                 kwargs["endpoint"] = self.endpoint
             else:
-                kwargs["endpoint"] = self.endpoint.rstrip("/") + f"/v1/{signal}"
+                kwargs["endpoint"] = _base_url(self.endpoint) + f"/v1/{signal}"
         if self.protocol == "grpc" and self.insecure is not None:
             kwargs["insecure"] = self.insecure
         return kwargs

@@ -1,17 +1,24 @@
-"""Exporters llmtrace adds to the SDK's: a JSONL file sink, and drop counting around any exporter."""
+"""Exporters llmtrace adds to the SDK's: a JSONL file sink, drop counting around any exporter, and
+batch processors whose flush and shutdown are bounded even when the collector hangs."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    LogRecordExportResult,
+)
 from opentelemetry.sdk.trace import ReadableSpan, Span
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -24,7 +31,8 @@ class ExportStats:
 
     exported: int = 0
     failed: int = 0
-    """Spans in batches the exporter could not deliver (collector down, refusing, timing out)."""
+    """Spans in batches the exporter could not deliver (collector down, refusing, timing out),
+    including batches given up because a flush or the shutdown ran out of time."""
     dropped_queue_full: int = 0
     """Spans the batch processor discarded because its queue was full."""
     _pending: int = 0
@@ -46,23 +54,82 @@ class ExportStats:
             }
 
 
+class ExportDeadlines:
+    """Deadlines of the flushes and the shutdown in progress, for an exporter under a batch processor.
+
+    The SDK's batch processor exports everything still queued at shutdown (and on force_flush)
+    one batch after another, each batch waiting up to the export timeout when the collector
+    hangs, whatever deadline was asked for (``export_timeout_millis`` is unused there): with a
+    hung collector, shutting down a full queue took tens of seconds. While a deadline is open,
+    a batch is given up at once (without reaching the exporter) when the deadline has passed
+    or when an export has failed since it opened: a collector that just failed would only make
+    every remaining batch wait its timeout in turn.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: list[float] = []
+        self._failed = False
+
+    @contextmanager
+    def window(self, timeout_s: float) -> Iterator[None]:
+        """A deadline ``timeout_s`` from now, for the duration of a flush."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._lock:
+            self._deadlines.append(deadline)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deadlines.remove(deadline)
+                if not self._deadlines:
+                    self._failed = False
+
+    def close(self, timeout_s: float) -> None:
+        """A deadline ``timeout_s`` from now that never ends (shutdown)."""
+        with self._lock:
+            self._deadlines.append(time.monotonic() + max(0.0, timeout_s))
+
+    def give_up(self) -> bool:
+        """Whether the next batch should be failed without exporting it."""
+        with self._lock:
+            if not self._deadlines:
+                return False
+            return self._failed or time.monotonic() >= min(self._deadlines)
+
+    def note(self, ok: bool) -> None:
+        """Record the outcome of an export (a failure counts only while a deadline is open)."""
+        if not ok:
+            with self._lock:
+                if self._deadlines:
+                    self._failed = True
+
+
 class CountingSpanExporter(SpanExporter):
-    """Wraps an exporter, counting delivered and failed spans; never lets an exception escape."""
+    """Wraps an exporter, counting delivered and failed spans; never lets an exception escape.
+
+    Batches given up because a flush or the shutdown ran out of time (:class:`ExportDeadlines`)
+    count as failed."""
 
     def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
         self.inner = inner
         self._stats = stats
+        self.deadlines = ExportDeadlines()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         count = len(spans)
         stats = self._stats
         with stats._lock:
             stats._pending = max(0, stats._pending - count)
-        try:
-            result = self.inner.export(spans)
-        except Exception as exc:
-            report_internal_error(f"{type(self.inner).__name__}.export", exc)
+        if self.deadlines.give_up():
             result = SpanExportResult.FAILURE
+        else:
+            try:
+                result = self.inner.export(spans)
+            except Exception as exc:
+                report_internal_error(f"{type(self.inner).__name__}.export", exc)
+                result = SpanExportResult.FAILURE
+            self.deadlines.note(result is SpanExportResult.SUCCESS)
         with stats._lock:
             if result is SpanExportResult.SUCCESS:
                 stats.exported += count
@@ -78,11 +145,13 @@ class CountingSpanExporter(SpanExporter):
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts the spans its full queue drops.
+    """A BatchSpanProcessor that counts the spans its full queue drops, and whose flush and
+    shutdown end in about the export timeout even when the collector hangs.
 
     The SDK's batch processor discards a span when ``max_queue_size`` spans wait; this
     mirrors that rule with a pending count that the counting exporter decrements when a
-    batch leaves the queue.
+    batch leaves the queue. At shutdown, what the collector cannot take within
+    ``export_timeout_millis`` is counted as failed instead of being tried batch by batch.
     """
 
     def __init__(
@@ -104,6 +173,17 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         )
         self._stats = stats
         self._max_queue = max_queue_size
+        self._deadlines = exporter.deadlines
+        self._export_timeout_s = export_timeout_millis / 1000
+
+    def shutdown(self) -> None:
+        self._deadlines.close(self._export_timeout_s)
+        super().shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        timeout_s = self._export_timeout_s if timeout_millis is None else timeout_millis / 1000
+        with self._deadlines.window(timeout_s):
+            return super().force_flush(timeout_millis)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -180,6 +260,61 @@ class JsonlLogExporter(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+class BoundedLogExporter(LogRecordExporter):
+    """Wraps a log exporter so that flushes and shutdown give up in time (:class:`ExportDeadlines`)."""
+
+    def __init__(self, inner: LogRecordExporter) -> None:
+        self.inner = inner
+        self.deadlines = ExportDeadlines()
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        if self.deadlines.give_up():
+            return LogRecordExportResult.FAILURE
+        result = LogRecordExportResult.FAILURE
+        try:
+            result = self.inner.export(batch)  # an exception is the batch processor's to log
+        finally:
+            self.deadlines.note(result is LogRecordExportResult.SUCCESS)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class BoundedBatchLogRecordProcessor(BatchLogRecordProcessor):
+    """A BatchLogRecordProcessor whose flush and shutdown end in about the export timeout."""
+
+    def __init__(
+        self,
+        exporter: BoundedLogExporter,
+        *,
+        max_queue_size: int,
+        schedule_delay_millis: float,
+        max_export_batch_size: int,
+        export_timeout_millis: float,
+    ) -> None:
+        super().__init__(
+            exporter,
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=min(max_export_batch_size, max_queue_size),
+            export_timeout_millis=export_timeout_millis,
+        )
+        self._deadlines = exporter.deadlines
+        self._export_timeout_s = export_timeout_millis / 1000
+
+    def shutdown(self) -> None:
+        self._deadlines.close(self._export_timeout_s)
+        super().shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        with self._deadlines.window(timeout_millis / 1000):
+            return super().force_flush(timeout_millis)
 
 
 def jsonl_exporters(path: str | os.PathLike[str]) -> tuple[JsonlSpanExporter, JsonlLogExporter]:

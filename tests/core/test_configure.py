@@ -123,6 +123,28 @@ def test_otlp_export_reaches_a_real_receiver(protocol, monkeypatch):
     assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
 
 
+@pytest.mark.parametrize("path", ["/v1/traces", "/v1/logs/", ""])
+def test_otlp_endpoint_given_as_a_full_signal_url_reaches_every_signal(path, monkeypatch):
+    """Users copy ``http://collector:4318/v1/traces`` from collector docs: all three signals still
+    go to their own path instead of ``/v1/traces/v1/traces``."""
+    with HttpReceiver() as rx:
+        pipeline = llmtrace.configure(
+            service_name="wire-test",
+            exporters="otlp",
+            otlp_endpoint=rx.endpoint + path,
+            otlp_protocol="http/protobuf",
+            set_global=False,
+        )
+        handler = _handler(pipeline)
+        monkeypatch.setattr("llmtrace._manual._handler", handler)
+        trace_id, span_id = _agent_trace(handler)
+        llmtrace.record_evaluation("relevance", score=0.75, trace_id=trace_id, span_id=span_id)
+        pipeline.force_flush()
+        _check_received(rx, trace_id, span_id)
+        pipeline.shutdown()
+    assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
+
+
 def test_otlp_settings_from_standard_environment(monkeypatch, tmp_path):
     with HttpReceiver() as rx:
         monkeypatch.setenv("LLMTRACE_STORE", str(tmp_path / "traces.db"))

@@ -1,13 +1,16 @@
 """Exporter faults: a collector that refuses connections, hangs, or answers 503, and a locked SQLite
-store. Traced framework calls stay within the per-call budget and nothing raises."""
+store. Traced framework calls stay within the per-call budget, shutdown stays bounded, and nothing
+raises."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,114 +22,205 @@ from tests.otlp_receivers import HangingServer, HttpReceiver, closed_port
 
 from .workloads import lc_rag_chain
 
-CALLS = 50  # per block; 4 blocks of each: 200 traced calls per case
+ROUNDS = 200  # each round: one plain call, one traced by the baseline, one by the pipeline under test
 FAULT_BUDGET_S = 0.002
-"""How much a fault may add to llmtrace's median overhead (measured with a pipeline exporting nowhere)."""
+"""How much a fault may add to the median traced call, compared with a pipeline exporting nowhere
+whose calls alternate with the measured ones (so a change in the machine's load affects both alike)."""
 MAX_BUDGET_S = 0.400
 """Slowest single traced call: below the 0.5 s export timeout (and far below the store's 5 s busy
 timeout), so a call that waited on the collector or the database would show; above the few hundred
 milliseconds a call can lose to the GIL when exporter and writer threads are busy on 2 cores."""
-MAX_LOCKED_STORE_S = 2.0
-"""Slowest single traced call while the SQLite store is locked: below the store's 5 s busy timeout, so
-a call that waited for the lock to clear would show. OPEN FINDING: in 2 of 3 full-suite runs one
-call of 200 took 0.6-0.7 s here (0.1-0.2 s when the test runs alone); not a GC pause (measured: GC
-pauses <= 5 ms). Suspect: the writer thread holding the GIL somewhere in its sqlite busy/retry path.
-To investigate with py-spy dump during the lock; tighten this bound back to MAX_BUDGET_S then."""
+EXPORT_TIMEOUT_S = 0.5
+SHUTDOWN_BUDGET_S = 3 * 2 * EXPORT_TIMEOUT_S
+"""Three signals, each given up after about the export timeout (at most twice it)."""
 
 
 @contextmanager
-def refusing() -> Iterator[str]:
-    yield f"http://127.0.0.1:{closed_port()}/v1/traces"
+def refusing() -> Iterator[tuple[str, Callable[[], bool]]]:
+    yield f"http://127.0.0.1:{closed_port()}", lambda: True
 
 
 @contextmanager
-def hanging() -> Iterator[str]:
+def hanging() -> Iterator[tuple[str, Callable[[], bool]]]:
     with HangingServer() as server:
-        yield f"{server.endpoint}/v1/traces"
+        yield server.endpoint, lambda: server.connections_accepted > 0
 
 
 @contextmanager
-def unavailable() -> Iterator[str]:
+def unavailable() -> Iterator[tuple[str, Callable[[], bool]]]:
     with HttpReceiver(status=503) as receiver:
-        yield f"{receiver.endpoint}/v1/traces"
+        # configure() takes the base URL and adds /v1/traces itself (a full signal URL would end in
+        # .../v1/traces/v1/traces, which the receiver answers with 404, not the 503 tested here)
+        yield receiver.endpoint, lambda: receiver.call_count("traces") > 0
 
 
-def timings(call: Callable[[], Any]) -> list[float]:
-    durations = []
-    for _ in range(CALLS):
-        start = time.perf_counter()
-        assert call() == "France"
-        durations.append(time.perf_counter() - start)
-    return durations
+@contextmanager
+def heap_frozen() -> Iterator[None]:
+    """Keep the test session's own objects out of the cyclic garbage collector while measuring.
+
+    A full (generation 2) collection walks every tracked object of the process with the GIL held,
+    on whichever thread happens to allocate. Measured (gc callbacks, perf): the one slow traced
+    call in 200 with a locked store was such a collection, 0.15-0.25 s for this module's ~250 000
+    objects on an idle machine, 0.3-0.7 s under load; 0.9-1.8 s for the full suite's ~740 000.
+    Its length depends on the test session's heap, not on llmtrace; frozen, the collector still
+    sees everything the measured calls allocate (llmtrace's queued spans included).
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
-def measure(pipeline: llmtrace.Pipeline) -> tuple[float, float]:
-    """(median overhead over no instrumentation, slowest traced call), calls interleaved in blocks."""
+@dataclass(frozen=True)
+class Measured:
+    plain: float
+    """Median untraced call."""
+    healthy: float
+    """Median call traced by a pipeline exporting nowhere."""
+    faulty: float
+    """Median call traced by the pipeline under test."""
+    slowest: float
+    """Slowest call traced by the pipeline under test."""
+
+    @property
+    def added(self) -> float:
+        return self.faulty - self.healthy
+
+    def __str__(self) -> str:
+        return (
+            f"median plain {self.plain * 1e3:.2f} ms, healthy {self.healthy * 1e3:.2f} ms, "
+            f"under test {self.faulty * 1e3:.2f} ms; slowest {self.slowest * 1e3:.1f} ms"
+        )
+
+
+def measure(pipeline: llmtrace.Pipeline, baseline: llmtrace.Pipeline) -> Measured:
+    """Plain calls and calls traced by ``baseline`` and by ``pipeline``, one of each per round in a
+    rotating order."""
     chain = lc_rag_chain()
-    handler = LLMTraceCallbackHandler(
-        tracer_provider=pipeline.tracer_provider, meter_provider=pipeline.meter_provider
+
+    def traced_by(p: llmtrace.Pipeline | None) -> Callable[[], Any]:
+        if p is None:
+            return lambda: chain.invoke("Where is Paris?")
+        handler = LLMTraceCallbackHandler(tracer_provider=p.tracer_provider, meter_provider=p.meter_provider)
+        config: Any = {"callbacks": [handler]}
+        return lambda: chain.invoke("Where is Paris?", config=config)
+
+    calls = [traced_by(None), traced_by(baseline), traced_by(pipeline)]
+    durations: list[list[float]] = [[], [], []]
+    for _ in range(20):  # warm up
+        for call in calls:
+            assert call() == "France"
+    with heap_frozen():
+        for round_ in range(ROUNDS):
+            for i in range(3):
+                which = (round_ + i) % 3
+                start = time.perf_counter()
+                assert calls[which]() == "France"
+                durations[which].append(time.perf_counter() - start)
+    plain, healthy, traced = durations
+    return Measured(
+        statistics.median(plain), statistics.median(healthy), statistics.median(traced), max(traced)
     )
-    config = {"callbacks": [handler]}
-    timings(lambda: chain.invoke("Where is Paris?", config=config))  # warm up
-    plain, traced = [], []
-    for _ in range(4):
-        plain += timings(lambda: chain.invoke("Where is Paris?"))
-        traced += timings(lambda: chain.invoke("Where is Paris?", config=config))
-    return statistics.median(traced) - statistics.median(plain), max(traced)
 
 
 @pytest.fixture(scope="module")
-def healthy_overhead() -> float:
-    """llmtrace's median overhead on this chain with spans processed but exported nowhere."""
+def baseline() -> Iterator[llmtrace.Pipeline]:
+    """A pipeline whose spans are processed but exported nowhere: llmtrace's own overhead."""
     pipeline = llmtrace.configure(exporters="none", set_global=False)
-    try:
-        return measure(pipeline)[0]
-    finally:
-        pipeline.shutdown()
+    yield pipeline
+    pipeline.shutdown()
 
 
-HANGING_SLOW = pytest.mark.xfail(
-    strict=False,
-    reason="open finding (not yet attributed): with a collector that accepts and never answers, the median "
-    "overhead measured here is ~2.3 ms instead of ~0.2 ms healthy; plain calls slow down too, so it may be "
-    "CPU contention from the exporter thread rather than llmtrace's own path",
-)
-
-
-@pytest.mark.parametrize(
-    "collector",
-    [refusing, pytest.param(hanging, marks=HANGING_SLOW), unavailable],
-    ids=["refused", "hanging", "503"],
-)
-def test_collector_faults_cost_nothing(collector, healthy_overhead):
-    with collector() as endpoint:
+@pytest.mark.parametrize("collector", [refusing, hanging, unavailable], ids=["refused", "hanging", "503"])
+def test_collector_faults_cost_nothing(collector, baseline):
+    with collector() as (endpoint, exercised):
         pipeline = llmtrace.configure(
             exporters="otlp",
             otlp_endpoint=endpoint,
             otlp_protocol="http/protobuf",
-            otlp_timeout_s=0.5,
-            export_timeout_ms=500,
+            otlp_timeout_s=EXPORT_TIMEOUT_S,
+            export_timeout_ms=EXPORT_TIMEOUT_S * 1000,
             schedule_delay_ms=20,
             max_export_batch_size=64,
             set_global=False,
         )
         try:
-            overhead, slowest = measure(pipeline)
+            measured = measure(pipeline, baseline)
         finally:
             started = time.perf_counter()
             pipeline.shutdown()
             shutdown_s = time.perf_counter() - started
-    assert overhead < healthy_overhead + FAULT_BUDGET_S, (
-        f"median overhead {overhead * 1e6:.0f} us (healthy: {healthy_overhead * 1e6:.0f} us)"
-    )
-    assert slowest < MAX_BUDGET_S, f"slowest traced call {slowest * 1e3:.1f} ms"
-    assert shutdown_s < 5.0
+        assert exercised()  # the fault really was met (a typo in the URL would be a 404 instead)
+    assert measured.added < FAULT_BUDGET_S, str(measured)
+    assert measured.slowest < MAX_BUDGET_S, str(measured)
+    assert shutdown_s < SHUTDOWN_BUDGET_S
+    stats = pipeline.stats.snapshot()
+    assert stats["exported"] == 0 and stats["failed"] > 0 and stats["pending"] == 0
     assert internal_error_counts() == {}
 
 
-def test_locked_sqlite_store_costs_nothing(tmp_path, healthy_overhead):
+def _spans(pipeline: llmtrace.Pipeline, count: int) -> None:
+    tracer = pipeline.tracer_provider.get_tracer("faults")
+    for _ in range(count):
+        with tracer.start_as_current_span("work"):
+            pass
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["shutdown", "force_flush"])
+def test_hanging_collector_with_a_long_queue_gives_up_in_time(flush):
+    """The SDK exports what is queued batch after batch, each waiting out the export timeout on a
+    hung collector (20 batches here: 10 s before the fix); llmtrace gives up the rest once the
+    first export has timed out."""
+    deadline_s = 4 * EXPORT_TIMEOUT_S  # far enough for the first export to start under any load
+    with HangingServer() as server:
+        pipeline = llmtrace.configure(
+            exporters="otlp",
+            otlp_endpoint=server.endpoint,
+            otlp_protocol="http/protobuf",
+            otlp_timeout_s=EXPORT_TIMEOUT_S,
+            export_timeout_ms=deadline_s * 1000,
+            max_export_batch_size=50,
+            schedule_delay_ms=60_000,  # nothing leaves the queue before the flush
+            set_global=False,
+        )
+        _spans(pipeline, 1000)
+        started = time.perf_counter()
+        if flush:
+            pipeline.force_flush(int(deadline_s * 1000))
+        else:
+            pipeline.shutdown()
+        took = time.perf_counter() - started
+        stats = pipeline.stats.snapshot()
+        pipeline.shutdown()
+    assert took < deadline_s  # neither one timeout per batch nor a wait for the deadline
+    assert server.connections_accepted >= 1  # the collector was tried
+    assert stats == {"exported": 0, "failed": 1000, "dropped_queue_full": 0, "dropped": 1000, "pending": 0}
+
+
+def test_shutdown_still_delivers_everything_to_a_healthy_collector():
+    with HttpReceiver() as receiver:
+        pipeline = llmtrace.configure(
+            exporters="otlp",
+            otlp_endpoint=receiver.endpoint,
+            otlp_protocol="http/protobuf",
+            export_timeout_ms=EXPORT_TIMEOUT_S * 1000,
+            max_export_batch_size=50,
+            schedule_delay_ms=60_000,
+            set_global=False,
+        )
+        _spans(pipeline, 1000)
+        pipeline.shutdown()
+        assert len(receiver.wait_for_spans(1000)) == 1000
+    assert pipeline.stats.snapshot()["exported"] == 1000
+
+
+def test_locked_sqlite_store_costs_nothing(tmp_path, baseline):
     path = tmp_path / "traces.db"
-    pipeline = llmtrace.configure(exporters="store", store=str(path), export_timeout_ms=500, set_global=False)
+    pipeline = llmtrace.configure(
+        exporters="store", store=str(path), export_timeout_ms=EXPORT_TIMEOUT_S * 1000, set_global=False
+    )
     writer = pipeline.store_writer
     assert writer is not None
     try:
@@ -140,16 +234,14 @@ def test_locked_sqlite_store_costs_nothing(tmp_path, healthy_overhead):
         locker = sqlite3.connect(path, timeout=0, isolation_level=None)
         locker.execute("BEGIN EXCLUSIVE")  # every writer now gets "database is locked"
         try:
-            overhead, slowest = measure(pipeline)
+            measured = measure(pipeline, baseline)
             locked = writer.snapshot()
         finally:
             locker.execute("ROLLBACK")
             locker.close()
     finally:
         pipeline.shutdown()
-    assert overhead < healthy_overhead + FAULT_BUDGET_S, (
-        f"median overhead {overhead * 1e6:.0f} us (healthy: {healthy_overhead * 1e6:.0f} us)"
-    )
-    assert slowest < MAX_LOCKED_STORE_S, f"slowest traced call {slowest * 1e3:.1f} ms"
+    assert measured.added < FAULT_BUDGET_S, str(measured)
+    assert measured.slowest < MAX_BUDGET_S, str(measured)
     assert locked.pending > 0  # spans wait for the lock instead of the application
     assert internal_error_counts() == {}

@@ -1,0 +1,169 @@
+"""Flush and shutdown of llmtrace's batch processors stay bounded when every export hangs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from llmtrace._exporters import (
+    BoundedBatchLogRecordProcessor,
+    BoundedLogExporter,
+    CountingBatchSpanProcessor,
+    CountingSpanExporter,
+    ExportDeadlines,
+    ExportStats,
+)
+
+EXPORT_S = 0.2
+"""How long each export of the fakes takes (a collector that answers after the timeout)."""
+BATCHES = 20
+
+
+class SlowSpanExporter(SpanExporter):
+    def __init__(self, ok: bool) -> None:
+        self.ok = ok
+        self.calls = 0
+        self.spans = 0
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        time.sleep(EXPORT_S)
+        with self._lock:
+            self.calls += 1
+            self.spans += len(spans)
+        return SpanExportResult.SUCCESS if self.ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+class SlowLogExporter(LogRecordExporter):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        time.sleep(EXPORT_S)
+        self.calls += 1
+        return LogRecordExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _span_pipeline(
+    ok: bool, export_timeout_s: float = EXPORT_S
+) -> tuple[TracerProvider, SlowSpanExporter, ExportStats]:
+    stats = ExportStats()
+    inner = SlowSpanExporter(ok)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(
+        CountingBatchSpanProcessor(
+            CountingSpanExporter(inner, stats),
+            stats,
+            max_queue_size=2048,
+            schedule_delay_millis=60_000,  # nothing leaves the queue before the flush
+            max_export_batch_size=10,
+            export_timeout_millis=export_timeout_s * 1000,
+        )
+    )
+    tracer = provider.get_tracer("t")
+    for _ in range(10 * BATCHES):
+        with tracer.start_as_current_span("s"):
+            pass
+    return provider, inner, stats
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["shutdown", "force_flush"])
+def test_failing_exports_are_given_up_after_the_first(flush):
+    deadline_s = 5 * EXPORT_S  # far enough for the first export to start whatever the machine's load
+    provider, inner, stats = _span_pipeline(ok=False, export_timeout_s=deadline_s)
+    started = time.perf_counter()
+    if flush:
+        assert provider.force_flush(int(deadline_s * 1000))
+    else:
+        provider.shutdown()
+    took = time.perf_counter() - started
+    provider.shutdown()
+    assert took < deadline_s  # neither one wait per batch nor a wait for the deadline
+    assert inner.calls == 1
+    assert stats.snapshot() == {
+        "exported": 0,
+        "failed": 10 * BATCHES,
+        "dropped_queue_full": 0,
+        "dropped": 10 * BATCHES,
+        "pending": 0,
+    }
+
+
+def test_a_slow_healthy_collector_gets_until_the_deadline():
+    provider, inner, stats = _span_pipeline(ok=True, export_timeout_s=5 * EXPORT_S)
+    started = time.perf_counter()
+    provider.shutdown()  # exports until the deadline; the one under way at it still ends
+    took = time.perf_counter() - started
+    assert took < 10 * EXPORT_S
+    assert 1 <= inner.calls <= 6  # about 5
+    snap = stats.snapshot()
+    assert snap["exported"] == inner.spans and snap["failed"] == 10 * BATCHES - inner.spans
+    assert snap["pending"] == 0
+
+
+def test_a_flush_deadline_ends_with_the_flush():
+    provider, inner, stats = _span_pipeline(ok=False)
+    provider.force_flush(int(5 * EXPORT_S * 1000))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("after"):
+        pass
+    provider.force_flush(10_000)  # a new flush tries the collector again
+    assert inner.calls == 2
+    provider.shutdown()
+    assert stats.snapshot()["failed"] == 10 * BATCHES + 1
+
+
+def test_deadlines_open_and_close():
+    deadlines = ExportDeadlines()
+    deadlines.note(False)
+    assert not deadlines.give_up()  # no deadline open: failures do not count
+    with deadlines.window(10):
+        assert not deadlines.give_up()
+        deadlines.note(True)
+        assert not deadlines.give_up()
+        deadlines.note(False)
+        assert deadlines.give_up()
+    assert not deadlines.give_up()
+    with deadlines.window(0):
+        assert deadlines.give_up()
+    deadlines.close(10)
+    assert not deadlines.give_up()
+    deadlines.note(False)
+    assert deadlines.give_up()
+
+
+def test_log_processor_shutdown_is_bounded():
+    inner = SlowLogExporter()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(
+        BoundedBatchLogRecordProcessor(
+            BoundedLogExporter(inner),
+            max_queue_size=2048,
+            schedule_delay_millis=60_000,
+            max_export_batch_size=10,
+            export_timeout_millis=5 * EXPORT_S * 1000,
+        )
+    )
+    logger = provider.get_logger("t")
+    for i in range(10 * BATCHES):
+        logger.emit(body=f"event {i}")
+    started = time.perf_counter()
+    provider.shutdown()
+    assert time.perf_counter() - started < 5 * EXPORT_S
+    assert inner.calls == 1
