@@ -157,6 +157,12 @@ def test_streamed_query_engine_with_capture_is_not_consumed_by_tracing(
     engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
     response = engine.query("sky?")
     assert list(response.response_gen) == ["text ", "text ", "text"]
-    workflow = one(span_exporter.get_finished_spans(), "invoke_workflow RetrieverQueryEngine")
-    assert semconv.GEN_AI_OUTPUT_MESSAGES not in workflow.attributes  # not known when it returned
+    spans = span_exporter.get_finished_spans()
+    workflow, completion = one(spans, "invoke_workflow RetrieverQueryEngine"), one(spans, "text_completion")
+    assert is_child(completion, workflow)
+    # not known when the engine returned: taken from its model stream when that stream ended
+    assert (
+        workflow.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]
+        == completion.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]
+    )
     assert len(open_runs()) == 0

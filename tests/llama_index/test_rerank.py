@@ -15,6 +15,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -188,4 +189,77 @@ def test_async_query_with_reranker(index, instrumentor, span_exporter):
             "  rerank word-overlap-v1",
             "  text_completion",
         ]
+    assert len(open_runs()) == 0
+
+
+class AsyncOverrideRerank(BaseNodePostprocessor):
+    """Reports its rerank from an async ``_apostprocess_nodes`` override, as ``StructuredLLMRerank``
+    does: no dispatcher span of its own, so its events carry the enclosing span's id."""
+
+    top_n: int = 1
+    model: str = "async-rerank"
+    llm: Any = None
+    pause: int = 0
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        raise NotImplementedError
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        dispatcher.event(
+            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model)
+        )
+        await asyncio.sleep(0)  # the other rerank starts
+        await self.llm.acomplete("score these")  # a call made by this rerank
+        for _ in range(self.pause):
+            await asyncio.sleep(0)
+        kept = nodes[: self.top_n]
+        dispatcher.event(ReRankEndEvent(nodes=kept))
+        return kept
+
+
+class TwoReranks(CustomQueryEngine):
+    """Runs two reranks concurrently inside its own dispatcher span."""
+
+    first: AsyncOverrideRerank
+    second: AsyncOverrideRerank
+
+    def custom_query(self, query_str: str) -> str:
+        raise NotImplementedError
+
+    async def acustom_query(self, query_str: str) -> str:
+        candidates = nodes("a", "b", "c")
+        kept = await asyncio.gather(
+            *(r.apostprocess_nodes(candidates, query_str=query_str) for r in (self.first, self.second))
+        )
+        return " | ".join(",".join(n.node.node_id for n in k) for k in kept)
+
+
+def test_concurrent_reranks_in_one_span_end_their_own_spans(instrumentor, span_exporter):
+    engine = TwoReranks(
+        first=AsyncOverrideRerank(model="rerank-a", top_n=1, llm=MockLLM(max_tokens=1), pause=0),
+        second=AsyncOverrideRerank(model="rerank-b", top_n=2, llm=MockLLM(max_tokens=2), pause=3),
+    )
+    assert str(asyncio.run(engine.aquery("which?"))) == "n0 | n0,n1"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == [
+        "invoke_workflow TwoReranks",
+        "  rerank rerank-a",
+        "    text_completion",
+        "  rerank rerank-b",
+        "    text_completion",
+    ]
+    workflow = one(spans, "invoke_workflow TwoReranks")
+    first, second = one(spans, "rerank rerank-a"), one(spans, "rerank rerank-b")
+    assert is_child(first, workflow) and is_child(second, workflow)
+    assert second.start_time < first.end_time < second.end_time  # they overlapped; each ended itself
+    for rerank, top_n in ((first, 1), (second, 2)):
+        assert rerank.status.status_code is StatusCode.UNSET
+        assert rerank.attributes[semconv.LLMTRACE_RERANK_TOP_N] == top_n
+        assert rerank.attributes[semconv.LLMTRACE_RETRIEVAL_DOCUMENT_COUNT] == top_n  # its own end event
+        (completion,) = [s for s in spans if s.name == "text_completion" and is_child(s, rerank)]
+        assert completion.attributes[semconv.GEN_AI_REQUEST_MAX_TOKENS] == top_n  # its own model call
     assert len(open_runs()) == 0

@@ -91,6 +91,11 @@ def classify(span_id: str, instance: Any) -> Kind:
     return kind
 
 
+def clear_cache() -> None:
+    """Forget cached kinds (on instrument: classes may have been registered since)."""
+    _cache.clear()
+
+
 def _classify(instance: Any, method: str) -> Kind:
     if isinstance(instance, BaseLLM):
         if method in CHAT_METHODS:

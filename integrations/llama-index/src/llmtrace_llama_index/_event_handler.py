@@ -78,16 +78,13 @@ class LlamaIndexEventHandler(BaseEventHandler):
                 self._rerank_start(node, event)
         elif isinstance(event, ReRankEndEvent):
             node = self._runs.nodes.peek(span_id)
-            rerank = node.rerank if node is not None else None
-            if rerank is not None and not rerank.ended:
+            rerank = node.end_rerank() if node is not None else None
+            if rerank is not None:
                 rerank.documents = _extract.documents(_extract.get(event, "nodes"), capture_content())
                 rerank.stop()
 
     # ---- rerank events ------------------------------------------------------------------
     def _rerank_start(self, node: Node, event: Any) -> None:
-        previous = node.rerank
-        if previous is not None and not previous.ended:
-            previous.stop()  # a second rerank in one span without an end event in between
         model = _extract.get(event, "model_name")
         top_n = _extract.get(event, "top_n")
         component = node.component
@@ -99,7 +96,7 @@ class LlamaIndexEventHandler(BaseEventHandler):
         )
         if capture_content():
             rerank.query = _extract.query_text(_extract.get(event, "query"))
-        node.rerank = rerank
+        node.start_rerank(rerank)
         if node.kind is Kind.POSTPROCESSOR and node.token is None:
             # provider SDK and HTTP spans of the reranker nest under the rerank span
             self._runs.attach(node, rerank)

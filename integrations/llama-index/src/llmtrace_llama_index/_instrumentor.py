@@ -10,6 +10,7 @@ from llama_index_instrumentation import get_dispatcher
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from llmtrace import TelemetryHandler, semconv
+from llmtrace_llama_index._classify import clear_cache
 from llmtrace_llama_index._event_handler import LlamaIndexEventHandler
 from llmtrace_llama_index._runs import Runs
 from llmtrace_llama_index._span_handler import LlamaIndexSpanHandler
@@ -39,6 +40,7 @@ class LlamaIndexInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             framework=FRAMEWORK,
         )
         runs = Runs(handler)
+        clear_cache()
         dispatcher = get_dispatcher()
         with self._lock:
             _remove_handlers(dispatcher)

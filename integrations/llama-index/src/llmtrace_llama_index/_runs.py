@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from opentelemetry import context as otel_context
 from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler
 from llmtrace._runmap import RunMap
 from llmtrace_llama_index._classify import ENGINE_KINDS, Kind
+from llmtrace_llama_index._lazy import LazyStreams, response_generator
 
 
 @dataclass(slots=True, eq=False)
@@ -66,8 +68,8 @@ class Node:
     """Span id of the nearest enclosing node that owns an invocation (``parent``'s node)."""
     component: Any = None
     """The node postprocessor of a ``POSTPROCESSOR`` node (read only if it reports a rerank)."""
-    rerank: RerankInvocation | None = None
-    """A rerank reported inside this dispatcher span (``ReRankStartEvent``)."""
+    reranks: list[RerankInvocation] | None = None
+    """Open reranks reported inside this dispatcher span (``ReRankStartEvent``), usually one."""
     open_streams: int = 0
     """Engine nodes: model streams of this engine's invocation still running."""
     deferred: bool = False
@@ -75,14 +77,69 @@ class Node:
     result: Any = None
     """Engine nodes: the deferred result (read once, when the span ends)."""
     stream_host: str | None = None
-    """Model stream nodes: span id of the engine node that waits for this stream."""
+    """Model stream nodes (and engines returning an inner engine's stream): span id of the
+    engine node that waits for this one."""
+    lazy_host: str | None = None
+    """Span id of the returned engine whose lazily iterated stream this node runs in (see ``_lazy``)."""
+    lazy_keys: list[int] | None = None
+    """Engine nodes: keys of the not-yet-consumed stream generators remembered for this engine."""
+    lazy_id: str | None = None
+    """Engine nodes: this node's span id, under which ``lazy_keys`` were remembered."""
+    lazy_done: bool = False
+    """Engine nodes: a model call made by this engine's lazy stream has ended."""
 
     @property
     def effective(self) -> Invocation | None:
-        rerank = self.rerank
-        if rerank is not None and not rerank.ended:
-            return rerank
-        return self.invocation or self.parent
+        return self.current_rerank() or self.invocation or self.parent
+
+    # Reranks report no id: a ``ReRankEndEvent`` carries only its span id, which is the
+    # enclosing span's when the reranker has no dispatcher span of its own (an async
+    # ``_apostprocess_nodes`` override), so concurrent reranks share it. Each start is
+    # remembered in a context variable of the task (or thread) that reported it. The
+    # dispatcher's own span id travels in a context variable too, so whatever sees this span as
+    # its parent (the rerank's end event, the calls it makes, tasks it creates) sees that one.
+    def current_rerank(self) -> RerankInvocation | None:
+        """The open rerank of this span that the caller's context started, if any."""
+        reranks = self.reranks
+        if not reranks:
+            return None
+        current = _current_rerank.get()
+        if current is not None and not current.ended and any(r is current for r in reranks):
+            return current
+        return None
+
+    def start_rerank(self, rerank: RerankInvocation) -> None:
+        """A rerank starts in this span; one the same context started before and never ended stops."""
+        previous = _current_rerank.get()
+        reranks = self.reranks or []
+        if previous is not None and not previous.ended and any(r is previous for r in reranks):
+            previous.stop()  # a second rerank in one context without an end event in between
+        self.reranks = [r for r in reranks if not r.ended] + [rerank]
+        _current_rerank.set(rerank)
+
+    def end_rerank(self) -> RerankInvocation | None:
+        """A rerank of this span reports its end: the one to end (removed from the open ones)."""
+        rerank = self.current_rerank()
+        if rerank is not None and self.reranks is not None:
+            self.reranks = [r for r in self.reranks if r is not rerank and not r.ended]
+            if _current_rerank.get() is rerank:
+                _current_rerank.set(None)
+        return rerank
+
+    def pop_reranks(self) -> list[RerankInvocation]:
+        """The span ends: its reranks still open (removed)."""
+        reranks, self.reranks = self.reranks or [], None
+        current = _current_rerank.get()
+        if current is not None and any(r is current for r in reranks):
+            _current_rerank.set(None)
+        return [r for r in reranks if not r.ended]
+
+
+_current_rerank: ContextVar[RerankInvocation | None] = ContextVar("llmtrace_llama_index_rerank", default=None)
+
+
+_MAX_NESTING = 8
+"""Engines returning an inner engine's stream: at most this many refreshed per stream chunk."""
 
 
 def _where() -> tuple[int, object]:
@@ -102,6 +159,7 @@ class Runs:
         self._streams_lock = threading.Lock()
         self.pending_streams: dict[int, str] = {}
         """Per LLM instance, the span id of its latest stream not yet iterated (see ``pending_stream``)."""
+        self.lazy = LazyStreams()
 
     def pending_stream(self, instance_id: int | None) -> Node | None:
         """The not-yet-iterated stream of this LLM that the caller's task just created, if any.
@@ -143,37 +201,86 @@ class Runs:
     def clear(self, reason: str) -> None:
         self.pending_streams.clear()
         self.nodes.clear(reason)
+        self.lazy.clear()
 
     # ---- engines that returned a stream -------------------------------------------------
     # A streamed query or chat engine returns before its model stream runs. The engine's
     # node then stays in the map (``deferred``) until the last model stream of its own
     # invocation ends; the lock orders "engine returns" against "stream ends" across threads
-    # (chat engines consume the stream in a thread of their own).
+    # (chat engines consume the stream in a thread of their own). A stream whose model call
+    # starts only when the caller iterates it is found through ``_lazy``: the engine waits
+    # for the model calls made inside it (``lazy_host``).
     def stream_opened(self, node: Node) -> None:
-        """A model stream outlives its dispatcher span: its engine, if any, waits for it."""
+        """A model stream (or an engine returning one) outlives its dispatcher span: the engine
+        it was returned to, if any, waits for it."""
+        with self._streams_lock:
+            self._open(node)
+
+    def _open(self, node: Node) -> None:
         host_id = node.host_id
-        if host_id is None:
+        if host_id is None or node.stream_host is not None:
+            return
+        host = self.nodes.peek(host_id)
+        if host is None or host.kind not in ENGINE_KINDS or host.exited:
+            return
+        if host.invocation is None or host.invocation is not node.parent:
+            return
+        host.open_streams += 1
+        node.stream_host = host_id
+
+    def open_lazy(self, node: Node) -> None:
+        """A model call starts inside an engine's lazily iterated stream: the engine waits for it."""
+        host_id = node.lazy_host
+        if host_id is None or node.stream_host is not None:
             return
         with self._streams_lock:
             host = self.nodes.peek(host_id)
-            if host is None or host.kind not in ENGINE_KINDS or host.exited:
-                return
-            if host.invocation is None or host.invocation is not node.parent:
+            if host is None or host.invocation is None or host.invocation.ended:
                 return
             host.open_streams += 1
             node.stream_host = host_id
 
-    def defer(self, node: Node, result: Any) -> bool:
-        """An engine returns: True if it must wait for its open streams (it stays in the map)."""
+    def remember_stream(self, span_id: str, node: Node, result: Any) -> None:
+        """An engine, or a synthesizer inside one, returns a stream that has not called its model
+        yet: remember its generator so that the model call finds the engine (see ``_lazy``)."""
+        generator = response_generator(result)
+        if generator is None:
+            return
+        host_id = span_id if node.kind in ENGINE_KINDS and node.invocation is not None else node.host_id
+        host = self.nodes.peek(host_id) if host_id is not None else None
+        if host_id is None or host is None or host.kind not in ENGINE_KINDS or host.invocation is None:
+            return
+        if host is not node and (host.exited or host.invocation is not node.parent):
+            return
+        key = self.lazy.remember(generator, host_id)
+        if key is None:
+            return
         with self._streams_lock:
-            if node.open_streams <= 0:
+            host.lazy_id = host_id
+            if host.lazy_keys is None:
+                host.lazy_keys = [key]
+            elif key not in host.lazy_keys:
+                host.lazy_keys.append(key)
+
+    def forget_lazy(self, node: Node) -> None:
+        """An engine ended: its remembered generators are no longer looked for."""
+        keys, node.lazy_keys = node.lazy_keys, None
+        if keys and node.lazy_id is not None:
+            self.lazy.forget(keys, node.lazy_id)
+
+    def defer(self, node: Node, result: Any) -> bool:
+        """An engine returns: True if it must wait for its streams (it stays in the map)."""
+        with self._streams_lock:
+            waiting_lazy = bool(node.lazy_keys) and not node.lazy_done
+            if node.open_streams <= 0 and not waiting_lazy:
                 return False
             node.deferred = True
             node.result = result
+            self._open(node)  # an engine that returned this engine's stream waits for it too
             return True
 
     def stream_closed(self, node: Node) -> Node | None:
-        """A model stream ended: the engine node to end now (removed from the map), if any."""
+        """A stream ended: the engine node to end now (removed from the map), if any."""
         host_id, node.stream_host = node.stream_host, None
         if host_id is None:
             return None
@@ -182,19 +289,25 @@ class Runs:
             if host is None:
                 return None
             host.open_streams -= 1
+            if node.lazy_host == host_id:
+                host.lazy_done = True
             if host.open_streams > 0 or not host.deferred:
                 return None
             self.nodes.pop(host_id)
-            return host
+        self.forget_lazy(host)
+        return host
 
     def touch_stream_host(self, node: Node) -> None:
-        """A stream reports progress: its waiting engine is alive too (refreshes its expiry)."""
-        if node.stream_host is not None:
-            self.nodes.get(node.stream_host)
+        """A stream reports progress: the engines waiting for it are alive too (refreshes their expiry)."""
+        host_id = node.stream_host
+        for _ in range(_MAX_NESTING):
+            host = self.nodes.get(host_id) if host_id is not None else None
+            if host is None:
+                return
+            host_id = host.stream_host
 
     def _evict(self, node: Node, reason: str) -> None:
-        rerank = node.rerank
-        if rerank is not None and not rerank.ended:
+        for rerank in node.pop_reranks():
             rerank.evict(reason)
         invocation = node.invocation
         if invocation is None or invocation.ended:
@@ -202,10 +315,22 @@ class Runs:
         run = node.run
         if run is not None and run.invocation is invocation:
             end_run_children(run, lambda child: child.evict(reason))
-        invocation.evict(reason)
-        host = self.stream_closed(node)  # an abandoned stream: its engine is abandoned too
-        if host is not None and host.invocation is not None:
-            host.invocation.evict(reason)
+        # an engine whose lazy stream ran to its end without a model call we saw is not abandoned
+        keys = node.lazy_keys
+        finished = node.open_streams <= 0 and keys is not None and self.lazy.finished(keys)
+        self.forget_lazy(node)
+        if finished:
+            invocation.stop()
+        else:
+            invocation.evict(reason)
+        host = self.stream_closed(node)  # an abandoned stream: the engines waiting for it are too
+        while host is not None:
+            if host.invocation is not None:
+                if finished:
+                    host.invocation.stop()
+                else:
+                    host.invocation.evict(reason)
+            host = self.stream_closed(host)
 
 
 def end_run_children(run: RunState, end: Any) -> None:

@@ -17,7 +17,8 @@ What becomes which span (see ``_classify``):
 
 A streamed model call outlives its dispatcher span: it ends on the stream's end or error
 event (``_event_handler``), or, if abandoned, when the bounded run map evicts it. A query or
-chat engine that returns such a stream of its own stays open until the stream ends.
+chat engine that returns such a stream of its own stays open until the stream ends, also when
+the model call starts only as the caller iterates the response (``_lazy`` finds its engine).
 """
 
 from __future__ import annotations
@@ -158,10 +159,20 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if parent_node is not None:
             host_id = parent_id if parent_node.invocation is not None else parent_node.host_id
 
-        if kind in (Kind.CHAT, Kind.COMPLETION) and parent_node is None:
+        lazy_host = _lazy_host(parent_id, parent_node)
+        if kind in (Kind.CHAT, Kind.COMPLETION) and (parent_node is None or lazy_host is not None):
             outer = runs.pending_stream(instance_id)
             if outer is not None:
-                parent_node, parent, run = outer, outer.invocation, outer.run
+                parent_node, parent, run, lazy_host = outer, outer.invocation, outer.run, outer.lazy_host
+        if len(runs.lazy) and not isinstance(parent, ModelInvocation):
+            # maybe a call made by a stream that an engine returned before iterating it (``_lazy``)
+            found = runs.lazy.find()
+            host = runs.nodes.peek(found) if found is not None and found != lazy_host else None
+            if host is not None and host.invocation is not None:
+                lazy_host = found
+                if parent_node is None or host.exited:  # the dispatcher's parent is the consumer's
+                    host_id = found
+                    parent_node, parent, run = host, host.invocation, host.run
         if kind in (Kind.CHAT, Kind.COMPLETION, Kind.EMBEDDING) and isinstance(parent, ModelInvocation):
             # a model call inside another one: one span, one usage record
             node = Node(kind, None, parent, instance_id, run, merged=True)
@@ -185,7 +196,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             node = Node(kind, invocation, parent, instance_id, child_run)
             runs.attach(node)
         node.host_id = host_id
+        node.lazy_host = lazy_host
         runs.nodes.put(id_, node)
+        if lazy_host is not None and isinstance(node.invocation, ModelInvocation):
+            runs.open_lazy(node)  # the engine that returned the stream waits for this call
 
     def _start(
         self,
@@ -349,11 +363,12 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             return
         node.exited = True
         self._runs.detach(node)
-        rerank = node.rerank
-        if rerank is not None and not rerank.ended:  # a rerank that reported no end event
-            if node.kind is Kind.POSTPROCESSOR and rerank.documents is None:
+        reranks = node.pop_reranks()
+        for rerank in reranks:  # reranks that reported no end event
+            if node.kind is Kind.POSTPROCESSOR and len(reranks) == 1 and rerank.documents is None:
                 rerank.documents = _extract.documents(result, capture_content())
             rerank.stop()
+        self._runs.remember_stream(id_, node, result)
         invocation = node.invocation
         if invocation is None:
             if node.kind is Kind.STEP and node.run is not None:
@@ -367,9 +382,13 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             self._runs.stream_opened(node)
             return  # a stream: ends on its end event, or by eviction if abandoned
         if node.kind in ENGINE_KINDS and self._runs.defer(node, result):
+            nodes.get(id_)  # returning is news: its wait for the stream counts from now
             return  # the engine returned a stream of its own: it ends when that stream does
         _finish(node, invocation, result)
         nodes.pop(id_)
+        self._runs.forget_lazy(node)
+        if node.stream_host is not None:  # a model call made by an engine's lazy stream
+            end_stream_host(self._runs, node, "stop")
 
     def _drop(self, id_: str, err: BaseException | None) -> None:
         nodes = self._runs.nodes
@@ -378,8 +397,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             return
         node.exited = True
         self._runs.detach(node)
-        rerank = node.rerank
-        if rerank is not None and not rerank.ended:
+        for rerank in node.pop_reranks():
             if err is None or is_control_flow(err):
                 rerank.stop()
             else:
@@ -397,6 +415,20 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                     end_run_children(run, lambda child: child.fail(err))
                 invocation.fail(err)
         nodes.pop(id_)
+        self._runs.forget_lazy(node)
+        if node.stream_host is not None:  # a model call made by an engine's lazy stream
+            end_stream_host(self._runs, node, "stop" if err is None or is_control_flow(err) else err)
+
+
+def _lazy_host(parent_id: str | None, parent: Node | None) -> str | None:
+    """The engine whose lazily iterated stream a span under ``parent`` runs in, if any."""
+    if parent is None:
+        return None
+    if parent.lazy_host is not None:
+        return parent.lazy_host
+    if parent.kind in ENGINE_KINDS and parent.deferred:
+        return parent_id  # started under an engine that returned (a task it created)
+    return None
 
 
 def _agent_name(instance: Any) -> str:
@@ -423,26 +455,27 @@ def _record_step(run: RunState, step: str, result: Any) -> None:
 
 def end_stream_host(runs: Runs, node: Node, how: str | BaseException) -> None:
     """A model stream ended (``"stop"``, ``"cancel"`` or an exception): end the engine that
-    returned it, if it was waiting for it."""
+    returned it, if it was waiting for it, and the engines that returned that engine's stream."""
+    stream = node.invocation
     host = runs.stream_closed(node)
-    invocation = host.invocation if host is not None else None
-    if host is None or invocation is None or invocation.ended:
-        return
-    if isinstance(how, BaseException):
-        invocation.fail(how)
-    elif how == "cancel":
-        invocation.cancel()
-    else:
-        stream = node.invocation
-        if (
-            capture_content()
-            and isinstance(stream, ModelInvocation)
-            and hasattr(invocation, "output_messages")
-            and _stream_text(host.result) is None
-        ):
-            invocation.output_messages = stream.output_messages
-        _finish(host, invocation, host.result)
-    host.result = None
+    while host is not None:
+        invocation = host.invocation
+        if invocation is not None and not invocation.ended:
+            if isinstance(how, BaseException):
+                invocation.fail(how)
+            elif how == "cancel":
+                invocation.cancel()
+            else:
+                if (
+                    capture_content()
+                    and isinstance(stream, ModelInvocation)
+                    and hasattr(invocation, "output_messages")
+                    and _stream_text(host.result) is None
+                ):
+                    invocation.output_messages = stream.output_messages
+                _finish(host, invocation, host.result)
+        host.result = None
+        host = runs.stream_closed(host)
 
 
 def _finish(node: Node, invocation: Invocation, result: Any) -> None:
