@@ -1,4 +1,5 @@
-"""ChatOpenAI and ChatAnthropic against a local server speaking their wire formats, httpx instrumented."""
+"""ChatOpenAI, OpenAIEmbeddings and ChatAnthropic against a local server speaking their wire formats,
+httpx instrumented."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from langchain_anthropic import ChatAnthropic
-from langchain_openai import ChatOpenAI
+from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
+from opentelemetry.trace import SpanKind, StatusCode
 
 from llmtrace import semconv
 
 from .conftest import attrs
-from .wire_server import WireServer
+from .wire_server import EMBEDDING_DIMENSIONS, EMBEDDINGS_MODEL, WireServer
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +159,76 @@ def test_anthropic_rate_limit(server, httpx_on, span_exporter, tracer_provider):
         anthropic_model(server, tracer_provider).invoke("rate me")
     span = model_and_http(span_exporter.get_finished_spans())
     assert attrs(span)[semconv.ERROR_TYPE] == "rate_limit"
+
+
+# ---- OpenAIEmbeddings (langchain-openai) --------------------------------------------------------------
+def openai_embeddings(server: WireServer, cls: type[OpenAIEmbeddings] = OpenAIEmbeddings) -> OpenAIEmbeddings:
+    return cls(
+        model=EMBEDDINGS_MODEL,
+        base_url=server.url + "/v1",
+        api_key="test",
+        max_retries=0,
+        check_embedding_ctx_length=False,  # the texts go as they are (no tiktoken download)
+        http_client=httpx.Client(),
+        http_async_client=httpx.AsyncClient(),
+    )
+
+
+def embeddings_and_http(spans, server: WireServer, input_count: int) -> None:
+    (span,) = [s for s in spans if s.name.startswith("embeddings")]
+    (http,) = [s for s in spans if s.name.startswith("POST")]
+    assert http.parent.span_id == span.context.span_id  # the SDK's request nests under the model call
+    assert span.name == f"embeddings {EMBEDDINGS_MODEL}"
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET
+    # LangChain keeps only the vectors of the response: its model and its usage
+    # ("usage": {"prompt_tokens": ...}) are discarded, so usage is flagged as not reported
+    assert attrs(span) == {
+        semconv.GEN_AI_OPERATION_NAME: semconv.OP_EMBEDDINGS,
+        semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_OPENAI,
+        semconv.GEN_AI_REQUEST_MODEL: EMBEDDINGS_MODEL,
+        semconv.SERVER_ADDRESS: "127.0.0.1",
+        semconv.SERVER_PORT: server.server.server_address[1],
+        semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT: EMBEDDING_DIMENSIONS,
+        semconv.LLMTRACE_EMBEDDINGS_INPUT_COUNT: input_count,
+        semconv.LLMTRACE_FRAMEWORK: "langchain",
+        semconv.LLMTRACE_USAGE_REPORTED: False,
+    }
+
+
+def test_openai_embeddings_documents_and_query(server, httpx_on, span_exporter):
+    vectors = openai_embeddings(server).embed_documents(["first", "second"])
+    assert vectors == [[0.0, 0.5, -1.0], [1.0, 1.5, -1.0]]
+    embeddings_and_http(span_exporter.get_finished_spans(), server, 2)
+    span_exporter.clear()
+    # embed_query calls embed_documents([text]): one call, one span
+    assert openai_embeddings(server).embed_query("question") == [0.0, 0.5, -1.0]
+    embeddings_and_http(span_exporter.get_finished_spans(), server, 1)
+
+
+async def test_openai_embeddings_async(server, httpx_on, span_exporter):
+    assert await openai_embeddings(server).aembed_query("question") == [0.0, 0.5, -1.0]
+    embeddings_and_http(span_exporter.get_finished_spans(), server, 1)
+    span_exporter.clear()
+    assert len(await openai_embeddings(server).aembed_documents(["a", "b", "c"])) == 3
+    embeddings_and_http(span_exporter.get_finished_spans(), server, 3)
+
+
+def test_openai_embeddings_subclass_defined_after_instrument(server, httpx_on, span_exporter):
+    class TeamEmbeddings(OpenAIEmbeddings):
+        def embed_documents(self, texts: list[str], chunk_size: int | None = None, **kw) -> list[list[float]]:
+            return super().embed_documents([t.strip() for t in texts], chunk_size, **kw)
+
+    assert openai_embeddings(server, TeamEmbeddings).embed_documents([" x "]) == [[0.0, 0.5, -1.0]]
+    embeddings_and_http(span_exporter.get_finished_spans(), server, 1)  # provider openai, one span
+
+
+def test_openai_embeddings_server_error(server, httpx_on, span_exporter):
+    import openai as openai_sdk
+
+    with pytest.raises(openai_sdk.InternalServerError, match="embedding backend down"):
+        openai_embeddings(server).embed_documents(["please fail"])
+    (span,) = [s for s in span_exporter.get_finished_spans() if s.name.startswith("embeddings")]
+    assert span.status.status_code is StatusCode.ERROR
+    assert attrs(span)[semconv.ERROR_TYPE] == "server_error"
+    assert semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT not in attrs(span)

@@ -70,6 +70,26 @@ def _openai(body: dict[str, Any]) -> tuple[int, Any]:
     }
 
 
+EMBEDDING_DIMENSIONS = 3
+EMBEDDINGS_MODEL = "text-embedding-3-small"
+
+
+def _openai_embeddings(body: dict[str, Any]) -> tuple[int, Any]:
+    """``/v1/embeddings``: a vector ``[i, i + 0.5, -1.0]`` per input, and usage as the API reports it."""
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    if any("fail" in str(t) for t in texts):
+        return 500, {"error": {"message": "embedding backend down", "type": "server_error"}}
+    return 200, {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": [float(i), i + 0.5, -1.0]}
+            for i in range(len(texts))
+        ],
+        "model": EMBEDDINGS_MODEL,
+        "usage": {"prompt_tokens": 4 * len(texts), "total_tokens": 4 * len(texts)},
+    }
+
+
 ANTHROPIC_USAGE = {
     "input_tokens": 10,
     "output_tokens": 6,
@@ -142,7 +162,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        status, payload = _openai(body) if self.path.endswith("/chat/completions") else _anthropic(body)
+        if self.path.endswith("/chat/completions"):
+            status, payload = _openai(body)
+        elif self.path.endswith("/embeddings"):
+            status, payload = _openai_embeddings(body)
+        else:
+            status, payload = _anthropic(body)
         if isinstance(payload, list) and payload and isinstance(payload[0], tuple):  # named SSE events
             data = "".join(f"event: {name}\ndata: {json.dumps(p)}\n\n" for name, p in payload)
             raw, kind = data.encode(), "text/event-stream"

@@ -18,17 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import llmtrace_langchain._cache as lc_cache
+import llmtrace_langchain._embeddings as lc_embeddings
 import llmtrace_langchain._extract as lc_extract
 import llmtrace_langchain._handler as lc_handler
 import llmtrace_langchain._instrumentor as lc_instrumentor
 import llmtrace_llama_index._classify as li_classify
 import llmtrace_llama_index._event_handler as li_event_handler
 import llmtrace_llama_index._extract as li_extract
+import llmtrace_llama_index._lazy as li_lazy
 import llmtrace_llama_index._runs as li_runs
 import llmtrace_llama_index._span_handler as li_span_handler
 
-LC_MODULES = (lc_extract, lc_handler, lc_cache, lc_instrumentor)
-LI_MODULES = (li_extract, li_classify, li_span_handler, li_event_handler, li_runs)
+LC_MODULES = (lc_extract, lc_handler, lc_cache, lc_instrumentor, lc_embeddings)
+LI_MODULES = (li_extract, li_classify, li_span_handler, li_event_handler, li_runs, li_lazy)
 
 # Not targets: functions the framework calls *instead of* its own code (wrapt wrappers: their body
 # is the call path; each helper they call is a target), and lifecycle code (instrument/uninstrument,
@@ -50,6 +52,10 @@ LC_ENTRY_POINTS = frozenset(
         # guarded by their own try/except (their helpers are targets)
         "_enter",
         "_exit",
+        "_begin",
+        "_end",
+        "_enter_retrieval",
+        "_exit_retrieval",
         "_lookup",
         "_single_run_manager",
         "_call_args",
@@ -60,6 +66,22 @@ LC_ENTRY_POINTS = frozenset(
         "LLMTraceCallbackHandler.__init__",
         "LLMTraceCallbackHandler.open_runs",
         "LLMTraceCallbackHandler.close",
+        # embeddings: class patching (at instrument time and when a class is defined) and its wrapper
+        # factories; the wrappers themselves are closures, like wrapt wrappers
+        "install",
+        "uninstall",
+        "patched_count",
+        "_subclass_hook",
+        "_embed_factory",
+        "_wrap_sync",
+        "_wrap_async",
+        "_scope_factory",
+        "_scope_sync",
+        "_scope_async",
+        "_ClassPatcher.__init__",
+        "_ClassPatcher.install",
+        "_ClassPatcher.patch",
+        "_ClassPatcher.uninstall",
     }
 )
 LI_ENTRY_POINTS = frozenset(
@@ -72,6 +94,9 @@ LI_ENTRY_POINTS = frozenset(
         "LlamaIndexEventHandler.class_name",
         "Runs.__init__",
         "Runs.clear",
+        "clear_cache",  # _classify: called by instrument()
+        "LazyStreams.__init__",
+        "LazyStreams.clear",
         "LlamaIndexSpanHandler.model_post_init",
         "LlamaIndexEventHandler.model_post_init",
         "Kind._generate_next_value_",

@@ -45,6 +45,7 @@ from llama_index.core.llms import (
     MockLLM,
 )
 from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
@@ -115,6 +116,16 @@ def lc_store() -> InMemoryVectorStore:
 class BrokenRetriever(BaseRetriever):
     def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
         raise LookupError(f"no index for {query}")
+
+
+class BrokenEmbeddings(DeterministicFakeEmbedding):
+    def embed_query(self, text: str) -> list[float]:
+        raise ConnectionError(f"embedding service down for {text}")
+
+
+def _embed_in_chain(text: str) -> list[float]:
+    """An embedding model called inside a chain run (a RunnableLambda): nests under the run."""
+    return DeterministicFakeEmbedding(size=4).embed_query(text)
 
 
 class UsageLLM(BaseLLM):
@@ -216,6 +227,8 @@ def lc_workload_sync() -> list[Any]:
     out.append(outcome(lambda: FailingChatModel(script=[answer("x")]).invoke("hi")))
     out.append(outcome(lambda: broken_tool.invoke({"x": 1})))
     out.append(outcome(lambda: BrokenRetriever().invoke("q")))
+    out.append(outcome(lambda: RunnableLambda(_embed_in_chain).invoke("embed me")))
+    out.append(outcome(lambda: BrokenEmbeddings(size=4).embed_query("q")))
     out.append(
         outcome(
             lambda: (
@@ -248,6 +261,8 @@ async def lc_workload_async() -> list[Any]:
 
     out.append(await aoutcome(twice))
     out.append(await aoutcome(lambda: FailingChatModel(script=[answer("x")]).ainvoke("hi")))
+    out.append(await aoutcome(lambda: DeterministicFakeEmbedding(size=4).aembed_documents(["a", "b"])))
+    out.append(await aoutcome(lambda: BrokenEmbeddings(size=4).aembed_query("q")))
     return out
 
 
@@ -367,6 +382,14 @@ async def li_workload_async() -> list[Any]:
     out.append(outcome(lambda: str(reranked.query("sky?"))))
     streamed = index.as_query_engine(llm=MockLLM(max_tokens=2), streaming=True)
     out.append(outcome(lambda: list(streamed.query("sky?").response_gen)))
+    out.append(await aoutcome(lambda: _astream(streamed.aquery("grass?"))))  # model call made lazily
+    context_chat = index.as_chat_engine(
+        chat_mode="context", llm=MockLLM(max_tokens=2), memory=ChatMemoryBuffer.from_defaults()
+    )
+    out.append(outcome(lambda: list(context_chat.stream_chat("hi").response_gen)))
+    out.append(await aoutcome(lambda: _astream(context_chat.astream_chat("hi"))))
+    never_read = streamed.query("never read")  # its engine waits: ended by eviction (uninstrument)
+    out.append(outcome(lambda: type(never_read).__name__))
     chat_engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=2))
     out.append(outcome(lambda: "".join(chat_engine.stream_chat("hi").response_gen)))
     out.append(await aoutcome(lambda: _astr(li_agent().run("compute"))))
@@ -393,6 +416,11 @@ async def li_workload_async() -> list[Any]:
 
 async def _astr(awaitable: Any) -> str:
     return str(await awaitable)
+
+
+async def _astream(awaitable: Any) -> list[str]:
+    response = await awaitable
+    return [token async for token in response.async_response_gen()]
 
 
 def li_workload() -> list[Any]:

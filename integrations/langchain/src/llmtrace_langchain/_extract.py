@@ -1,13 +1,15 @@
 """Pure functions that read LangChain objects: provider names, parameters, usage, messages, documents.
 
-Nothing here touches OpenTelemetry or keeps state; every function tolerates shapes it does not
-know (missing keys, other types) by returning None rather than raising.
+Nothing here touches OpenTelemetry or keeps state (but a bounded cache of class attribute names);
+every function tolerates shapes it does not know (missing keys, other types) by returning None
+rather than raising.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from llmtrace import semconv
 from llmtrace._invocation import ModelInvocation
@@ -20,6 +22,7 @@ _PROVIDERS: dict[str, str] = {
     "anthropic": semconv.PROVIDER_ANTHROPIC,
     "azure": semconv.PROVIDER_AZURE_OPENAI,
     "azure_openai": semconv.PROVIDER_AZURE_OPENAI,
+    "azureopenai": semconv.PROVIDER_AZURE_OPENAI,
     "azure_ai": semconv.PROVIDER_AZURE_INFERENCE,
     "azure_inference": semconv.PROVIDER_AZURE_INFERENCE,
     "bedrock": semconv.PROVIDER_AWS_BEDROCK,
@@ -58,6 +61,94 @@ def provider_name(metadata: Mapping[str, Any], serialized: Mapping[str, Any] | N
             # ["langchain", "chat_models", "openai", "ChatOpenAI"] -> openai
             return _PROVIDERS.get(ident[2], UNKNOWN_PROVIDER)
     return UNKNOWN_PROVIDER
+
+
+_EMBEDDINGS_SUFFIXES = ("embeddings", "embedding")
+
+
+def _package_provider(module: str) -> str | None:
+    """The known provider a ``langchain_<provider>`` (or ``langchain_community.<kind>.<provider>``) names."""
+    parts = module.split(".")
+    if not parts[0].startswith("langchain_"):
+        return None
+    key = parts[0][len("langchain_") :]
+    if key == "community" and len(parts) > 2:
+        key = parts[2]  # as a serialized id's third part: ["langchain", "embeddings", "openai", ...]
+    return _PROVIDERS.get(key)
+
+
+def class_provider(classes: Sequence[type]) -> str:
+    """The provider of a model LangChain reports no ``ls_provider`` for (embedding models fire no callbacks).
+
+    ``classes``: the model's class and its bases of the same kind, most derived first. The first whose
+    name without its kind suffix (``OpenAIEmbeddings`` -> ``openai``) or whose ``langchain_<provider>``
+    package is a known provider gives it (a user's subclass of ``OpenAIEmbeddings`` is ``openai``);
+    otherwise the model's own class name, lower-cased without the suffix, as LangChain itself names the
+    provider of a chat model that declares none.
+    """
+    own: str | None = None
+    for cls in classes:
+        name = cls.__name__.lower()
+        for suffix in _EMBEDDINGS_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        if own is None and name:
+            own = name
+        known = _PROVIDERS.get(name) or _package_provider(cls.__module__)
+        if known is not None:
+            return known
+    return own or UNKNOWN_PROVIDER
+
+
+_class_attributes: dict[type, frozenset[str]] = {}
+_MAX_CACHED_CLASSES = 256
+
+
+def _class_attribute_names(cls: type) -> frozenset[str]:
+    """Names defined along ``cls``'s MRO (a bounded cache: it depends on the class only)."""
+    names = _class_attributes.get(cls)
+    if names is None:
+        names = frozenset().union(*(vars(c) for c in cls.__mro__))
+        if len(_class_attributes) >= _MAX_CACHED_CLASSES:  # classes made on the fly
+            _class_attributes.clear()
+        _class_attributes[cls] = names
+    return names
+
+
+def _attribute(obj: Any, name: str) -> Any:
+    """``obj.name`` or None, read without a failed lookup where possible (pydantic makes those slow)."""
+    values = getattr(obj, "__dict__", None)
+    if isinstance(values, dict) and name in values:
+        return values[name]
+    if name not in _class_attribute_names(type(obj)):
+        return None  # neither an instance nor a class attribute
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # a property that raises
+        return None
+
+
+def embeddings_model(model: Any) -> str | None:
+    """The model an embedding model is configured with (``model``, ``model_name``, ``deployment``, ...)."""
+    for name in ("model", "model_name", "model_id", "deployment", "deployment_name"):
+        value = _attribute(model, name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def server_address(model: Any) -> tuple[str | None, int | None]:
+    """Host and port of the API base URL a model is configured with, if any (else the SDK's default)."""
+    for name in ("openai_api_base", "base_url", "api_base", "azure_endpoint", "endpoint"):
+        value = _attribute(model, name)
+        if isinstance(value, str) and "://" in value:
+            try:
+                parsed = urlparse(value)
+                return parsed.hostname, parsed.port
+            except ValueError:
+                return None, None
+    return None, None
 
 
 def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:

@@ -150,6 +150,12 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         run = self._runs.peek(_key(run_id))
         return None if run is None else run.invocation
 
+    def child_parent(self, run_id: UUID) -> Invocation | None:
+        """The invocation a child of run ``run_id`` hangs under, as a child run's callback would find it
+        (for operations that fire no callbacks: the instrumentor's embeddings spans)."""
+        run = self._parent(run_id, None)
+        return None if run is None else run.span_parent
+
     def close(self) -> None:
         """End every open run (on uninstrument)."""
         self._runs.clear()

@@ -10,6 +10,10 @@
   also tell the span which LLM cache was consulted.
 - ``BaseLLM.generate`` / ``agenerate`` and ``get_prompts`` / ``aget_prompts``: spans for
   completion prompts answered from the cache (see ``_cache``).
+- the ``embed_*`` / ``aembed_*`` methods of every ``Embeddings`` class and the
+  ``_get_relevant_documents`` / ``_aget_relevant_documents`` of every retriever class, present and
+  future: embeddings spans (embedding models fire no callbacks) and the retrieval call scope they
+  nest in (see ``_embeddings``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from llmtrace._invocation import ModelInvocation
 from llmtrace._safety import report_internal_error
-from llmtrace_langchain import _cache
+from llmtrace_langchain import _cache, _embeddings
 from llmtrace_langchain._handler import LLMTraceCallbackHandler
 
 _CALLBACKS = "langchain_core.callbacks.base"
@@ -68,6 +72,10 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapt.wrap_function_wrapper(_LLMS, "BaseLLM.agenerate", _cache.agenerate_wrapper)
         wrapt.wrap_function_wrapper(_LLMS, "get_prompts", _cache.get_prompts_wrapper)
         wrapt.wrap_function_wrapper(_LLMS, "aget_prompts", _cache.aget_prompts_wrapper)
+        try:
+            _embeddings.install(handler)
+        except Exception as exc:  # the rest of the instrumentation stands
+            report_internal_error(f"{__name__}.instrument_embeddings", exc)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import langchain_core.callbacks.base as callbacks_base
@@ -82,6 +90,7 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _unwrap(llms.BaseLLM, name)
         _unwrap(llms, "get_prompts")
         _unwrap(llms, "aget_prompts")
+        _embeddings.uninstall()
         with _state_lock:
             for cls, name, original in reversed(_stream_patched):
                 setattr(cls, name, original)
