@@ -88,7 +88,6 @@ LI_ENTRY_POINTS = frozenset(
     {
         "LlamaIndexSpanHandler.__init__",
         "LlamaIndexSpanHandler.class_name",
-        "LlamaIndexSpanHandler.runs",
         "LlamaIndexSpanHandler.close",
         "LlamaIndexEventHandler.__init__",
         "LlamaIndexEventHandler.class_name",
