@@ -1,6 +1,6 @@
 """Pure functions that read LangChain objects: provider names, parameters, usage, messages, documents.
 
-Nothing here touches OpenTelemetry or keeps state (but a bounded cache of class attribute names);
+Nothing here touches OpenTelemetry or keeps state;
 every function tolerates shapes it does not know (missing keys, other types) by returning None
 rather than raising.
 """
@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from llmtrace import semconv
 from llmtrace._invocation import ModelInvocation
+from llmtrace._objects import attribute
 
 LC_ID_PREFIX = "lc_run-"
 """Ids LangChain makes up for messages (``lc_run--{run_id}-{i}``): not provider response ids."""
@@ -101,38 +102,10 @@ def class_provider(classes: Sequence[type]) -> str:
     return own or UNKNOWN_PROVIDER
 
 
-_class_attributes: dict[type, frozenset[str]] = {}
-_MAX_CACHED_CLASSES = 256
-
-
-def _class_attribute_names(cls: type) -> frozenset[str]:
-    """Names defined along ``cls``'s MRO (a bounded cache: it depends on the class only)."""
-    names = _class_attributes.get(cls)
-    if names is None:
-        names = frozenset().union(*(vars(c) for c in cls.__mro__))
-        if len(_class_attributes) >= _MAX_CACHED_CLASSES:  # classes made on the fly
-            _class_attributes.clear()
-        _class_attributes[cls] = names
-    return names
-
-
-def _attribute(obj: Any, name: str) -> Any:
-    """``obj.name`` or None, read without a failed lookup where possible (pydantic makes those slow)."""
-    values = getattr(obj, "__dict__", None)
-    if isinstance(values, dict) and name in values:
-        return values[name]
-    if name not in _class_attribute_names(type(obj)):
-        return None  # neither an instance nor a class attribute
-    try:
-        return getattr(obj, name, None)
-    except Exception:  # a property that raises
-        return None
-
-
 def embeddings_model(model: Any) -> str | None:
     """The model an embedding model is configured with (``model``, ``model_name``, ``deployment``, ...)."""
     for name in ("model", "model_name", "model_id", "deployment", "deployment_name"):
-        value = _attribute(model, name)
+        value = attribute(model, name)
         if isinstance(value, str) and value:
             return value
     return None
@@ -141,7 +114,7 @@ def embeddings_model(model: Any) -> str | None:
 def server_address(model: Any) -> tuple[str | None, int | None]:
     """Host and port of the API base URL a model is configured with, if any (else the SDK's default)."""
     for name in ("openai_api_base", "base_url", "api_base", "azure_endpoint", "endpoint"):
-        value = _attribute(model, name)
+        value = attribute(model, name)
         if isinstance(value, str) and "://" in value:
             try:
                 parsed = urlparse(value)

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llmtrace import semconv
+from llmtrace._objects import attribute
 
 # (substring of the lower-cased class name, provider name); first match wins, so the more
 # specific names come first.
@@ -45,11 +46,11 @@ def get(obj: Any, name: str) -> Any:
     if obj is None:
         return None
     if isinstance(obj, Mapping):
-        return obj.get(name)
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
+        try:
+            return obj.get(name)
+        except Exception:
+            return None
+    return attribute(obj, name)
 
 
 def provider_name(component: Any) -> str:

@@ -1,0 +1,58 @@
+"""Reading fields off framework objects without paying for failed lookups.
+
+Integrations probe objects for optional fields (``temperature``, ``model_name``, ...). On pydantic
+models, which LangChain and LlamaIndex use everywhere, a name that is not there goes through
+``BaseModel.__getattr__`` and an ``AttributeError``: several microseconds each, and a model call
+probes a dozen names. ``attribute`` answers from the instance ``__dict__`` and a per-class set of
+names instead, and falls back to ``getattr`` whenever a class could serve a name dynamically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MAX_CACHED_CLASSES = 512
+
+
+class _ClassNames:
+    __slots__ = ("dynamic", "names")
+
+    def __init__(self, cls: type) -> None:
+        self.names = frozenset().union(*(vars(c) for c in cls.__mro__))
+        hook = getattr(cls, "__getattr__", None)
+        pydantic_hook = getattr(hook, "__qualname__", "") == "BaseModel.__getattr__" and getattr(
+            hook, "__module__", ""
+        ).startswith("pydantic")
+        self.dynamic = hook is not None and not pydantic_hook
+        """Whether ``__getattr__`` may serve any name (pydantic's serves only private and extra fields)."""
+
+
+_classes: dict[type, _ClassNames] = {}
+
+
+def _class_names(cls: type) -> _ClassNames:
+    found = _classes.get(cls)
+    if found is None:
+        found = _ClassNames(cls)
+        if len(_classes) >= _MAX_CACHED_CLASSES:  # bounded: classes made on the fly
+            _classes.clear()
+        _classes[cls] = found
+    return found
+
+
+def attribute(obj: Any, name: str) -> Any:
+    """``obj.name``, or None if absent or if reading it raises. Never raises."""
+    values = getattr(obj, "__dict__", None)
+    if isinstance(values, dict) and name in values:
+        return values[name]
+    try:
+        known = _class_names(type(obj))
+        if name in known.names or known.dynamic:
+            return getattr(obj, name, None)
+        for served in ("__pydantic_extra__", "__pydantic_private__"):  # what pydantic's hook serves
+            found = getattr(obj, served, None)
+            if isinstance(found, dict) and name in found:
+                return found[name]
+        return None
+    except Exception:  # a property that raises, an odd metaclass
+        return None
