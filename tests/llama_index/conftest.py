@@ -4,12 +4,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen
 from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
 from llmtrace_llama_index import LlamaIndexInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan
 
+from llmtrace import semconv
 from llmtrace._content import CaptureMode, ContentPolicy
 from llmtrace._safety import reset_internal_errors
+from llmtrace.testing import metric_points
 from tests.llama_index.openai_server import FakeOpenAI
 
 
@@ -98,3 +102,41 @@ def open_runs():
 
     (handler,) = [h for h in get_dispatcher().span_handlers if isinstance(h, LlamaIndexSpanHandler)]
     return handler.runs.nodes
+
+
+class UsageStreamLLM(MockLLM):
+    """A ``CustomLLM`` whose stream reports usage on its last chunk. Its ``astream_chat`` and
+    ``astream_complete`` (``CustomLLM``'s) return a generator that calls the sync
+    ``stream_complete`` only when first iterated, after their dispatcher span returned."""
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        def gen() -> CompletionResponseGen:
+            yield CompletionResponse(text="a", delta="a")
+            usage = {"prompt_tokens": 5, "completion_tokens": 2}
+            yield CompletionResponse(text="a b", delta=" b", raw={"id": "r-1", "usage": usage})
+
+        return gen()
+
+
+def assert_counted_once(span: ReadableSpan, metric_reader: Any) -> None:
+    """The streamed model span of one ``UsageStreamLLM`` call, and its metrics recorded once."""
+    assert span.attributes[semconv.GEN_AI_REQUEST_STREAM] is True
+    assert span.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == 2
+    assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 5
+    assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 2
+    assert span.attributes[semconv.GEN_AI_RESPONSE_ID] == "r-1"
+    operation = span.attributes[semconv.GEN_AI_OPERATION_NAME]
+
+    def points(name: str) -> list[Any]:  # the model's (an embeddings call has its own)
+        found = metric_points(metric_reader, name)
+        return [p for p in found if p.attributes[semconv.GEN_AI_OPERATION_NAME] == operation]
+
+    assert [p.count for p in points(semconv.METRIC_CLIENT_OPERATION_DURATION)] == [1]
+    assert [p.count for p in points(semconv.METRIC_CLIENT_TIME_TO_FIRST_CHUNK)] == [1]
+    tokens = points(semconv.METRIC_CLIENT_TOKEN_USAGE)
+    assert sorted((p.attributes[semconv.GEN_AI_TOKEN_TYPE], p.count, p.sum) for p in tokens) == [
+        (semconv.TOKEN_TYPE_INPUT, 1, 5),
+        (semconv.TOKEN_TYPE_OUTPUT, 1, 2),
+    ]
+    assert len(open_runs()) == 0

@@ -32,4 +32,3 @@ def test_cache_stays_bounded_with_classes_made_at_run_time() -> None:
         instance = type(f"Made{i}", (), {})()
         assert classify(f"Made{i}.run{SUFFIX}", instance) is Kind.OTHER
     assert 0 < len(_classify._cache) <= _classify._MAX_CACHED
-

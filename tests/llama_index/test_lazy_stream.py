@@ -32,7 +32,15 @@ from opentelemetry.trace import StatusCode
 
 from llmtrace import semconv
 from llmtrace._safety import internal_error_counts
-from tests.llama_index.conftest import by_name, is_child, one, open_runs, tree
+from tests.llama_index.conftest import (
+    UsageStreamLLM,
+    assert_counted_once,
+    by_name,
+    is_child,
+    one,
+    open_runs,
+    tree,
+)
 
 DOCS = [Document(text="The sky is blue.", id_="sky"), Document(text="Grass is green.", id_="grass")]
 QUERY_TREE = [
@@ -300,6 +308,52 @@ def test_async_streamed_chat_engine(index, instrumentor, span_exporter, mode, en
     workflow, completion = assert_nested(spans, f"invoke_workflow {engine_name}")
     assert ok(workflow) and ok(completion)
     assert completion.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == 3  # astream -> stream: one span
+    assert_nothing_open()
+
+
+RETRIEVAL = ["  retrieval SimpleVectorStore", "    embeddings"]
+ENGINE_TREES = {
+    "simple": ["invoke_workflow SimpleChatEngine", "  chat"],
+    "context": ["invoke_workflow ContextChatEngine", *RETRIEVAL, "  text_completion"],
+    "condense_plus_context": [
+        "invoke_workflow CondensePlusContextChatEngine",
+        *RETRIEVAL,
+        "  text_completion",
+    ],
+    "condense_question": [
+        "invoke_workflow CondenseQuestionChatEngine",
+        *("  " + line for line in QUERY_TREE),
+    ],
+}
+
+
+@pytest.mark.parametrize("streamed", ["stream_chat", "astream_chat"])
+@pytest.mark.parametrize("mode", ENGINE_TREES)
+def test_chat_engine_stream_counts_the_model_call_once(
+    index, instrumentor, span_exporter, metric_reader, mode, streamed
+):
+    # astream_chat: CustomLLM.astream_* -> stream_complete, made in a task of LlamaIndex's: one span
+    memory = ChatMemoryBuffer.from_defaults()
+    engine = index.as_chat_engine(chat_mode=mode, llm=UsageStreamLLM(), memory=memory)
+
+    async def consume() -> list[str]:
+        response = await engine.astream_chat("hi")
+        return [token async for token in response.async_response_gen()]
+
+    if streamed == "stream_chat":
+        assert list(engine.stream_chat("hi").response_gen) == ["a", " b"]
+    else:
+        assert asyncio.run(consume()) == ["a", " b"]
+    spans = span_exporter.get_finished_spans()
+    expected = ENGINE_TREES[mode]
+    assert tree(spans) == expected
+    engine_span = one(spans, expected[0])
+    parent = engine_span if mode != "condense_question" else one(spans, QUERY_TREE[0])
+    model = one(spans, expected[-1].strip())
+    assert is_child(model, parent)
+    assert engine_span.end_time >= model.end_time  # the engine waited for its stream
+    assert ok(engine_span) and ok(model)
+    assert_counted_once(model, metric_reader)
     assert_nothing_open()
 
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.llms import ChatMessage, MockFunctionCallingLLM, MockLLM
 from llama_index.core.prompts import PromptTemplate
+from llama_index.core.tools import FunctionTool
+from llmtrace_llama_index._lazy import LazyStreams
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
 from llmtrace import semconv
 from llmtrace.testing import metric_points
-from tests.llama_index.conftest import one, open_runs, tree
+from tests.llama_index.conftest import UsageStreamLLM, assert_counted_once, one, open_runs, tree
 
 MESSAGES = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hi")]
 
@@ -169,3 +173,137 @@ def test_structured_predict_counts_once(instrumentor, span_exporter, metric_read
     # output class is called as a function tool
     assert tree(spans) == ["chat", "execute_tool Answer"]
     assert [p.count for p in metric_points(metric_reader, semconv.METRIC_CLIENT_OPERATION_DURATION)] == [1]
+
+
+# ---- a model call made by another one's stream: counted once ----------------------------
+async def _deltas(stream: AsyncIterator[Any]) -> list[str]:
+    return [chunk.delta async for chunk in stream]
+
+
+async def _in_same_task(stream: AsyncIterator[Any]) -> list[str]:
+    return await _deltas(stream)
+
+
+async def _in_another_task(stream: AsyncIterator[Any]) -> list[str]:
+    return await asyncio.create_task(_deltas(stream))
+
+
+async def _inside_a_traced_tool(stream: AsyncIterator[Any]) -> list[str]:
+    async def read() -> str:
+        return "|".join(await _deltas(stream))
+
+    output = await FunctionTool.from_defaults(async_fn=read, name="read").acall()
+    return output.content.split("|")
+
+
+CONSUMERS: dict[str, Callable[[AsyncIterator[Any]], Awaitable[list[str]]]] = {
+    "same_task": _in_same_task,
+    "other_task": _in_another_task,
+    "inside_tool": _inside_a_traced_tool,
+}
+
+
+@pytest.mark.parametrize("consumer", CONSUMERS)
+@pytest.mark.parametrize(
+    ("method", "name"), [("astream_chat", "chat"), ("astream_complete", "text_completion")]
+)
+def test_async_stream_of_custom_llm_counts_once(
+    instrumentor, span_exporter, metric_reader, method, name, consumer
+):
+    # CustomLLM.astream_* -> (when iterated) stream_complete: one model span, one usage record
+    llm = UsageStreamLLM()
+
+    async def run() -> list[str]:
+        argument: Any = MESSAGES if method == "astream_chat" else "x"
+        stream = await getattr(llm, method)(argument)
+        return await CONSUMERS[consumer](stream)
+
+    assert asyncio.run(run()) == ["a", " b"]
+    spans = span_exporter.get_finished_spans()
+    # consumed inside a tool: still a root, the call was made before the tool ran
+    assert tree(spans) == ([name, "execute_tool read"] if consumer == "inside_tool" else [name])
+    assert_counted_once(one(spans, name), metric_reader)
+
+
+def test_call_before_iterating_a_stream_is_its_own(instrumentor, span_exporter):
+    # a model call of the same LLM, in the same task, while its stream is pending: not merged
+    llm = UsageStreamLLM()
+
+    async def run() -> tuple[str, list[str]]:
+        stream = await llm.astream_complete("x")
+        text = (await llm.acomplete("y")).text
+        return text, await _deltas(stream)
+
+    assert asyncio.run(run()) == ("y", ["a", " b"])
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["text_completion", "text_completion"]
+    assert [s.attributes.get(semconv.GEN_AI_REQUEST_STREAM) for s in spans] == [None, True]
+    assert len(open_runs()) == 0
+    assert len(_streams()) == 0
+
+
+def test_stack_walked_only_for_a_model_call_while_a_stream_is_pending(instrumentor, monkeypatch):
+    walks = [0]
+    find = LazyStreams.find
+
+    def counting_find(self: LazyStreams) -> str | None:
+        walks[0] += 1
+        return find(self)
+
+    monkeypatch.setattr(LazyStreams, "find", counting_find)
+    llm = UsageStreamLLM()
+    llm.chat(MESSAGES)
+    llm.complete("x")
+    assert [c.delta for c in llm.stream_complete("x")] == ["a", " b"]
+    assert [c.delta for c in llm.stream_chat(MESSAGES)] == ["a", " b"]  # stream_complete inside: merged
+    assert walks[0] == 0  # no stream pending when a model call starts: a length check, no walk
+
+    async def run() -> list[str]:
+        return await _in_same_task(await llm.astream_complete("x"))
+
+    assert asyncio.run(run()) == ["a", " b"]
+    assert walks[0] == 1  # stream_complete, made by astream_complete's generator
+    assert len(_streams()) == 0
+
+
+def _streams() -> Any:
+    from llama_index_instrumentation import get_dispatcher
+    from llmtrace_llama_index._span_handler import LlamaIndexSpanHandler
+
+    (handler,) = [h for h in get_dispatcher().span_handlers if isinstance(h, LlamaIndexSpanHandler)]
+    return handler.runs.streams
+
+
+# ---- completion prompts: captured when content capture is on ------------------------------
+async def _complete(llm: MockLLM, how: str, method: str) -> str:
+    call = getattr(llm, method)
+    result = call("say hi") if how == "positional" else call(prompt="say hi")
+    if method.startswith("a"):
+        result = await result
+    if method == "complete" or method == "acomplete":
+        return str(result.text)
+    if method == "stream_complete":
+        return "".join(c.delta for c in result)
+    return "".join([c.delta async for c in result])
+
+
+COMPLETE_METHODS = ["complete", "acomplete", "stream_complete", "astream_complete"]
+
+
+@pytest.mark.parametrize("how", ["positional", "keyword"])
+@pytest.mark.parametrize("method", COMPLETE_METHODS)
+def test_completion_prompt_captured(instrumentor, span_exporter, capture, method, how):
+    text = asyncio.run(_complete(MockLLM(), how, method))
+    assert text == "say hi"
+    span = one(span_exporter.get_finished_spans(), "text_completion")
+    assert json.loads(span.attributes[semconv.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "say hi"}]}
+    ]
+
+
+@pytest.mark.parametrize("method", COMPLETE_METHODS)
+def test_completion_prompt_not_captured_by_default(instrumentor, span_exporter, method):
+    assert asyncio.run(_complete(MockLLM(), "positional", method)) == "say hi"
+    span = one(span_exporter.get_finished_spans(), "text_completion")
+    assert semconv.GEN_AI_INPUT_MESSAGES not in span.attributes
+    assert semconv.GEN_AI_OUTPUT_MESSAGES not in span.attributes

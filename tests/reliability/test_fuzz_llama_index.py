@@ -355,7 +355,7 @@ def test_malformed_dispatcher_calls_never_raise_and_every_span_ends(capture_on, 
     finally:
         otel_context.detach(token)
     assert len(runs.nodes) == 0
-    assert runs.pending_streams == {}
+    assert len(runs.streams) == 0
     assert tracker.open_spans() == []
     assert tracker.ended_twice() == []
     for span in exporter.get_finished_spans():

@@ -392,6 +392,11 @@ async def li_workload_async() -> list[Any]:
     out.append(outcome(lambda: type(never_read).__name__))
     chat_engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=2))
     out.append(outcome(lambda: "".join(chat_engine.stream_chat("hi").response_gen)))
+    # CustomLLM.astream_chat -> stream_chat, made by the engine's history-writer task: one model call
+    achat_engine = SimpleChatEngine.from_defaults(
+        llm=MockLLM(max_tokens=2), memory=ChatMemoryBuffer.from_defaults()
+    )
+    out.append(await aoutcome(lambda: _astream(achat_engine.astream_chat("hi"))))
     out.append(await aoutcome(lambda: _astr(li_agent().run("compute"))))
     out.append(await aoutcome(lambda: _astr(li_multi_agent().run(user_msg="2+2?"))))
     llm = MockLLM(max_tokens=2)

@@ -75,7 +75,9 @@ class _Entry:
 
 
 class LazyStreams:
-    """Frames of not-yet-consumed streamed engine responses, keyed by ``id(frame)``."""
+    """Frames of not-yet-consumed stream generators, keyed by ``id(frame)``: streamed engine
+    responses (``Runs.lazy``) and model streams before their first chunk (``Runs.streams``, see
+    ``Runs.pending_stream``)."""
 
     def __init__(self) -> None:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()

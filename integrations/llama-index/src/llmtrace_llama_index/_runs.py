@@ -87,6 +87,9 @@ class Node:
     """Engine nodes: this node's span id, under which ``lazy_keys`` were remembered."""
     lazy_done: bool = False
     """Engine nodes: a model call made by this engine's lazy stream has ended."""
+    pending: tuple[int, str] | None = None
+    """Model stream nodes: key and span id under which ``Runs.streams`` remembers the returned
+    generator until its first chunk (see ``Runs.pending_stream``)."""
 
     @property
     def effective(self) -> Invocation | None:
@@ -157,31 +160,40 @@ class Runs:
         self.handler = handler
         self.nodes: RunMap[str, Node] = RunMap(self._evict)
         self._streams_lock = threading.Lock()
-        self.pending_streams: dict[int, str] = {}
-        """Per LLM instance, the span id of its latest stream not yet iterated (see ``pending_stream``)."""
+        self.streams = LazyStreams()
+        """Generators returned by model stream calls that have not yielded a chunk yet, keyed by
+        frame (see ``pending_stream``)."""
         self.lazy = LazyStreams()
 
-    def pending_stream(self, instance_id: int | None) -> Node | None:
-        """The not-yet-iterated stream of this LLM that the caller's task just created, if any.
+    # ---- a model call made by the stream of another one -----------------------------------
+    # Some LLMs (LlamaIndex ``CustomLLM``) implement ``astream_*`` with a generator that calls
+    # the sync ``stream_*`` only when first iterated: after the outer dispatcher span returned,
+    # maybe in another task or thread (a chat engine's history writer), so the inner call's
+    # parent span id is the consumer's, not the outer call's. It is the same model call, and
+    # the outer stream's generator is running when it starts: its frame is on the stack.
+    def remember_model_stream(self, span_id: str, node: Node, result: Any) -> None:
+        """A model call returned a stream: until its first chunk, a model call made while its
+        generator runs is this call (see ``pending_stream``)."""
+        key = self.streams.remember(result, span_id)
+        if key is not None:
+            node.pending = (key, span_id)
 
-        Some LLMs (LlamaIndex ``CustomLLM``) implement ``astream_*`` with a generator that
-        calls the sync ``stream_*`` only when first iterated, outside the dispatcher span of
-        the outer call, so the inner call has no parent span id. It is the same model call,
-        recognised by: same LLM object, same thread and task, outer stream not started yet.
+    def pending_stream(self) -> Node | None:
+        """The model stream whose not-yet-yielded generator is running in the caller's stack, if any.
+
+        Walks at most ``_lazy.MAX_DEPTH`` frames; called only while such a stream exists.
         """
-        if instance_id is None:
-            return None
-        span_id = self.pending_streams.get(instance_id)
+        span_id = self.streams.find()
         node = self.nodes.peek(span_id) if span_id is not None else None
-        if node is None or node.invocation is None or node.invocation.ended or node.where != _where():
+        if node is None or node.invocation is None or node.invocation.ended:
             return None
         return node
 
     def forget_pending(self, node: Node) -> None:
-        if node.owner_id is not None:
-            span_id = self.pending_streams.get(node.owner_id)
-            if span_id is not None and self.nodes.peek(span_id) in (node, None):
-                self.pending_streams.pop(node.owner_id, None)
+        """A model stream yielded, ended or was evicted: calls made by its generator are its own."""
+        pending, node.pending = node.pending, None
+        if pending is not None:
+            self.streams.forget((pending[0],), pending[1])
 
     def attach(self, node: Node, invocation: Invocation | None = None) -> None:
         invocation = invocation or node.invocation
@@ -199,8 +211,8 @@ class Runs:
             otel_context.detach(token)  # type: ignore[arg-type]
 
     def clear(self, reason: str) -> None:
-        self.pending_streams.clear()
         self.nodes.clear(reason)
+        self.streams.clear()
         self.lazy.clear()
 
     # ---- engines that returned a stream -------------------------------------------------
@@ -307,6 +319,7 @@ class Runs:
             host_id = host.stream_host
 
     def _evict(self, node: Node, reason: str) -> None:
+        self.forget_pending(node)
         for rerank in node.pop_reranks():
             rerank.evict(reason)
         invocation = node.invocation

@@ -5,8 +5,9 @@ What becomes which span (see ``_classify``):
 - ``LLM.chat/achat/stream_chat/astream_chat`` -> ``chat {model}``; ``complete`` family ->
   ``text_completion {model}``. ``predict``, ``structured_predict`` and the other wrappers get
   no span: the model call they make is the one model span. A model call made inside another
-  one (``MockLLM.chat`` -> ``complete``, ``StructuredLLM.chat`` -> inner LLM) is merged into
-  the outer span: one span, one usage record.
+  one (``MockLLM.chat`` -> ``complete``, ``StructuredLLM.chat`` -> inner LLM, a ``CustomLLM``'s
+  ``astream_*`` -> its sync ``stream_*`` made by the returned generator, see ``Runs.pending_stream``)
+  is merged into the outer span: one span, one usage record.
 - embedding methods -> ``embeddings {model}``; ``retrieve`` -> ``retrieval {data source}``.
 - query and chat engines, ``Workflow.run`` -> ``invoke_workflow {class}``.
 - agents (``FunctionAgent``, ``ReActAgent``...) ``run`` -> ``invoke_agent {name}``; in an
@@ -80,6 +81,19 @@ def _argument(bound_args: inspect.BoundArguments | None, name: str) -> Any:
     (read after an invocation started: raising here would leave its span open)."""
     arguments = getattr(bound_args, "arguments", None)
     return arguments.get(name) if isinstance(arguments, Mapping) else None
+
+
+def _prompt(bound_args: inspect.BoundArguments | None) -> Any:
+    """The prompt of a completion call. LlamaIndex's completion wrapper (``llm_completion_callback``)
+    takes ``(self, *args, **kwargs)``: the prompt is its first positional argument or ``prompt=``."""
+    prompt = _argument(bound_args, "prompt")  # a method traced without that wrapper
+    if prompt is not None:
+        return prompt
+    args = _argument(bound_args, "args")
+    if isinstance(args, tuple) and args:
+        return args[0]
+    kwargs = _argument(bound_args, "kwargs")
+    return kwargs.get("prompt") if isinstance(kwargs, dict) else None
 
 
 class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
@@ -159,8 +173,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             host_id = parent_id if parent_node.invocation is not None else parent_node.host_id
 
         lazy_host = _lazy_host(parent_id, parent_node)
-        if kind in (Kind.CHAT, Kind.COMPLETION) and (parent_node is None or lazy_host is not None):
-            outer = runs.pending_stream(instance_id)
+        model_call = kind is Kind.CHAT or kind is Kind.COMPLETION
+        if model_call and len(runs.streams) and not isinstance(parent, ModelInvocation):
+            # maybe made by the generator of another model call's stream (``Runs.pending_stream``)
+            outer = runs.pending_stream()
             if outer is not None:
                 parent_node, parent, run, lazy_host = outer, outer.invocation, outer.run, outer.lazy_host
         if len(runs.lazy) and not isinstance(parent, ModelInvocation):
@@ -312,7 +328,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             if messages is not None:
                 invocation.input_messages, invocation.system_instructions = _extract.input_messages(messages)
             else:
-                prompt = _argument(bound_args, "prompt")
+                prompt = _prompt(bound_args)
                 if isinstance(prompt, str):
                     invocation.input_messages = _extract.prompt_messages(prompt)
 
@@ -376,8 +392,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             return
         streaming = inspect.isgenerator(result) or inspect.isasyncgen(result)
         if isinstance(invocation, ModelInvocation) and streaming:
-            if node.owner_id is not None:
-                self.runs.pending_streams[node.owner_id] = id_
+            self.runs.remember_model_stream(id_, node, result)
             self.runs.stream_opened(node)
             return  # a stream: ends on its end event, or by eviction if abandoned
         if node.kind in ENGINE_KINDS and self.runs.defer(node, result):
