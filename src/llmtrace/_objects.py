@@ -9,7 +9,9 @@ names instead, and falls back to ``getattr`` whenever a class could serve a name
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlparse
 
 _MAX_CACHED_CLASSES = 512
 
@@ -56,3 +58,17 @@ def attribute(obj: Any, name: str) -> Any:
         return None
     except Exception:  # a property that raises, an odd metaclass
         return None
+
+
+def url_host_port(obj: Any, names: Iterable[str]) -> tuple[str | None, int | None]:
+    """Host and port of the first of ``names`` on ``obj`` that holds a URL (a client's API base),
+    or (None, None). Never raises."""
+    for name in names:
+        value = attribute(obj, name)
+        if isinstance(value, str) and "://" in value:
+            try:
+                parsed = urlparse(value)
+                return parsed.hostname, parsed.port
+            except ValueError:
+                return None, None
+    return None, None

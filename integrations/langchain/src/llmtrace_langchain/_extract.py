@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 from llmtrace import semconv
 from llmtrace._invocation import ModelInvocation
-from llmtrace._objects import attribute
+from llmtrace._objects import attribute, url_host_port
 
 LC_ID_PREFIX = "lc_run-"
 """Ids LangChain makes up for messages (``lc_run--{run_id}-{i}``): not provider response ids."""
@@ -113,14 +112,7 @@ def embeddings_model(model: Any) -> str | None:
 
 def server_address(model: Any) -> tuple[str | None, int | None]:
     """Host and port of the API base URL a model is configured with, if any (else the SDK's default)."""
-    for name in ("openai_api_base", "base_url", "api_base", "azure_endpoint", "endpoint"):
-        value = attribute(model, name)
-        if isinstance(value, str) and "://" in value:
-            try:
-                parsed = urlparse(value)
-                return parsed.hostname, parsed.port
-            except ValueError:
-                return None, None
+    return url_host_port(model, ("openai_api_base", "base_url", "api_base", "azure_endpoint", "endpoint"))
     return None, None
 
 

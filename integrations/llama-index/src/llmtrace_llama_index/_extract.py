@@ -11,10 +11,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from llmtrace import semconv
-from llmtrace._objects import attribute
+from llmtrace._objects import attribute, url_host_port
 
 # (substring of the lower-cased class name, provider name); first match wins, so the more
 # specific names come first.
@@ -92,14 +91,7 @@ def model_name(component: Any) -> str | None:
 
 def server_address(component: Any) -> tuple[str | None, int | None]:
     """Host and port of the API base URL an LLM or embedding model calls, if it has one."""
-    for attr in ("api_base", "base_url", "azure_endpoint", "endpoint"):
-        value = get(component, attr)
-        if isinstance(value, str) and "://" in value:
-            try:
-                parsed = urlparse(value)
-                return parsed.hostname, parsed.port
-            except ValueError:
-                return None, None
+    return url_host_port(component, ("api_base", "base_url", "azure_endpoint", "endpoint"))
     return None, None
 
 
