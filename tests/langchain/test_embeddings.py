@@ -544,7 +544,7 @@ def test_internal_failure_returns_the_same_vectors(instrumented, span_exporter, 
 def test_internal_failure_in_the_retrieval_scope(instrumented, span_exporter, monkeypatch):
     s = store()
     span_exporter.clear()
-    monkeypatch.setattr(embeddings_module, "_traced_retrieval", lambda run_manager: 1 / 0)
+    monkeypatch.setattr(embeddings_module, "traced_invocation", lambda run_manager, kind: 1 / 0)
     reset_internal_errors()
     chain = RunnableLambda(lambda q: q) | s.as_retriever(search_kwargs={"k": 1})
     assert [d.id for d in chain.invoke("Paris is in France")] == ["d1"]

@@ -8,6 +8,7 @@ from llama_index.core.base.llms.types import CompletionResponse, CompletionRespo
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llmtrace_llama_index import LlamaIndexInstrumentor
+from llmtrace_llama_index._lazy import LazyStreams
 from opentelemetry.sdk.trace import ReadableSpan
 
 from llmtrace import semconv
@@ -140,3 +141,17 @@ def assert_counted_once(span: ReadableSpan, metric_reader: Any) -> None:
         (semconv.TOKEN_TYPE_OUTPUT, 1, 2),
     ]
     assert len(open_runs()) == 0
+
+
+@pytest.fixture
+def stack_walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the lazy-stream matching walked the Python stack (``[count]``)."""
+    walks = [0]
+    find = LazyStreams.find
+
+    def counting_find(self: LazyStreams) -> str | None:
+        walks[0] += 1
+        return find(self)
+
+    monkeypatch.setattr(LazyStreams, "find", counting_find)
+    return walks

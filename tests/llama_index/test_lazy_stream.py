@@ -204,21 +204,13 @@ def test_stream_consumed_inside_a_tool_call(index, instrumentor, span_exporter):
     assert_nothing_open()
 
 
-def test_no_stack_walk_without_pending_streams(index, instrumentor, span_exporter, monkeypatch):
-    walks = [0]
-    find = LazyStreams.find
-
-    def counting_find(self: LazyStreams) -> str | None:
-        walks[0] += 1
-        return find(self)
-
-    monkeypatch.setattr(LazyStreams, "find", counting_find)
+def test_no_stack_walk_without_pending_streams(index, instrumentor, span_exporter, stack_walks):
     engine = index.as_query_engine(llm=MockLLM(max_tokens=2))
     assert str(engine.query("sky?")) == "text text"
-    assert walks[0] == 0  # nothing pending: a length check per span, no stack walk
+    assert stack_walks[0] == 0  # nothing pending: a length check per span, no stack walk
     streamed = index.as_query_engine(llm=MockLLM(max_tokens=2), streaming=True).query("sky?")
     assert list(streamed.response_gen) == ["text ", "text"]
-    assert walks[0] == 2  # MockLLM.stream, then stream_complete under it (same engine: kept)
+    assert stack_walks[0] == 2  # MockLLM.stream, then stream_complete under it (same engine: kept)
     assert len(tree(span_exporter.get_finished_spans())) == 8
     assert_nothing_open()
 

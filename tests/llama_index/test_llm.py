@@ -13,7 +13,6 @@ from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.llms import ChatMessage, MockFunctionCallingLLM, MockLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from llmtrace_llama_index._lazy import LazyStreams
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
@@ -242,27 +241,19 @@ def test_call_before_iterating_a_stream_is_its_own(instrumentor, span_exporter):
     assert len(_streams()) == 0
 
 
-def test_stack_walked_only_for_a_model_call_while_a_stream_is_pending(instrumentor, monkeypatch):
-    walks = [0]
-    find = LazyStreams.find
-
-    def counting_find(self: LazyStreams) -> str | None:
-        walks[0] += 1
-        return find(self)
-
-    monkeypatch.setattr(LazyStreams, "find", counting_find)
+def test_stack_walked_only_for_a_model_call_while_a_stream_is_pending(instrumentor, stack_walks):
     llm = UsageStreamLLM()
     llm.chat(MESSAGES)
     llm.complete("x")
     assert [c.delta for c in llm.stream_complete("x")] == ["a", " b"]
     assert [c.delta for c in llm.stream_chat(MESSAGES)] == ["a", " b"]  # stream_complete inside: merged
-    assert walks[0] == 0  # no stream pending when a model call starts: a length check, no walk
+    assert stack_walks[0] == 0  # no stream pending when a model call starts: a length check, no walk
 
     async def run() -> list[str]:
         return await _in_same_task(await llm.astream_complete("x"))
 
     assert asyncio.run(run()) == ["a", " b"]
-    assert walks[0] == 1  # stream_complete, made by astream_complete's generator
+    assert stack_walks[0] == 1  # stream_complete, made by astream_complete's generator
     assert len(_streams()) == 0
 
 

@@ -41,7 +41,7 @@ from llmtrace._handler import TelemetryHandler
 from llmtrace._invocation import Invocation, ModelInvocation, RetrievalInvocation
 from llmtrace._safety import report_internal_error
 from llmtrace_langchain import _extract
-from llmtrace_langchain._handler import LLMTraceCallbackHandler
+from llmtrace_langchain._handler import LLMTraceCallbackHandler, traced_invocation
 
 Function = Callable[..., Any]
 _MARK = "_llmtrace_wrapped"
@@ -401,7 +401,7 @@ def _enter_retrieval(kwargs: Any) -> tuple[Token[_Scope | None], object] | None:
     try:
         if _State.handler is None:
             return None
-        traced = _traced_retrieval(kwargs.get("run_manager"))
+        traced = traced_invocation(kwargs.get("run_manager"), RetrievalInvocation)
         if traced is None:
             return None
         handler, invocation = traced
@@ -426,17 +426,6 @@ def _exit_retrieval(tokens: tuple[Token[_Scope | None], object]) -> None:
         report_internal_error(f"{__name__}.retrieval_scope", exc)
 
 
-def _traced_retrieval(run_manager: Any) -> tuple[LLMTraceCallbackHandler, RetrievalInvocation] | None:
-    """The retrieval invocation of ``run_manager``'s run, and the llmtrace handler tracing it."""
-    if run_manager is None:
-        return None
-    for handler in run_manager.handlers:
-        if isinstance(handler, LLMTraceCallbackHandler):
-            invocation = handler.invocation(run_manager.run_id)
-            if isinstance(invocation, RetrievalInvocation):
-                return handler, invocation
-            return None
-    return None
 
 
 # ---- lifecycle ------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NewType
+from typing import TYPE_CHECKING, Any, NewType, TypeVar
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -620,3 +620,21 @@ def _set_output(invocation: Invocation, outputs: Any) -> None:
 def _evict(run: _Run, reason: str) -> None:
     if run.invocation is not None:
         run.invocation.evict(reason)
+
+
+InvocationT = TypeVar("InvocationT", bound=Invocation)
+
+
+def traced_invocation(
+    run_manager: Any, kind: type[InvocationT]
+) -> tuple[LLMTraceCallbackHandler, InvocationT] | None:
+    """The live ``kind`` invocation of ``run_manager``'s run and the llmtrace handler tracing it
+    (for the instrumentor's wrappers, which see the run manager but no callback)."""
+    if run_manager is None:
+        return None
+    for handler in run_manager.handlers:
+        if isinstance(handler, LLMTraceCallbackHandler):
+            invocation = handler.invocation(run_manager.run_id)
+            if isinstance(invocation, kind):
+                return handler, invocation
+    return None

@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from llmtrace._invocation import ModelInvocation
 from llmtrace._safety import report_internal_error
 from llmtrace_langchain import _cache, _embeddings
-from llmtrace_langchain._handler import LLMTraceCallbackHandler
+from llmtrace_langchain._handler import LLMTraceCallbackHandler, traced_invocation
 
 _CALLBACKS = "langchain_core.callbacks.base"
 _CHAT = "langchain_core.language_models.chat_models"
@@ -154,8 +154,13 @@ def _model_invocation(
     run_manager: Any, cache_source: str | None = None, exact_cache: bool = False
 ) -> ModelInvocation | None:
     """The model invocation of ``run_manager``'s run, from whichever llmtrace handler traces it."""
-    if run_manager is None:
+    traced = traced_invocation(run_manager, ModelInvocation)
+    if traced is None:
         return None
+    invocation = traced[1]
+    if exact_cache:
+        invocation.cache_source = cache_source
+    return invocation
     for handler in run_manager.handlers:
         if isinstance(handler, LLMTraceCallbackHandler):
             invocation = handler.invocation(run_manager.run_id)
