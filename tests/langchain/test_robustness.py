@@ -167,22 +167,60 @@ def test_hand_registered_handler_plus_instrumentor_gives_one_span_per_run(
 def test_instrument_is_idempotent_and_uninstrument_restores(tracer_provider, span_exporter):
     import langchain_core.callbacks.base as base
 
-    original = base.BaseCallbackManager.__init__
+    originals = (base.BaseCallbackManager.add_handler, base.BaseCallbackManager.merge)
     instrumentor = LangChainInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider)
     instrumentor.instrument(tracer_provider=tracer_provider)
     try:
-        manager = CallbackManager(handlers=[])
+        manager = CallbackManager.configure()  # what every run does
         assert sum(isinstance(h, LLMTraceCallbackHandler) for h in manager.handlers) == 1
+        assert manager.inheritable_handlers == manager.handlers
         assert manager.copy().handlers == manager.handlers
-        assert len(manager.merge(CallbackManager(handlers=[])).handlers) == 1
+        assert len(manager.merge(CallbackManager.configure()).handlers) == 1
     finally:
         instrumentor.uninstrument()
-    assert base.BaseCallbackManager.__init__ is original
-    assert CallbackManager(handlers=[]).handlers == []
+    assert (base.BaseCallbackManager.add_handler, base.BaseCallbackManager.merge) == originals
+    assert CallbackManager.configure().handlers == []
     FakeListLLM(responses=["x"]).invoke("p")
     assert span_exporter.get_finished_spans() == ()
     assert LangChainInstrumentor().instrumentation_dependencies() == ("langchain-core >= 0.3",)
+    instrumentor.instrument(tracer_provider=tracer_provider)  # again after uninstrument: traced again
+    try:
+        FakeListLLM(responses=["x"]).invoke("p")
+        assert len(span_exporter.get_finished_spans()) == 1
+    finally:
+        instrumentor.uninstrument()
+
+
+def test_instrumentor_handler_gives_way_to_a_hand_registered_one_in_every_manager_shape(
+    instrumented, tracer_provider
+):
+    mine = LLMTraceCallbackHandler(tracer_provider=tracer_provider)
+    auto = LangChainInstrumentor._handler
+    assert auto is not None
+
+    def ours(manager):
+        return [h for h in manager.handlers if isinstance(h, LLMTraceCallbackHandler)]
+
+    assert ours(CallbackManager.configure([mine])) == [mine]  # inheritable callbacks of a config
+    assert ours(CallbackManager.configure(None, [mine])) == [mine]  # local callbacks
+    traced = CallbackManager.configure()
+    assert ours(traced) == [auto]
+    assert ours(CallbackManager.configure(traced, [mine])) == [mine]  # a child run's own handler
+    merged = traced.merge(CallbackManager(handlers=[mine], inheritable_handlers=[mine]))
+    assert ours(merged) == [mine] and merged.inheritable_handlers == [mine]
+    traced.add_handler(mine)
+    assert ours(traced) == [mine]
+
+
+def test_instrumentor_handler_stays_out_of_langgraph_graph_callback_managers(instrumented):
+    """LangGraph's graph-lifecycle managers take only GraphCallbackHandlers: nothing to add there."""
+    graph_callbacks = pytest.importorskip("langgraph.callbacks")
+    manager_class = getattr(graph_callbacks, "_GraphCallbackManager", None)
+    if manager_class is None:
+        pytest.skip("this langgraph has no graph callback manager")
+    manager = manager_class()
+    assert not any(isinstance(h, LLMTraceCallbackHandler) for h in manager.handlers)
 
 
 def test_entry_points_and_llmtrace_instrument(tracer_provider, span_exporter):

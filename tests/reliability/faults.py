@@ -43,12 +43,13 @@ LC_ENTRY_POINTS = frozenset(
         "_allm_scope",
         "_patch_stream_method",
         "_add_handler",
+        "_merge",
         "_unwrap",
         "generate_wrapper",
         "agenerate_wrapper",
         "get_prompts_wrapper",
         "aget_prompts_wrapper",
-        "_ManagerInit.__call__",
+        "_AutoHandlerVar.get",  # read by LangChain's configure: one attribute read, nothing to fail
         # guarded by their own try/except (their helpers are targets)
         "_enter",
         "_exit",
@@ -59,7 +60,7 @@ LC_ENTRY_POINTS = frozenset(
         "_lookup",
         "_single_run_manager",
         "_call_args",
-        "_ManagerInit.__init__",
+        "_register_configure_hook",
         "LangChainInstrumentor.instrumentation_dependencies",
         "LangChainInstrumentor._instrument",
         "LangChainInstrumentor._uninstrument",

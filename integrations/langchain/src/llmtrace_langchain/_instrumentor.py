@@ -1,8 +1,9 @@
 """``LangChainInstrumentor``: one inheritable handler in every callback manager, plus call-scope wrappers.
 
-- ``BaseCallbackManager.__init__`` gets the instrumentor's handler unless the manager already
-  holds an :class:`LLMTraceCallbackHandler` (a hand-registered one wins: ``add_handler`` of one
-  removes the automatic handler), so each run is traced exactly once.
+- LangChain's configure hook (``register_configure_hook``, run by every ``CallbackManager.configure``,
+  i.e. once per run) adds the instrumentor's handler, inheritable, unless the manager already holds
+  an :class:`LLMTraceCallbackHandler`. A hand-registered one wins: ``add_handler`` of one, and
+  ``merge`` with a manager holding one, remove the automatic handler, so each run is traced once.
 - ``BaseChatModel._generate_with_cache`` / ``_agenerate_with_cache``, ``BaseLLM._generate_helper`` /
   ``_agenerate_helper`` and the ``_stream`` / ``_astream`` of every model class: the model span is
   made current for the duration of the call (attached and detached in the same frame, never
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, cast
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -37,6 +39,7 @@ _LLMS = "langchain_core.language_models.llms"
 
 _state_lock = threading.Lock()
 _stream_patched: list[tuple[type, str, Any]] = []
+_hook_registered = False
 
 
 class _AutoHandler(LLMTraceCallbackHandler):
@@ -59,8 +62,9 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             keep_chain_spans=bool(kwargs.get("keep_chain_spans", False)),
         )
         LangChainInstrumentor._handler = handler
-        wrapt.wrap_function_wrapper(_CALLBACKS, "BaseCallbackManager.__init__", _ManagerInit(handler))
+        _register_configure_hook()
         wrapt.wrap_function_wrapper(_CALLBACKS, "BaseCallbackManager.add_handler", _add_handler)
+        wrapt.wrap_function_wrapper(_CALLBACKS, "BaseCallbackManager.merge", _merge)
         wrapt.wrap_function_wrapper(_CHAT, "BaseChatModel._generate_with_cache", _chat_scope)
         wrapt.wrap_function_wrapper(_CHAT, "BaseChatModel._agenerate_with_cache", _achat_scope)
         wrapt.wrap_function_wrapper(_LLMS, "BaseLLM._generate_helper", _llm_scope)
@@ -82,8 +86,8 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import langchain_core.language_models.chat_models as chat_models
         import langchain_core.language_models.llms as llms
 
-        _unwrap(callbacks_base.BaseCallbackManager, "__init__")
         _unwrap(callbacks_base.BaseCallbackManager, "add_handler")
+        _unwrap(callbacks_base.BaseCallbackManager, "merge")
         for name in ("_generate_with_cache", "_agenerate_with_cache", "stream", "astream"):
             _unwrap(chat_models.BaseChatModel, name)
         for name in ("_generate_helper", "_agenerate_helper", "stream", "astream", "generate", "agenerate"):
@@ -108,27 +112,26 @@ def _unwrap(owner: Any, name: str) -> None:
 
 
 # ---- handler injection -----------------------------------------------------------------------------
-class _ManagerInit:
-    def __init__(self, handler: _AutoHandler) -> None:
-        self._handler = handler
+class _AutoHandlerVar:
+    """What LangChain's configure hook reads the handler to add from (it calls only ``get()``, as on
+    the ContextVar it expects): the instrumentor's handler while instrumented, else None. Unlike a
+    ContextVar's value, it is the same in every thread and task."""
 
-    def __call__(self, wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any) -> None:
-        wrapped(*args, **kwargs)
-        try:
-            handler = self._handler
-            handlers, inheritable = instance.handlers, instance.inheritable_handlers
-            if not handlers and not inheritable:  # the common case on every run: nothing to scan
-                handlers.append(handler)
-                inheritable.append(handler)
-                return
-            ours = [h for h in (*handlers, *inheritable) if isinstance(h, LLMTraceCallbackHandler)]
-            if any(h is not handler for h in ours):
-                _drop(instance, handler)  # a handler registered by hand wins: one span per run
-            elif not ours:
-                handlers.append(handler)  # as add_handler(handler, inherit=True), minus our wrapper
-                inheritable.append(handler)
-        except Exception as exc:
-            report_internal_error(f"{__name__}.BaseCallbackManager.__init__", exc)
+    def get(self) -> LLMTraceCallbackHandler | None:
+        return LangChainInstrumentor._handler
+
+
+def _register_configure_hook() -> None:
+    """Register the hook once per process (LangChain has no unregister; uninstrument makes it inert)."""
+    global _hook_registered
+    from langchain_core.tracers.context import register_configure_hook
+
+    with _state_lock:
+        if _hook_registered:
+            return
+        # inheritable; skipped when the manager already holds any LLMTraceCallbackHandler
+        register_configure_hook(cast("ContextVar[Any]", _AutoHandlerVar()), True, LLMTraceCallbackHandler)
+        _hook_registered = True
 
 
 def _drop(manager: Any, handler: LLMTraceCallbackHandler) -> None:
@@ -149,6 +152,20 @@ def _add_handler(wrapped: Callable[..., None], instance: Any, args: Any, kwargs:
         report_internal_error(f"{__name__}.BaseCallbackManager.add_handler", exc)
 
 
+def _merge(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    merged = wrapped(*args, **kwargs)
+    try:
+        auto = LangChainInstrumentor._handler
+        if auto is not None and any(
+            isinstance(h, LLMTraceCallbackHandler) and h is not auto
+            for h in (*merged.handlers, *merged.inheritable_handlers)
+        ):
+            _drop(merged, auto)  # the hand-registered handler of one side wins
+    except Exception as exc:
+        report_internal_error(f"{__name__}.BaseCallbackManager.merge", exc)
+    return merged
+
+
 # ---- call scopes --------------------------------------------------------------------------------------
 def _model_invocation(
     run_manager: Any, cache_source: str | None = None, exact_cache: bool = False
@@ -161,14 +178,6 @@ def _model_invocation(
     if exact_cache:
         invocation.cache_source = cache_source
     return invocation
-    for handler in run_manager.handlers:
-        if isinstance(handler, LLMTraceCallbackHandler):
-            invocation = handler.invocation(run_manager.run_id)
-            if isinstance(invocation, ModelInvocation):
-                if exact_cache:
-                    invocation.cache_source = cache_source
-                return invocation
-    return None
 
 
 def _chat_cache_source(model: Any) -> str | None:
