@@ -204,6 +204,40 @@ def _strings(values: Sequence[object]) -> list[str]:
 class ModelInvocation(Invocation):
     """A model call: chat, text completion or embeddings. The only kind that carries usage and cost."""
 
+    # Fields the framework may fill in; None (or 0) until it does. Class-level defaults: a model call
+    # sets a few of them, and each assignment in ``__init__`` was paid on every call.
+    # request parameters
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: Sequence[str] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    seed: int | None = None
+    choice_count: int | None = None
+    reasoning_level: str | None = None
+    output_type: str | None = None
+    conversation_id: str | None = None
+    # response
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: Sequence[str] | None = None
+    cache_hit: bool | None = None
+    cache_source: str | None = None
+    # embeddings
+    dimension_count: int | None = None
+    input_count: int | None = None
+    # opt-in content, structured in the conventions' shapes; serialised only if captured
+    input_messages: Any = None
+    output_messages: Any = None
+    system_instructions: Any = None
+    tool_definitions: Any = None
+    # streaming
+    time_to_first_chunk: float | None = None
+    chunk_count = 0
+    _cost_value: float | None = None
+
     def __init__(
         self,
         handler: TelemetryHandler,
@@ -225,38 +259,7 @@ class ModelInvocation(Invocation):
         self._start_time_ns = start_time_ns
         self.framework: str | None = handler.framework
         self.dimensions = current_dimensions()
-        # request parameters
-        self.max_tokens: int | None = None
-        self.temperature: float | None = None
-        self.top_p: float | None = None
-        self.top_k: int | None = None
-        self.stop_sequences: Sequence[str] | None = None
-        self.frequency_penalty: float | None = None
-        self.presence_penalty: float | None = None
-        self.seed: int | None = None
-        self.choice_count: int | None = None
-        self.reasoning_level: str | None = None
-        self.output_type: str | None = None
-        self.conversation_id: str | None = None
-        # response
-        self.response_id: str | None = None
-        self.response_model: str | None = None
-        self.finish_reasons: Sequence[str] | None = None
         self.usage = Usage()
-        self.cache_hit: bool | None = None
-        self.cache_source: str | None = None
-        # embeddings
-        self.dimension_count: int | None = None
-        self.input_count: int | None = None
-        # opt-in content, structured in the conventions' shapes; serialised only if captured
-        self.input_messages: Any = None
-        self.output_messages: Any = None
-        self.system_instructions: Any = None
-        self.tool_definitions: Any = None
-        # streaming
-        self.time_to_first_chunk: float | None = None
-        self.chunk_count = 0
-        self._cost_value: float | None = None
         if agent is not None:
             agent.inference_calls += 1
 
@@ -313,27 +316,31 @@ class ModelInvocation(Invocation):
         )
 
     def _set_end_attributes(self, attrs: Attrs) -> None:
-        _set_if(attrs, semconv.GEN_AI_REQUEST_MAX_TOKENS, self.max_tokens)
-        _set_if(attrs, semconv.GEN_AI_REQUEST_TEMPERATURE, self.temperature)
-        _set_if(attrs, semconv.GEN_AI_REQUEST_TOP_P, self.top_p)
-        _set_if(attrs, semconv.GEN_AI_REQUEST_TOP_K, self.top_k)
+        for key, value in (
+            (semconv.GEN_AI_REQUEST_MAX_TOKENS, self.max_tokens),
+            (semconv.GEN_AI_REQUEST_TEMPERATURE, self.temperature),
+            (semconv.GEN_AI_REQUEST_TOP_P, self.top_p),
+            (semconv.GEN_AI_REQUEST_TOP_K, self.top_k),
+            (semconv.GEN_AI_REQUEST_FREQUENCY_PENALTY, self.frequency_penalty),
+            (semconv.GEN_AI_REQUEST_PRESENCE_PENALTY, self.presence_penalty),
+            (semconv.GEN_AI_REQUEST_SEED, self.seed),
+            (semconv.GEN_AI_REQUEST_REASONING_LEVEL, self.reasoning_level),
+            (semconv.GEN_AI_OUTPUT_TYPE, self.output_type),
+            (semconv.GEN_AI_CONVERSATION_ID, self.conversation_id),
+            (semconv.GEN_AI_RESPONSE_ID, self.response_id),
+            (semconv.GEN_AI_RESPONSE_MODEL, self.response_model),
+            (semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, self.dimension_count),
+            (semconv.LLMTRACE_EMBEDDINGS_INPUT_COUNT, self.input_count),
+            (semconv.LLMTRACE_FRAMEWORK, self.framework),
+        ):
+            if value is not None:  # as _set_if, inline: one call less per attribute
+                attrs[key] = value[:MAX_VALUE_LENGTH] if isinstance(value, str) else value
         if self.stop_sequences:
             attrs[semconv.GEN_AI_REQUEST_STOP_SEQUENCES] = _strings(self.stop_sequences)
-        _set_if(attrs, semconv.GEN_AI_REQUEST_FREQUENCY_PENALTY, self.frequency_penalty)
-        _set_if(attrs, semconv.GEN_AI_REQUEST_PRESENCE_PENALTY, self.presence_penalty)
-        _set_if(attrs, semconv.GEN_AI_REQUEST_SEED, self.seed)
         if self.choice_count is not None and self.choice_count != 1:
             attrs[semconv.GEN_AI_REQUEST_CHOICE_COUNT] = self.choice_count
-        _set_if(attrs, semconv.GEN_AI_REQUEST_REASONING_LEVEL, self.reasoning_level)
-        _set_if(attrs, semconv.GEN_AI_OUTPUT_TYPE, self.output_type)
-        _set_if(attrs, semconv.GEN_AI_CONVERSATION_ID, self.conversation_id)
-        _set_if(attrs, semconv.GEN_AI_RESPONSE_ID, self.response_id)
-        _set_if(attrs, semconv.GEN_AI_RESPONSE_MODEL, self.response_model)
         if self.finish_reasons:
             attrs[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = _strings(self.finish_reasons)
-        _set_if(attrs, semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT, self.dimension_count)
-        _set_if(attrs, semconv.LLMTRACE_EMBEDDINGS_INPUT_COUNT, self.input_count)
-        _set_if(attrs, semconv.LLMTRACE_FRAMEWORK, self.framework)
         for key, value in self.dimensions.items():
             attrs[semconv.LLMTRACE_DIMENSION_PREFIX + key] = value
         if self.stream:

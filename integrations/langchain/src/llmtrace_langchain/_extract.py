@@ -113,7 +113,6 @@ def embeddings_model(model: Any) -> str | None:
 def server_address(model: Any) -> tuple[str | None, int | None]:
     """Host and port of the API base URL a model is configured with, if any (else the SDK's default)."""
     return url_host_port(model, ("openai_api_base", "base_url", "api_base", "azure_endpoint", "endpoint"))
-    return None, None
 
 
 def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
@@ -148,10 +147,27 @@ def _first(*values: object) -> object:
     return None
 
 
+_PARAM_NAMES = frozenset(
+    {
+        "temperature", "max_tokens", "max_output_tokens", "top_p", "top_k", "frequency_penalty",
+        "presence_penalty", "seed", "n", "stop", "stop_sequences", "reasoning_effort", "reasoning",
+    }
+)  # fmt: skip
+_METADATA_PARAMS = ("ls_temperature", "ls_max_tokens", "ls_stop")
+
+
 def apply_request_params(
     invocation: ModelInvocation, metadata: Mapping[str, Any], params: Mapping[str, Any]
 ) -> None:
     """Copy request parameters from ``ls_*`` metadata and invocation params onto the invocation."""
+    try:
+        present = _PARAM_NAMES.intersection(params)
+    except TypeError:  # odd keys: look every name up
+        present = _PARAM_NAMES
+    if all(params.get(name) is None for name in present) and not any(
+        name in metadata for name in _METADATA_PARAMS
+    ):
+        return  # many calls: nothing to copy (``stop=None`` at most); the fields default to None
     invocation.temperature = _number(_first(metadata.get("ls_temperature"), params.get("temperature")))
     invocation.max_tokens = _int(
         _first(metadata.get("ls_max_tokens"), params.get("max_tokens"), params.get("max_output_tokens"))

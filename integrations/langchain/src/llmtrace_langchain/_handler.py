@@ -166,7 +166,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         ``kind`` None means a chain (agent, workflow or plumbing). A callback for another kind
         of run leaves the run in place, so its own end (or eviction) still ends its span.
         """
-        run = self._runs.peek(_key(run_id))
+        key = _key(run_id)
+        run = self._runs.peek(key)
         if run is None:
             return None
         invocation = run.invocation
@@ -175,7 +176,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 return None
         elif not isinstance(invocation, kind):
             return None
-        return self._runs.pop(_key(run_id))
+        return self._runs.pop(key)
 
     def _put_leaf(
         self, run_id: UUID, invocation: Invocation, parent: Invocation | None, parent_run: _Run | None

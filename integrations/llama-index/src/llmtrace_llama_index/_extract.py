@@ -92,7 +92,6 @@ def model_name(component: Any) -> str | None:
 def server_address(component: Any) -> tuple[str | None, int | None]:
     """Host and port of the API base URL an LLM or embedding model calls, if it has one."""
     return url_host_port(component, ("api_base", "base_url", "azure_endpoint", "endpoint"))
-    return None, None
 
 
 def unwrap_llm(llm: Any) -> Any:
