@@ -44,10 +44,10 @@ def _class_names(cls: type) -> _ClassNames:
 
 def attribute(obj: Any, name: str) -> Any:
     """``obj.name``, or None if absent or if reading it raises. Never raises."""
-    values = getattr(obj, "__dict__", None)
-    if isinstance(values, dict) and name in values:
-        return values[name]
     try:
+        values = getattr(obj, "__dict__", None)
+        if isinstance(values, dict) and name in values:
+            return values[name]
         known = _class_names(type(obj))
         if name in known.names or known.dynamic:
             return getattr(obj, name, None)
@@ -58,6 +58,37 @@ def attribute(obj: Any, name: str) -> Any:
         return None
     except Exception:  # a property that raises, an odd metaclass
         return None
+
+
+def attributes(obj: Any, names: Iterable[str]) -> dict[str, Any]:
+    """``{name: attribute(obj, name)}`` for the ``names`` ``obj`` has (values not None), with the
+    class and pydantic lookups done once for all of them (a model call probes a dozen names)."""
+    found: dict[str, Any] = {}
+    try:
+        values = getattr(obj, "__dict__", None)
+        values = values if isinstance(values, dict) else {}
+        known = _class_names(type(obj))
+        served: list[dict[str, Any]] = []
+        for hook in ("__pydantic_extra__", "__pydantic_private__"):  # what pydantic's hook serves
+            extra = getattr(obj, hook, None)
+            if isinstance(extra, dict) and extra:
+                served.append(extra)
+    except Exception:  # an odd object: one name at a time
+        values, known, served = {}, None, []
+    for name in names:
+        if name in values:
+            value = values[name]
+        elif known is None or name in known.names or known.dynamic:
+            value = attribute(obj, name)
+        else:
+            value = None
+            for extra in served:
+                if name in extra:
+                    value = extra[name]
+                    break
+        if value is not None:
+            found[name] = value
+    return found
 
 
 def url_host_port(obj: Any, names: Iterable[str]) -> tuple[str | None, int | None]:

@@ -74,3 +74,26 @@ def test_class_cache_is_bounded() -> None:
     for i in range(_objects._MAX_CACHED_CLASSES + 5):
         assert attribute(type(f"C{i}", (), {"x": i})(), "x") == i
     assert 0 < len(_objects._classes) <= _objects._MAX_CACHED_CLASSES
+
+
+class RaisingDict:
+    """An object whose ``__dict__`` cannot be read."""
+
+    @property
+    def __dict__(self) -> Any:  # type: ignore[override]
+        raise RuntimeError("no")
+
+    temperature = 0.5
+
+
+def test_attributes_reads_many_names_like_attribute() -> None:
+    names = ("temperature", "label", "extra_field", "_secret", "missing", "broken", "model", "other")
+    for obj in (Model(extra_field=7), Slotted(), Proxy(), None, RaisingDict()):
+        expected = {n: v for n in names if (v := attribute(obj, n)) is not None}
+        assert _objects.attributes(obj, names) == expected
+    assert _objects.attributes(Model(extra_field=7), names) == {
+        "temperature": 0.2,
+        "label": "m",
+        "extra_field": 7,
+        "_secret": "p",
+    }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmtrace import semconv
-from llmtrace._objects import attribute, url_host_port
+from llmtrace._objects import attribute, attributes, url_host_port
 
 # (substring of the lower-cased class name, provider name); first match wins, so the more
 # specific names come first.
@@ -126,20 +126,31 @@ def _integer(value: Any) -> int | None:
     return value
 
 
+_PARAM_NAMES = (
+    "temperature", "max_tokens", "max_completion_tokens", "max_new_tokens", "top_p", "top_k", "seed",
+    "frequency_penalty", "presence_penalty", "stop", "stop_sequences",
+)  # fmt: skip
+
+
+def _known(source: Any) -> dict[str, Any]:
+    """The request parameters a mapping holds (none if it is not a mapping or reading it fails)."""
+    if not source or not isinstance(source, Mapping):
+        return {}
+    try:
+        return {name: value for name in _PARAM_NAMES if (value := source.get(name)) is not None}
+    except Exception:
+        return {}
+
+
 def request_params(llm: Any, kwargs: Mapping[str, Any] | None) -> RequestParams:
     """Request parameters from the call's kwargs, the LLM's ``additional_kwargs`` and its fields."""
-    sources: list[Any] = []
-    if kwargs:
-        sources.append(kwargs)
-    extra = get(llm, "additional_kwargs")
-    if isinstance(extra, Mapping):
-        sources.append(extra)
-    sources.append(llm)
+    sources = [_known(kwargs), _known(get(llm, "additional_kwargs"))]  # plain dicts, in priority order
+    sources.append(_known(llm) if isinstance(llm, Mapping) else attributes(llm, _PARAM_NAMES))
 
     def first(*names: str) -> Any:
         for source in sources:
             for name in names:
-                value = get(source, name)
+                value = source.get(name)
                 if value is not None:
                     return value
         return None

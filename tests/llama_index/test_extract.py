@@ -1,0 +1,38 @@
+"""Request parameters of a LlamaIndex model call: call kwargs, then additional_kwargs, then fields."""
+
+from __future__ import annotations
+
+from llama_index.core.llms import MockLLM
+from llama_index.llms.openai import OpenAI
+from llmtrace_llama_index import _extract
+
+
+def test_request_params_priority_call_kwargs_then_additional_kwargs_then_fields() -> None:
+    llm = OpenAI(
+        model="gpt-4o-mini",
+        api_key="test",
+        temperature=0.2,
+        max_tokens=50,
+        additional_kwargs={"top_p": 0.9, "seed": 7, "stop": ["END"], "temperature": 0.3},
+    )
+    params = _extract.request_params(llm, {"temperature": 0.5, "max_completion_tokens": 9, "formatted": True})
+    assert params.temperature == 0.5  # the call's own value wins
+    assert params.max_tokens == 9  # the call's value wins over the field, whatever its name
+    assert params.top_p == 0.9
+    assert params.seed == 7
+    assert params.stop_sequences == ["END"]
+    assert params.top_k is None and params.frequency_penalty is None and params.presence_penalty is None
+
+    fields_only = _extract.request_params(llm, None)
+    assert (fields_only.temperature, fields_only.max_tokens) == (0.3, 50)  # additional_kwargs over fields
+
+
+def test_request_params_of_odd_inputs_are_empty_not_errors() -> None:
+    class Exploding(dict):
+        def get(self, *args, **kwargs):
+            raise RuntimeError("no")
+
+    params = _extract.request_params(MockLLM(max_tokens=5), Exploding(temperature=1))
+    assert params.max_tokens == 5 and params.temperature is None
+    assert _extract.request_params(None, None).max_tokens is None
+    assert _extract.request_params({"temperature": 0.7, "stop": "x"}, None).stop_sequences == ["x"]
