@@ -36,3 +36,13 @@ def test_request_params_of_odd_inputs_are_empty_not_errors() -> None:
     assert params.max_tokens == 5 and params.temperature is None
     assert _extract.request_params(None, None).max_tokens is None
     assert _extract.request_params({"temperature": 0.7, "stop": "x"}, None).stop_sequences == ["x"]
+
+
+def test_provider_names_cached_per_class_and_bounded() -> None:
+    assert _extract.provider_name(MockLLM()) == "mock"
+    assert _extract.known_provider(MockLLM()) is None
+    assert _extract.provider_name(OpenAI(model="gpt-4o-mini", api_key="test")) == "openai"
+    assert _extract.known_provider(OpenAI(model="gpt-4o-mini", api_key="test")) == "openai"
+    for i in range(_extract._MAX_CACHED_CLASSES + 5):
+        assert _extract.provider_name(type(f"Acme{i}LLM", (), {})()) == f"acme{i}"
+    assert 0 < len(_extract._providers) <= _extract._MAX_CACHED_CLASSES

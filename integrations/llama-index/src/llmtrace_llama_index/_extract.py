@@ -52,26 +52,35 @@ def get(obj: Any, name: str) -> Any:
     return attribute(obj, name)
 
 
+_MAX_CACHED_CLASSES = 512
+_providers: dict[type, tuple[str, str | None]] = {}
+
+
+def _class_provider(cls: type) -> tuple[str, str | None]:
+    """(provider name, well-known provider or None) of a component class, cached per class."""
+    found = _providers.get(cls)
+    if found is None:
+        name = cls.__name__.lower()
+        known = next((provider for needle, provider in _PROVIDERS if needle in name), None)
+        found = (known or _SUFFIX.sub("", name) or name, known)
+        if len(_providers) >= _MAX_CACHED_CLASSES:  # bounded: classes made at run time
+            _providers.clear()
+        _providers[cls] = found
+    return found
+
+
 def provider_name(component: Any) -> str:
     """The ``gen_ai.provider.name`` of an LLM or embedding model, from its class.
 
     Well-known providers map to the conventions' values; any other class gives its own
     lower-cased name without an ``LLM``/``Embedding`` suffix (``MockLLM`` -> ``mock``).
     """
-    name = type(component).__name__.lower()
-    for needle, provider in _PROVIDERS:
-        if needle in name:
-            return provider
-    return _SUFFIX.sub("", name) or name
+    return _class_provider(type(component))[0]
 
 
 def known_provider(component: Any) -> str | None:
     """The provider of a component whose class names a well-known one (``CohereRerank``), else None."""
-    name = type(component).__name__.lower()
-    for needle, provider in _PROVIDERS:
-        if needle in name:
-            return provider
-    return None
+    return _class_provider(type(component))[1]
 
 
 def model_name(component: Any) -> str | None:

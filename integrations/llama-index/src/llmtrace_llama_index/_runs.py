@@ -47,8 +47,10 @@ class RunState:
         return self.agent or self.invocation
 
 
-@dataclass(slots=True, eq=False)
 class Node:
+    """One open dispatcher span. A plain class: the fields below the constructor's are class-level
+    defaults, set on a node only when they change (most nodes are plumbing and change none)."""
+
     kind: Kind
     invocation: Invocation | None
     """The invocation this dispatcher span owns, if any."""
@@ -56,7 +58,29 @@ class Node:
     """The nearest enclosing invocation (what children of a plumbing span parent to)."""
     owner_id: int | None
     """``id()`` of the component that owns ``effective`` (its own inner spans are plumbing)."""
-    run: RunState | None = None
+    run: RunState | None
+
+    def __init__(
+        self,
+        kind: Kind,
+        invocation: Invocation | None,
+        parent: Invocation | None,
+        owner_id: int | None,
+        run: RunState | None = None,
+        *,
+        merged: bool = False,
+        component: Any = None,
+    ) -> None:
+        self.kind = kind
+        self.invocation = invocation
+        self.parent = parent
+        self.owner_id = owner_id
+        self.run = run
+        if merged:
+            self.merged = True
+        if component is not None:
+            self.component = component
+
     merged: bool = False
     """A model call inside another model call: feeds that invocation, starts nothing."""
     exited: bool = False
@@ -93,7 +117,11 @@ class Node:
 
     @property
     def effective(self) -> Invocation | None:
-        return self.current_rerank() or self.invocation or self.parent
+        if self.reranks:
+            rerank = self.current_rerank()
+            if rerank is not None:
+                return rerank
+        return self.invocation or self.parent
 
     # Reranks report no id: a ``ReRankEndEvent`` carries only its span id, which is the
     # enclosing span's when the reranker has no dispatcher span of its own (an async
@@ -131,7 +159,9 @@ class Node:
 
     def pop_reranks(self) -> list[RerankInvocation]:
         """The span ends: its reranks still open (removed)."""
-        reranks, self.reranks = self.reranks or [], None
+        if not self.reranks:
+            return []
+        reranks, self.reranks = self.reranks, None
         current = _current_rerank.get()
         if current is not None and any(r is current for r in reranks):
             _current_rerank.set(None)

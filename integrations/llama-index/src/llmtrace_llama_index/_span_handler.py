@@ -210,8 +210,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                 run.children.append(invocation)  # ended with the run if still open then
             node = Node(kind, invocation, parent, instance_id, child_run)
             runs.attach(node)
-        node.host_id = host_id
-        node.lazy_host = lazy_host
+        if host_id is not None:
+            node.host_id = host_id
+        if lazy_host is not None:
+            node.lazy_host = lazy_host
         runs.nodes.put(id_, node)
         if lazy_host is not None and isinstance(node.invocation, ModelInvocation):
             runs.open_lazy(node)  # the engine that returned the stream waits for this call
