@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import subprocess
@@ -107,6 +108,7 @@ def aggregate(raw: list[dict[str, Any]]) -> dict[str, Any]:
             "min_us": min(meds),
             "max_us": max(meds),
             "spans": statistics.median(r["spans_per_inv"] for r in rs),
+            "records": statistics.median(r.get("metric_records_per_inv", math.nan) for r in rs),
             "reps": len(rs),
         }
     return {"stats": stats, "errors": errors}
@@ -140,7 +142,9 @@ def report(
     add("- A peer that exports no span on a workload is not traced there and never counts as the best peer.")
     add(
         "- Cells: median over repetitions of each process's median µs per invocation; `+x` is the "
-        "overhead over `none`; spans = spans exported per invocation; range = min-max of the "
+        "overhead over `none`; spans = spans exported per invocation; records = synchronous metric "
+        "records (histogram records, counter adds) per invocation, counted over 20 extra invocations "
+        "after the timed ones; range = min-max of the "
         "repetitions' medians; CPU = median process CPU time per invocation (all threads, so the "
         "batch exporter thread's work counts; insensitive to other processes taking the cores).\n"
     )
@@ -151,10 +155,10 @@ def report(
         flo = stats.get((w, "floor"))
         add(f"### {wl.TITLES[w]}\n")
         add(
-            "| implementation | median µs | overhead µs | spans/inv | range µs | CPU µs | CPU overhead µs "
-            "| vs best peer | vs floor | vs floor-telemetry |"
+            "| implementation | median µs | overhead µs | spans/inv | records/inv | range µs | CPU µs "
+            "| CPU overhead µs | vs best peer | vs floor | vs floor-telemetry |"
         )
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         peer_over = {
             p: stats[(w, p)]["median_us"] - base["median_us"]
             for p in impls.PEERS
@@ -170,10 +174,10 @@ def report(
         for impl in args.impls:
             key = (w, impl)
             if (impl, w) in impls.NOT_APPLICABLE:
-                add(f"| {impl} | n/a | | | | | | | | {impls.NOT_APPLICABLE[(impl, w)]} |")
+                add(f"| {impl} | n/a | | | | | | | | | {impls.NOT_APPLICABLE[(impl, w)]} |")
                 continue
             if key not in stats:
-                add(f"| {impl} | failed | | | | | | | | {errors.get(key, 'no result')[:160]} |")
+                add(f"| {impl} | failed | | | | | | | | | {errors.get(key, 'no result')[:160]} |")
                 continue
             s = stats[key]
             over = s["median_us"] - base["median_us"] if base else None
@@ -192,7 +196,7 @@ def report(
             cpu_over = s["cpu_us"] - base["cpu_us"] if base else None
             cpu_cell = fmt(cpu_over, True) if impl != "none" else ""
             add(
-                f"| {name} | {fmt(s['median_us'])} | {over_cell} | {s['spans']:g} | "
+                f"| {name} | {fmt(s['median_us'])} | {over_cell} | {s['spans']:g} | {s['records']:g} | "
                 f"{fmt(s['min_us'])}-{fmt(s['max_us'])} | {fmt(s['cpu_us'])} | {cpu_cell} | "
                 f"{ratio(vs_peer)} | {ratio(vs_floor)} | {ratio(vs_tel)} |"
             )
@@ -335,6 +339,7 @@ def main() -> int:
             raw.extend(results)
             summary = ", ".join(
                 f"{r['workload']}={r['median_us']:.0f}µs/{r['spans_per_inv']:g}sp"
+                f"/{r.get('metric_records_per_inv', 0):g}rec"
                 if "median_us" in r
                 else f"{r['workload']}=ERR"
                 for r in results

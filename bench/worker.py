@@ -26,6 +26,34 @@ import impls
 import workloads as wl
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+COUNTED_INVOCATIONS = 20
+
+
+def count_metric_records(invoke: Any, config: Any, after: Any) -> float:
+    """Synchronous metric records (histogram records, counter adds, gauge sets) per invocation, counted
+    over a few extra invocations after the timed ones (so counting costs the timing nothing). Counted
+    where every synchronous instrument of the SDK hands its measurement over (a private SDK class:
+    this is a benchmark, not llmtrace)."""
+    from opentelemetry.sdk.metrics._internal.measurement_consumer import SynchronousMeasurementConsumer
+
+    original = SynchronousMeasurementConsumer.consume_measurement
+    count = 0
+
+    def counting(self: Any, measurement: Any) -> None:
+        nonlocal count
+        count += 1
+        original(self, measurement)
+
+    SynchronousMeasurementConsumer.consume_measurement = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(COUNTED_INVOCATIONS):
+            invoke(config)
+            if after is not None:
+                after()
+    finally:
+        SynchronousMeasurementConsumer.consume_measurement = original  # type: ignore[method-assign]
+    return count / COUNTED_INVOCATIONS
+
 
 def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
     impl: str = spec["impl"]
@@ -71,6 +99,7 @@ def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
             if reader is not None:
                 script = impls.telemetry_script(exporter.kept, reader, warmup + n)
                 exporter.kept.clear()
+            records = count_metric_records(invoke, config, after)  # after the probe's script: adds records
             results.append(
                 {
                     "impl": impl,
@@ -81,6 +110,7 @@ def run(spec: dict[str, Any]) -> list[dict[str, Any]]:
                     "p90_us": times[int(0.9 * (n - 1))] / 1000,
                     "cpu_median_us": statistics.median(cpu) / 1000,
                     "spans_per_inv": spans / n,
+                    "metric_records_per_inv": records,
                     "notes": hook.notes,
                     **({"telemetry": script} if script is not None else {}),
                 }
