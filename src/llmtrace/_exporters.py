@@ -54,6 +54,11 @@ class ExportStats:
             }
 
 
+SLOW_FAILURE_S = 0.5
+"""A failed export that took this long was waiting on the collector (hanging, or retrying a refused
+connection or a 503 until its timeout): the next batch would wait as long."""
+
+
 class ExportDeadlines:
     """Deadlines of the flushes and the shutdown in progress, for an exporter under a batch processor.
 
@@ -61,15 +66,17 @@ class ExportDeadlines:
     one batch after another, each batch waiting up to the export timeout when the collector
     hangs, whatever deadline was asked for (``export_timeout_millis`` is unused there): with a
     hung collector, shutting down a full queue took tens of seconds. While a deadline is open,
-    a batch is given up at once (without reaching the exporter) when the deadline has passed
-    or when an export has failed since it opened: a collector that just failed would only make
-    every remaining batch wait its timeout in turn.
+    a batch is given up at once (without reaching the exporter) when the deadline has passed, or
+    when the collector has shown it is down since the deadline opened: one export failed slowly
+    (``SLOW_FAILURE_S``), or two in a row failed. One quick failure (a batch the collector rejects,
+    such as an oversized one) does not stop the batches after it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._deadlines: list[float] = []
         self._failed = False
+        self._failures_in_a_row = 0
 
     @contextmanager
     def window(self, timeout_s: float) -> Iterator[None]:
@@ -84,6 +91,7 @@ class ExportDeadlines:
                 self._deadlines.remove(deadline)
                 if not self._deadlines:
                     self._failed = False
+                    self._failures_in_a_row = 0
 
     def close(self, timeout_s: float) -> None:
         """A deadline ``timeout_s`` from now that never ends (shutdown)."""
@@ -97,12 +105,29 @@ class ExportDeadlines:
                 return False
             return self._failed or time.monotonic() >= min(self._deadlines)
 
-    def note(self, ok: bool) -> None:
-        """Record the outcome of an export (a failure counts only while a deadline is open)."""
-        if not ok:
-            with self._lock:
-                if self._deadlines:
-                    self._failed = True
+    def note(self, ok: bool, elapsed_s: float = 0.0) -> None:
+        """Record the outcome of an export that took ``elapsed_s`` (it counts only while a deadline
+        is open)."""
+        with self._lock:
+            if not self._deadlines:
+                return
+            if ok:
+                self._failures_in_a_row = 0
+                return
+            self._failures_in_a_row += 1
+            if self._failures_in_a_row >= 2 or elapsed_s >= SLOW_FAILURE_S:
+                self._failed = True
+
+    @contextmanager
+    def timed(self) -> Iterator[list[bool]]:
+        """Time an export; the caller appends its outcome (True when delivered) to the yielded list,
+        and ``note`` gets it with the time taken (no outcome appended: failed)."""
+        outcome: list[bool] = []
+        started = time.monotonic()
+        try:
+            yield outcome
+        finally:
+            self.note(bool(outcome and outcome[0]), time.monotonic() - started)
 
 
 class CountingSpanExporter(SpanExporter):
@@ -124,12 +149,13 @@ class CountingSpanExporter(SpanExporter):
         if self.deadlines.give_up():
             result = SpanExportResult.FAILURE
         else:
-            try:
-                result = self.inner.export(spans)
-            except Exception as exc:
-                report_internal_error(f"{type(self.inner).__name__}.export", exc)
-                result = SpanExportResult.FAILURE
-            self.deadlines.note(result is SpanExportResult.SUCCESS)
+            with self.deadlines.timed() as outcome:
+                try:
+                    result = self.inner.export(spans)
+                except Exception as exc:
+                    report_internal_error(f"{type(self.inner).__name__}.export", exc)
+                    result = SpanExportResult.FAILURE
+                outcome.append(result is SpanExportResult.SUCCESS)
         with stats._lock:
             if result is SpanExportResult.SUCCESS:
                 stats.exported += count
@@ -272,11 +298,9 @@ class BoundedLogExporter(LogRecordExporter):
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         if self.deadlines.give_up():
             return LogRecordExportResult.FAILURE
-        result = LogRecordExportResult.FAILURE
-        try:
+        with self.deadlines.timed() as outcome:
             result = self.inner.export(batch)  # an exception is the batch processor's to log
-        finally:
-            self.deadlines.note(result is LogRecordExportResult.SUCCESS)
+            outcome.append(result is LogRecordExportResult.SUCCESS)
         return result
 
     def shutdown(self) -> None:

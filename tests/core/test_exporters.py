@@ -12,6 +12,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from llmtrace import _exporters as exporters_module
 from llmtrace._exporters import (
     BoundedBatchLogRecordProcessor,
     BoundedLogExporter,
@@ -84,8 +85,11 @@ def _span_pipeline(
 
 
 @pytest.mark.parametrize("flush", [False, True], ids=["shutdown", "force_flush"])
-def test_failing_exports_are_given_up_after_the_first(flush):
-    deadline_s = 5 * EXPORT_S  # far enough for the first export to start whatever the machine's load
+@pytest.mark.parametrize("slow", [False, True], ids=["two-quick-failures", "one-slow-failure"])
+def test_failing_exports_are_given_up_once_the_collector_is_seen_down(flush, slow, monkeypatch):
+    if slow:  # each fake export takes EXPORT_S: make that count as waiting on a dead collector
+        monkeypatch.setattr(exporters_module, "SLOW_FAILURE_S", EXPORT_S / 2)
+    deadline_s = 5 * EXPORT_S  # far enough for the first exports to start whatever the machine's load
     provider, inner, stats = _span_pipeline(ok=False, export_timeout_s=deadline_s)
     started = time.perf_counter()
     if flush:
@@ -95,12 +99,58 @@ def test_failing_exports_are_given_up_after_the_first(flush):
     took = time.perf_counter() - started
     provider.shutdown()
     assert took < deadline_s  # neither one wait per batch nor a wait for the deadline
-    assert inner.calls == 1
+    assert inner.calls == (1 if slow else 2)
     assert stats.snapshot() == {
         "exported": 0,
         "failed": 10 * BATCHES,
         "dropped_queue_full": 0,
         "dropped": 10 * BATCHES,
+        "pending": 0,
+    }
+
+
+class RejectsFirstBatch(SpanExporter):
+    """A collector that quickly rejects one batch (say, an oversized one) and takes the others."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        return SpanExportResult.FAILURE if self.calls == 1 else SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["shutdown", "force_flush"])
+def test_one_quickly_rejected_batch_does_not_give_up_the_others(flush):
+    stats = ExportStats()
+    inner = RejectsFirstBatch()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(
+        CountingBatchSpanProcessor(
+            CountingSpanExporter(inner, stats),
+            stats,
+            max_queue_size=2048,
+            schedule_delay_millis=60_000,
+            max_export_batch_size=10,
+            export_timeout_millis=5_000,
+        )
+    )
+    tracer = provider.get_tracer("t")
+    for _ in range(10 * BATCHES):
+        with tracer.start_as_current_span("s"):
+            pass
+    if flush:
+        provider.force_flush(5_000)
+    provider.shutdown()
+    assert inner.calls == BATCHES
+    assert stats.snapshot() == {
+        "exported": 10 * (BATCHES - 1),
+        "failed": 10,
+        "dropped_queue_full": 0,
+        "dropped": 10,
         "pending": 0,
     }
 
@@ -124,26 +174,34 @@ def test_a_flush_deadline_ends_with_the_flush():
     with tracer.start_as_current_span("after"):
         pass
     provider.force_flush(10_000)  # a new flush tries the collector again
-    assert inner.calls == 2
+    assert inner.calls == 3  # two in the first flush (two failures in a row), one in the second
     provider.shutdown()
     assert stats.snapshot()["failed"] == 10 * BATCHES + 1
 
 
 def test_deadlines_open_and_close():
     deadlines = ExportDeadlines()
-    deadlines.note(False)
+    deadlines.note(False, 10.0)
     assert not deadlines.give_up()  # no deadline open: failures do not count
     with deadlines.window(10):
         assert not deadlines.give_up()
         deadlines.note(True)
-        assert not deadlines.give_up()
+        deadlines.note(False)
+        assert not deadlines.give_up()  # one quick failure: the next batch is still tried
+        deadlines.note(True)
+        deadlines.note(False)
+        assert not deadlines.give_up()  # not two in a row
         deadlines.note(False)
         assert deadlines.give_up()
     assert not deadlines.give_up()
+    with deadlines.window(10):
+        deadlines.note(False, exporters_module.SLOW_FAILURE_S)
+        assert deadlines.give_up()  # one slow failure: the collector is hanging or refusing
     with deadlines.window(0):
         assert deadlines.give_up()
     deadlines.close(10)
     assert not deadlines.give_up()
+    deadlines.note(False)
     deadlines.note(False)
     assert deadlines.give_up()
 
@@ -166,4 +224,4 @@ def test_log_processor_shutdown_is_bounded():
     started = time.perf_counter()
     provider.shutdown()
     assert time.perf_counter() - started < 5 * EXPORT_S
-    assert inner.calls == 1
+    assert inner.calls == 2  # two failures in a row: the rest is given up
