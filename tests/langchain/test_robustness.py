@@ -14,7 +14,7 @@ import llmtrace_langchain._handler as handler_module
 import pytest
 from langchain_core.callbacks import CallbackManager
 from langchain_core.language_models.fake import FakeListLLM
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableLambda, RunnableParallel
 from llmtrace_langchain import LangChainInstrumentor, LLMTraceCallbackHandler
 
 from llmtrace import semconv
@@ -118,6 +118,26 @@ def test_50_concurrent_agent_runs_in_threads(handler, span_exporter):
         )
     assert len(results) == 50
     _check_traces(span_exporter.get_finished_spans(), 50)
+    assert handler.open_runs() == 0
+
+
+def test_parallel_branches_deciding_one_pending_root_get_one_workflow_span(handler, span_exporter):
+    """The branches of a RunnableParallel start in threads: each may be the root chain's first child,
+    which decides (under a lock) that the root gets its workflow span. One span, every time."""
+    branches = {f"b{i}": RunnableLambda(lambda x: FakeListLLM(responses=["r"]).invoke(x)) for i in range(8)}
+    parallel = RunnableParallel(branches)
+    for _ in range(20):
+        assert parallel.invoke("p", config={"callbacks": [handler], "max_concurrency": 8}) == {
+            name: "r" for name in branches
+        }
+    spans = span_exporter.get_finished_spans()
+    roots = [s for s in spans if s.parent is None]
+    assert len(roots) == 20
+    assert {s.name for s in roots} == {"invoke_workflow RunnableParallel<b0,b1,b2,b3,b4,b5,b6,b7>"}
+    root_ids = {s.context.span_id for s in roots}
+    models = [s for s in spans if s.parent is not None]
+    assert len(models) == 20 * 8
+    assert all(s.parent.span_id in root_ids for s in models)
     assert handler.open_runs() == 0
 
 

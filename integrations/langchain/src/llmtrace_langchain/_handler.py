@@ -60,6 +60,8 @@ def _key(run_id: object) -> RunKey:
     the map hashes a key several times per callback), anything else (malformed ids) as is."""
     return RunKey(run_id.int if isinstance(run_id, UUID) else run_id)
 
+_DECIDE_LOCKS = tuple(threading.Lock() for _ in range(64))
+
 # chain states
 _PENDING = 0
 _PLUMBING = 1
@@ -138,7 +140,6 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         )
         self.keep_chain_spans = keep_chain_spans
         self._runs: RunMap[RunKey, _Run] = RunMap(_evict)
-        self._lock = threading.Lock()
 
     # ---- run bookkeeping -------------------------------------------------------------------
     def open_runs(self) -> int:
@@ -194,8 +195,11 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         return run
 
     def _decide(self, run: _Run, child_metadata: Mapping[str, Any] | None) -> None:
-        """Decide what a pending chain is, now that its first child (or its end) is known."""
-        with self._lock:
+        """Decide what a pending chain is, now that its first child (or its end) is known.
+
+        Under a lock of a few shared by all runs (by the run's identity): children of this chain
+        starting in other threads wait for its span, runs of other chains almost never do."""
+        with _DECIDE_LOCKS[(id(run) >> 4) % len(_DECIDE_LOCKS)]:
             if run.state != _PENDING:
                 return
             own = run.metadata or {}
