@@ -25,6 +25,8 @@ from contextvars import ContextVar
 from typing import Any, cast
 
 import wrapt
+from langchain_core.caches import BaseCache
+from langchain_core.globals import get_llm_cache
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
@@ -181,9 +183,6 @@ def _model_invocation(
 
 
 def _chat_cache_source(model: Any) -> str | None:
-    from langchain_core.caches import BaseCache
-    from langchain_core.globals import get_llm_cache
-
     cache = model.cache
     if cache is False:
         return None
