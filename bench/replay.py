@@ -1,10 +1,14 @@
 """llmtrace's own cost per LangChain callback, without the framework around it (low noise).
 
-    uv run python bench/replay.py [--workloads chain tool_loop stream agent] [-n 3000]
+    uv run python bench/replay.py [--workloads chain tool_loop stream agent] [-n 3000] [--in-situ]
 
 Records the callbacks one invocation of a workload sends (a recording handler in config), then
 replays them, with fresh run ids, straight into an ``LLMTraceCallbackHandler`` on the benchmark
-pipeline, timing each callback. Reported: the median µs of each callback and their sum, once with
+pipeline, timing each callback. With ``--in-situ``, also times the same handler's callbacks inside
+real invocations of the workload (LangChain's work between callbacks left in): on this machine the
+same callbacks cost about twice as much there as replayed back to back (caches and branch
+predictors are cold after the framework's own code), so compare changes with the replay and quote
+costs from the in-situ table. Reported: the median µs of each callback and their sum, once with
 the SDK recording (spans sampled, metrics into an in-memory reader) and once with nothing recorded
 (sampler off, no-op meter): the second is llmtrace's Python alone. In one process and without
 LangChain's dispatch, run-to-run noise is a few percent, so this is the tool for before/after
@@ -52,18 +56,8 @@ def record(workload: str) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
 
 
 def replay(workload: str, n: int, recording: bool, tp: Any, mp: Any) -> dict[str, float]:
-    from llmtrace_langchain import LLMTraceCallbackHandler
-    from opentelemetry.metrics import NoOpMeterProvider
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-
     calls = record(workload)
-    if recording:
-        handler = LLMTraceCallbackHandler(tracer_provider=tp, meter_provider=mp)
-    else:
-        handler = LLMTraceCallbackHandler(
-            tracer_provider=TracerProvider(sampler=ALWAYS_OFF), meter_provider=NoOpMeterProvider()
-        )
+    handler = _handler(recording, tp, mp)
     ids = {k["run_id"] for _, _, k in calls if k.get("run_id") is not None}
     timings: dict[tuple[int, str], list[int]] = defaultdict(list)
     clock = time.perf_counter_ns
@@ -84,6 +78,51 @@ def replay(workload: str, n: int, recording: bool, tp: Any, mp: Any) -> dict[str
     return {f"{index:2d} {name}": statistics.median(t) / 1000 for (index, name), t in timings.items()}
 
 
+def _handler(recording: bool, tp: Any, mp: Any) -> Any:
+    from llmtrace_langchain import LLMTraceCallbackHandler
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    if recording:
+        return LLMTraceCallbackHandler(tracer_provider=tp, meter_provider=mp)
+    return LLMTraceCallbackHandler(
+        tracer_provider=TracerProvider(sampler=ALWAYS_OFF), meter_provider=NoOpMeterProvider()
+    )
+
+
+def in_situ(workload: str, n: int, recording: bool, tp: Any, mp: Any) -> dict[str, tuple[float, float]]:
+    """Per callback name: (calls per invocation, µs per invocation), timed inside ``n`` real invocations."""
+    handler = _handler(recording, tp, mp)
+    timings: dict[str, list[int]] = defaultdict(list)
+    clock = time.perf_counter_ns
+
+    def timed(name: str) -> Any:
+        method = getattr(handler, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                timings[name].append(clock() - start)
+
+        return call
+
+    for name in CALLBACKS:
+        setattr(handler, name, timed(name))  # instance attributes: LangChain looks them up there
+    invoke = wl.build(workload)
+    config = {"callbacks": [handler]}
+    for _ in range(n // 10):
+        invoke(config)
+    timings.clear()
+    for i in range(n):
+        invoke(config)
+        if i % 500 == 0:
+            tp.force_flush()
+    return {name: (len(t) / n, sum(t) / n / 1000) for name, t in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,6 +130,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["chain", "tool_loop", "stream", "agent"],
                         choices=sorted(wl.LANGCHAIN_WORKLOADS))  # fmt: skip
     parser.add_argument("-n", type=int, default=3000)
+    parser.add_argument("--in-situ", action="store_true", help="also time callbacks inside real invocations")
     args = parser.parse_args()
     tp, mp, _exporter = impls.pipeline()
     for workload in args.workloads:
@@ -101,6 +141,17 @@ def main() -> None:
         for key in full:
             print(f"{key:32s} {full[key]:12.1f} {bare.get(key, float('nan')):20.1f}")
         print(f"{'sum of medians':32s} {sum(full.values()):12.1f} {sum(bare.values()):20.1f}\n")
+        if args.in_situ:
+            full_situ = in_situ(workload, args.n, True, tp, mp)
+            bare_situ = in_situ(workload, args.n, False, tp, mp)
+            print(f"in situ ({args.n} invocations): µs per invocation")
+            print(f"{'callback':32s} {'calls':>6s} {'recorded µs':>12s} {'nothing recorded µs':>20s}")
+            for name, (calls, us) in full_situ.items():
+                bare_us = bare_situ.get(name, (0.0, float("nan")))[1]
+                print(f"{name:32s} {calls:6.1f} {us:12.1f} {bare_us:20.1f}")
+            total = sum(us for _, us in full_situ.values())
+            bare_total = sum(us for _, us in bare_situ.values())
+            print(f"{'total':32s} {'':6s} {total:12.1f} {bare_total:20.1f}\n")
 
 
 if __name__ == "__main__":
