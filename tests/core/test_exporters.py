@@ -64,8 +64,14 @@ class SlowLogExporter(LogRecordExporter):
 def _span_pipeline(
     ok: bool, export_timeout_s: float = EXPORT_S
 ) -> tuple[TracerProvider, SlowSpanExporter, ExportStats]:
-    stats = ExportStats()
     inner = SlowSpanExporter(ok)
+    provider, stats = _pipeline_with(inner, export_timeout_s)
+    return provider, inner, stats
+
+
+def _pipeline_with(inner: SpanExporter, export_timeout_s: float) -> tuple[TracerProvider, ExportStats]:
+    """``10 * BATCHES`` spans queued for ``inner``, batches of 10, nothing sent before a flush."""
+    stats = ExportStats()
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(
         CountingBatchSpanProcessor(
@@ -81,7 +87,7 @@ def _span_pipeline(
     for _ in range(10 * BATCHES):
         with tracer.start_as_current_span("s"):
             pass
-    return provider, inner, stats
+    return provider, stats
 
 
 @pytest.mark.parametrize("flush", [False, True], ids=["shutdown", "force_flush"])
@@ -125,23 +131,8 @@ class RejectsFirstBatch(SpanExporter):
 
 @pytest.mark.parametrize("flush", [False, True], ids=["shutdown", "force_flush"])
 def test_one_quickly_rejected_batch_does_not_give_up_the_others(flush):
-    stats = ExportStats()
     inner = RejectsFirstBatch()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(
-        CountingBatchSpanProcessor(
-            CountingSpanExporter(inner, stats),
-            stats,
-            max_queue_size=2048,
-            schedule_delay_millis=60_000,
-            max_export_batch_size=10,
-            export_timeout_millis=5_000,
-        )
-    )
-    tracer = provider.get_tracer("t")
-    for _ in range(10 * BATCHES):
-        with tracer.start_as_current_span("s"):
-            pass
+    provider, stats = _pipeline_with(inner, export_timeout_s=5.0)
     if flush:
         provider.force_flush(5_000)
     provider.shutdown()
