@@ -122,6 +122,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     run_inline = True
     raise_error = False
+    # Read by LangChain before every callback; the base class answers each through a property call.
+    ignore_llm = False
+    ignore_retry = False
+    ignore_chain = False
+    ignore_agent = False
+    ignore_retriever = False
+    ignore_chat_model = False
+    ignore_custom_event = False
 
     def __init__(
         self,
