@@ -45,13 +45,14 @@ ENV_OF = {
     "llmtrace-handler": "llmtrace",
     "llmtrace-instrument": "llmtrace",
     "llmtrace-content": "llmtrace",
+    "llmtrace-traces-only": "llmtrace",
     "openinference": "openinference",
     "openllmetry": "openllmetry",
     "langfuse": "langfuse",
     "openlit": "openlit",
     "otel-genai": "otel-genai",
 }
-OURS = ("llmtrace-handler", "llmtrace-instrument", "llmtrace-content")
+OURS = ("llmtrace-handler", "llmtrace-instrument", "llmtrace-content", "llmtrace-traces-only")
 PEERS = ("openinference", "openllmetry", "langfuse", "openlit", "otel-genai")
 FLOORS = ("floor", "floor-telemetry")
 IMPLS = ("none", *FLOORS, *OURS, *PEERS)
@@ -73,6 +74,8 @@ DESCRIPTIONS = {
     "llmtrace-handler": "`LLMTraceCallbackHandler(tracer_provider, meter_provider)` in `config['callbacks']`",
     "llmtrace-instrument": "`llmtrace.instrument(tracer_provider=..., meter_provider=...)` (default "
     "settings: no content captured)",
+    "llmtrace-traces-only": "as llmtrace-instrument, with `meter_provider=NoOpMeterProvider()`: the same "
+    "spans, no metric records (what llmtrace costs an application that exports traces only)",
     "llmtrace-content": "as llmtrace-instrument, with `llmtrace.configure(capture_content='SPAN_ONLY')` "
     "(content on spans, like the peers' defaults)",
     "openinference": "`openinference-instrumentation-langchain` / `-llama-index` "
@@ -300,13 +303,14 @@ def setup(
         from llmtrace_langchain import LLMTraceCallbackHandler
 
         shared.config = {"callbacks": [LLMTraceCallbackHandler(tracer_provider=tp, meter_provider=mp)]}
-    elif impl in ("llmtrace-instrument", "llmtrace-content"):
+    elif impl in ("llmtrace-instrument", "llmtrace-content", "llmtrace-traces-only"):
         import llmtrace
 
         if impl == "llmtrace-content":
             # The global providers are already set, so configure() only applies settings.
             llmtrace.configure(capture_content="SPAN_ONLY")
-        shared.notes.append(f"instrumented: {llmtrace.instrument(tracer_provider=tp, meter_provider=mp)}")
+        meters = metrics.NoOpMeterProvider() if impl == "llmtrace-traces-only" else mp
+        shared.notes.append(f"instrumented: {llmtrace.instrument(tracer_provider=tp, meter_provider=meters)}")
     elif impl == "openinference":
         if lc:
             from openinference.instrumentation.langchain import LangChainInstrumentor
