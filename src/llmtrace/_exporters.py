@@ -170,7 +170,41 @@ class CountingSpanExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-class CountingBatchSpanProcessor(BatchSpanProcessor):
+class _BoundedBatchProcessor:
+    """The part the span and log batch processors share (listed before the SDK's processor in the
+    bases): batch options checked the same way, and flush and shutdown bounded by the exporter's
+    :class:`ExportDeadlines` (a flush without a timeout gets the export timeout)."""
+
+    def __init__(
+        self,
+        exporter: CountingSpanExporter | BoundedLogExporter,
+        *,
+        max_queue_size: int,
+        schedule_delay_millis: float,
+        max_export_batch_size: int,
+        export_timeout_millis: float,
+    ) -> None:
+        super().__init__(  # type: ignore[call-arg]  # the SDK processor after this class in the MRO
+            exporter,
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=min(max_export_batch_size, max_queue_size),
+            export_timeout_millis=export_timeout_millis,
+        )
+        self._deadlines = exporter.deadlines
+        self._export_timeout_s = export_timeout_millis / 1000
+
+    def shutdown(self) -> None:
+        self._deadlines.close(self._export_timeout_s)
+        super().shutdown()  # type: ignore[misc]
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        timeout_s = self._export_timeout_s if timeout_millis is None else timeout_millis / 1000
+        with self._deadlines.window(timeout_s):
+            return bool(super().force_flush(timeout_millis))  # type: ignore[misc]
+
+
+class CountingBatchSpanProcessor(_BoundedBatchProcessor, BatchSpanProcessor):
     """A BatchSpanProcessor that counts the spans its full queue drops, and whose flush and
     shutdown end in about the export timeout even when the collector hangs.
 
@@ -194,22 +228,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             exporter,
             max_queue_size=max_queue_size,
             schedule_delay_millis=schedule_delay_millis,
-            max_export_batch_size=min(max_export_batch_size, max_queue_size),
+            max_export_batch_size=max_export_batch_size,
             export_timeout_millis=export_timeout_millis,
         )
         self._stats = stats
         self._max_queue = max_queue_size
-        self._deadlines = exporter.deadlines
-        self._export_timeout_s = export_timeout_millis / 1000
-
-    def shutdown(self) -> None:
-        self._deadlines.close(self._export_timeout_s)
-        super().shutdown()  # type: ignore[no-untyped-call]
-
-    def force_flush(self, timeout_millis: int | None = None) -> bool:
-        timeout_s = self._export_timeout_s if timeout_millis is None else timeout_millis / 1000
-        with self._deadlines.window(timeout_s):
-            return super().force_flush(timeout_millis)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -310,35 +333,9 @@ class BoundedLogExporter(LogRecordExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-class BoundedBatchLogRecordProcessor(BatchLogRecordProcessor):
-    """A BatchLogRecordProcessor whose flush and shutdown end in about the export timeout."""
-
-    def __init__(
-        self,
-        exporter: BoundedLogExporter,
-        *,
-        max_queue_size: int,
-        schedule_delay_millis: float,
-        max_export_batch_size: int,
-        export_timeout_millis: float,
-    ) -> None:
-        super().__init__(
-            exporter,
-            max_queue_size=max_queue_size,
-            schedule_delay_millis=schedule_delay_millis,
-            max_export_batch_size=min(max_export_batch_size, max_queue_size),
-            export_timeout_millis=export_timeout_millis,
-        )
-        self._deadlines = exporter.deadlines
-        self._export_timeout_s = export_timeout_millis / 1000
-
-    def shutdown(self) -> None:
-        self._deadlines.close(self._export_timeout_s)
-        super().shutdown()  # type: ignore[no-untyped-call]
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        with self._deadlines.window(timeout_millis / 1000):
-            return super().force_flush(timeout_millis)
+class BoundedBatchLogRecordProcessor(_BoundedBatchProcessor, BatchLogRecordProcessor):
+    """A BatchLogRecordProcessor whose flush and shutdown end in about the export timeout
+    (give it a :class:`BoundedLogExporter`)."""
 
 
 def jsonl_exporters(path: str | os.PathLike[str]) -> tuple[JsonlSpanExporter, JsonlLogExporter]:
