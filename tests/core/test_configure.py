@@ -99,25 +99,31 @@ def _check_received(rx: GrpcReceiver | HttpReceiver, trace_id: str, chat_span_id
     assert log.attributes == {sc.GEN_AI_EVALUATION_NAME: "relevance", sc.GEN_AI_EVALUATION_SCORE_VALUE: 0.75}
 
 
+def _round_trip(rx, monkeypatch, **options):
+    """Configure OTLP export with ``options``, send one agent trace and one evaluation, check that
+    ``rx`` received all three signals; the pipeline, still open."""
+    pipeline = llmtrace.configure(service_name="wire-test", exporters="otlp", set_global=False, **options)
+    handler = _handler(pipeline)
+    monkeypatch.setattr("llmtrace._manual._handler", handler)
+    trace_id, span_id = _agent_trace(handler)
+    llmtrace.record_evaluation("relevance", score=0.75, trace_id=trace_id, span_id=span_id)
+    pipeline.force_flush()
+    _check_received(rx, trace_id, span_id)
+    return pipeline
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_otlp_export_reaches_a_real_receiver(protocol, monkeypatch):
     receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
     with receiver as rx:
-        pipeline = llmtrace.configure(
-            service_name="wire-test",
-            exporters="otlp",
+        pipeline = _round_trip(
+            rx,
+            monkeypatch,
             otlp_endpoint=rx.endpoint,
             otlp_protocol=protocol,
             otlp_insecure=True,
             otlp_headers={"x-team": "llm"},
-            set_global=False,
         )
-        handler = _handler(pipeline)
-        monkeypatch.setattr("llmtrace._manual._handler", handler)
-        trace_id, span_id = _agent_trace(handler)
-        llmtrace.record_evaluation("relevance", score=0.75, trace_id=trace_id, span_id=span_id)
-        pipeline.force_flush()
-        _check_received(rx, trace_id, span_id)
         assert rx.headers("traces")[0]["x-team"] == "llm"
         pipeline.shutdown()
     assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
@@ -128,19 +134,9 @@ def test_otlp_endpoint_given_as_a_full_signal_url_reaches_every_signal(path, mon
     """Users copy ``http://collector:4318/v1/traces`` from collector docs: all three signals still
     go to their own path instead of ``/v1/traces/v1/traces``."""
     with HttpReceiver() as rx:
-        pipeline = llmtrace.configure(
-            service_name="wire-test",
-            exporters="otlp",
-            otlp_endpoint=rx.endpoint + path,
-            otlp_protocol="http/protobuf",
-            set_global=False,
+        pipeline = _round_trip(
+            rx, monkeypatch, otlp_endpoint=rx.endpoint + path, otlp_protocol="http/protobuf"
         )
-        handler = _handler(pipeline)
-        monkeypatch.setattr("llmtrace._manual._handler", handler)
-        trace_id, span_id = _agent_trace(handler)
-        llmtrace.record_evaluation("relevance", score=0.75, trace_id=trace_id, span_id=span_id)
-        pipeline.force_flush()
-        _check_received(rx, trace_id, span_id)
         pipeline.shutdown()
     assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
 
