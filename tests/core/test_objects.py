@@ -91,6 +91,7 @@ def test_attributes_reads_many_names_like_attribute() -> None:
     for obj in (Model(extra_field=7), Slotted(), Proxy(), None, RaisingDict()):
         expected = {n: v for n in names if (v := attribute(obj, n)) is not None}
         assert _objects.attributes(obj, names) == expected
+    assert _objects.attributes(RaisingDict(), names) == {}  # nothing can be read safely: all absent
     assert _objects.attributes(Model(extra_field=7), names) == {
         "temperature": 0.2,
         "label": "m",
