@@ -1,8 +1,7 @@
 """Pure functions that read LangChain objects: provider names, parameters, usage, messages, documents.
 
-Nothing here touches OpenTelemetry or keeps state;
-every function tolerates shapes it does not know (missing keys, other types) by returning None
-rather than raising.
+Nothing here touches OpenTelemetry or keeps state; every function tolerates shapes it does not
+know (missing keys, other types) by returning None rather than raising.
 """
 
 from __future__ import annotations
@@ -159,36 +158,36 @@ _METADATA_PARAMS = ("ls_temperature", "ls_max_tokens", "ls_stop")
 def apply_request_params(
     invocation: ModelInvocation, metadata: Mapping[str, Any], params: Mapping[str, Any]
 ) -> None:
-    """Copy request parameters from ``ls_*`` metadata and invocation params onto the invocation."""
+    """Copy request parameters from ``ls_*`` metadata and invocation params onto the invocation.
+
+    Only the parameters named in ``_PARAM_NAMES`` are read (one pass over the call's params)."""
     try:
-        present = _PARAM_NAMES.intersection(params)
-    except TypeError:  # odd keys: look every name up
-        present = _PARAM_NAMES
-    if all(params.get(name) is None for name in present) and not any(
-        name in metadata for name in _METADATA_PARAMS
-    ):
-        return  # many calls: nothing to copy (``stop=None`` at most); the fields default to None
-    invocation.temperature = _number(_first(metadata.get("ls_temperature"), params.get("temperature")))
+        given = {
+            name: value for name in _PARAM_NAMES.intersection(params) if (value := params[name]) is not None
+        }
+    except Exception:  # an odd mapping: nothing read from it
+        given = {}
+    if not given and not any(name in metadata for name in _METADATA_PARAMS):
+        return  # most calls: nothing to copy (``stop=None`` at most); the fields default to None
+    get = given.get
+    invocation.temperature = _number(_first(metadata.get("ls_temperature"), get("temperature")))
     invocation.max_tokens = _int(
-        _first(metadata.get("ls_max_tokens"), params.get("max_tokens"), params.get("max_output_tokens"))
+        _first(metadata.get("ls_max_tokens"), get("max_tokens"), get("max_output_tokens"))
     )
-    invocation.top_p = _number(params.get("top_p"))
-    invocation.top_k = _int(params.get("top_k"))
-    invocation.frequency_penalty = _number(params.get("frequency_penalty"))
-    invocation.presence_penalty = _number(params.get("presence_penalty"))
-    invocation.seed = _int(params.get("seed"))
-    invocation.choice_count = _int(params.get("n"))
-    stop = _first(metadata.get("ls_stop"), params.get("stop"), params.get("stop_sequences"))
+    invocation.top_p = _number(get("top_p"))
+    invocation.top_k = _int(get("top_k"))
+    invocation.frequency_penalty = _number(get("frequency_penalty"))
+    invocation.presence_penalty = _number(get("presence_penalty"))
+    invocation.seed = _int(get("seed"))
+    invocation.choice_count = _int(get("n"))
+    stop = _first(metadata.get("ls_stop"), get("stop"), get("stop_sequences"))
     if isinstance(stop, str):
         invocation.stop_sequences = [stop]
     elif isinstance(stop, (list, tuple)) and stop:
         invocation.stop_sequences = [str(s) for s in stop]
-    effort = _first(
-        params.get("reasoning_effort"),
-        (params.get("reasoning") or {}).get("effort")
-        if isinstance(params.get("reasoning"), Mapping)
-        else None,
-    )
+    reasoning = get("reasoning")
+    nested = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
+    effort = _first(get("reasoning_effort"), nested)
     if isinstance(effort, str):
         invocation.reasoning_level = effort
 

@@ -60,6 +60,7 @@ def _key(run_id: object) -> RunKey:
     the map hashes a key several times per callback), anything else (malformed ids) as is."""
     return RunKey(run_id.int if isinstance(run_id, UUID) else run_id)
 
+
 _DECIDE_LOCKS = tuple(threading.Lock() for _ in range(64))
 
 # chain states
