@@ -9,9 +9,28 @@ names instead, and falls back to ``getattr`` whenever a class could serve a name
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Hashable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import urlparse
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class BoundedCache(dict[K, V]):
+    """A dict for per-class caches that forgets everything once it holds ``limit`` entries: classes
+    made at run time must not grow it forever. Read it as a dict; add through ``remember``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: K, value: V) -> V:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
 
 _MAX_CACHED_CLASSES = 512
 
@@ -29,17 +48,12 @@ class _ClassNames:
         """Whether ``__getattr__`` may serve any name (pydantic's serves only private and extra fields)."""
 
 
-_classes: dict[type, _ClassNames] = {}
+_classes: BoundedCache[type, _ClassNames] = BoundedCache(_MAX_CACHED_CLASSES)
 
 
 def _class_names(cls: type) -> _ClassNames:
     found = _classes.get(cls)
-    if found is None:
-        found = _ClassNames(cls)
-        if len(_classes) >= _MAX_CACHED_CLASSES:  # bounded: classes made on the fly
-            _classes.clear()
-        _classes[cls] = found
-    return found
+    return found if found is not None else _classes.remember(cls, _ClassNames(cls))
 
 
 def attribute(obj: Any, name: str) -> Any:

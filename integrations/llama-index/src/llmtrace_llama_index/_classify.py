@@ -20,6 +20,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.tools.types import BaseTool
 from llama_index.core.workflow import Workflow
 
+from llmtrace._objects import BoundedCache
+
 
 class Kind(enum.Enum):
     CHAT = "chat"
@@ -71,7 +73,7 @@ def method_name(span_id: str) -> str:
 
 
 _MAX_CACHED = 4096
-_cache: dict[tuple[type, str], Kind] = {}
+_cache: BoundedCache[tuple[type, str], Kind] = BoundedCache(_MAX_CACHED)
 
 
 def classify(span_id: str, instance: Any) -> Kind:
@@ -83,12 +85,7 @@ def classify(span_id: str, instance: Any) -> Kind:
         return Kind.STEP
     key = (type(instance), method)
     kind = _cache.get(key)
-    if kind is None:
-        kind = _classify(instance, method)
-        if len(_cache) >= _MAX_CACHED:  # bounded: classes made at run time must not grow it forever
-            _cache.clear()
-        _cache[key] = kind
-    return kind
+    return kind if kind is not None else _cache.remember(key, _classify(instance, method))
 
 
 def clear_cache() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmtrace import semconv
-from llmtrace._objects import attribute, attributes, url_host_port
+from llmtrace._objects import BoundedCache, attribute, attributes, url_host_port
 
 # (substring of the lower-cased class name, provider name); first match wins, so the more
 # specific names come first.
@@ -53,7 +53,7 @@ def get(obj: Any, name: str) -> Any:
 
 
 _MAX_CACHED_CLASSES = 512
-_providers: dict[type, tuple[str, str | None]] = {}
+_providers: BoundedCache[type, tuple[str, str | None]] = BoundedCache(_MAX_CACHED_CLASSES)
 
 
 def _class_provider(cls: type) -> tuple[str, str | None]:
@@ -62,10 +62,7 @@ def _class_provider(cls: type) -> tuple[str, str | None]:
     if found is None:
         name = cls.__name__.lower()
         known = next((provider for needle, provider in _PROVIDERS if needle in name), None)
-        found = (known or _SUFFIX.sub("", name) or name, known)
-        if len(_providers) >= _MAX_CACHED_CLASSES:  # bounded: classes made at run time
-            _providers.clear()
-        _providers[cls] = found
+        found = _providers.remember(cls, (known or _SUFFIX.sub("", name) or name, known))
     return found
 
 
