@@ -246,7 +246,7 @@ def test_streamed_query_with_an_openai_model(
         "    embeddings",
         "  chat gpt-4o-mini",
         "consumer",
-        "  POST",  # the request is made when the consumer reads the stream (see the README)
+        "  POST",  # the request is made when the consumer reads the stream (docs/limitations.md)
     ]
     _, chat = assert_nested(spans, "invoke_workflow RetrieverQueryEngine", "chat gpt-4o-mini")
     assert chat.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 30
