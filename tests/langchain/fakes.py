@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 USAGE = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+SLOW_S = 5.0
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -92,6 +94,20 @@ class ScriptedChatModel(BaseChatModel):
             response_metadata={"finish_reason": "stop", "model_name": self.model},
         )
         yield ChatGenerationChunk(message=final)
+
+
+class SlowChatModel(ScriptedChatModel):
+    """A chat model whose async calls take ``SLOW_S`` seconds (to be cancelled while they wait)."""
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        await asyncio.sleep(SLOW_S)
+        return self._generate(messages, stop, None, **kwargs)
 
 
 def answer(text: str, usage: dict[str, Any] | None = None, **meta: Any) -> AIMessage:

@@ -58,6 +58,7 @@ LC_ENTRY_POINTS = frozenset(
         "_enter_retrieval",
         "_exit_retrieval",
         "_lookup",
+        "_cancelled",
         "_single_run_manager",
         "_call_args",
         "_register_configure_hook",

@@ -52,7 +52,7 @@ from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 from llmtrace_langchain import LLMTraceCallbackHandler
 from tenacity import Future, RetryCallState, Retrying
 
-from tests.langchain.fakes import ScriptedChatModel, answer, call
+from tests.langchain.fakes import ScriptedChatModel, SlowChatModel, answer, call
 
 
 # ---- outcomes --------------------------------------------------------------------------------------------
@@ -263,6 +263,11 @@ async def lc_workload_async() -> list[Any]:
     out.append(await aoutcome(lambda: FailingChatModel(script=[answer("x")]).ainvoke("hi")))
     out.append(await aoutcome(lambda: DeterministicFakeEmbedding(size=4).aembed_documents(["a", "b"])))
     out.append(await aoutcome(lambda: BrokenEmbeddings(size=4).aembed_query("q")))
+    # cancelled while awaiting a model: inside a chain, and on its own
+    slow = SlowChatModel(script=[answer("late")])
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | slow
+    out.append(await aoutcome(lambda: asyncio.wait_for(chain.ainvoke({"q": "hi"}), 0.01)))
+    out.append(await aoutcome(lambda: asyncio.wait_for(slow.ainvoke("hi"), 0.01)))
     return out
 
 

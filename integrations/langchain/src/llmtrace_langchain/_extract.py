@@ -486,7 +486,8 @@ def documents(docs: Sequence[Any], with_content: bool) -> list[dict[str, Any]]:
             item["id"] = str(doc_id)
         if isinstance(metadata, Mapping):
             for key in _SCORE_KEYS:
-                score = _number(metadata.get(key))
+                value = metadata.get(key)
+                score = None if value is None else _number(value)
                 if score is not None:
                     item["score"] = score
                     break

@@ -11,6 +11,7 @@ Plumbing chains make no span and their children hang under the nearest traced an
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,10 @@ _NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "Pa
 """LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
 
 _LEAF_KINDS = (ModelInvocation, ToolInvocation, RetrievalInvocation)
+_ABANDONED = (asyncio.CancelledError, GeneratorExit)
+"""A task cancelled or a stream closed by its consumer: LangChain reports it to the chains that were
+running (``on_chain_error``) but not to the model or tool they were awaiting."""
+_PRUNE_CHILDREN_AT = 64
 
 RunKey = NewType("RunKey", object)
 """A run id as a key of the run map (only made by ``_key``)."""
@@ -74,6 +79,7 @@ class _Run:
 
     __slots__ = (
         "agent",
+        "children",
         "done_calls",
         "final",
         "invocation",
@@ -98,6 +104,8 @@ class _Run:
         self.root = False
         self.done_calls: set[str] | None = None
         self.final = False
+        self.children: list[RunKey] | None = None
+        """Keys of the runs started under this one (those that ended are pruned now and then)."""
 
     @property
     def span_parent(self) -> Invocation | None:
@@ -110,6 +118,17 @@ def _capturing() -> bool:
 
 def _not_an_error(error: BaseException) -> bool:
     return any(cls.__name__ in _NOT_ERRORS for cls in type(error).__mro__)
+
+
+def _end_raised(invocation: Invocation, error: BaseException) -> None:
+    """End the invocation of a run that raised ``error``: a stream closed by its consumer is a
+    cancellation, LangGraph's control flow (an interrupt) ends it normally, anything else fails it."""
+    if isinstance(error, GeneratorExit):
+        invocation.cancel()
+    elif _not_an_error(error):
+        invocation.stop()
+    else:
+        invocation.fail(error)
 
 
 class LLMTraceCallbackHandler(BaseCallbackHandler):
@@ -193,7 +212,49 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Register a model, tool or retriever run (first: whatever fails later, its span still ends)."""
         agent = parent_run.agent if parent_run is not None else None
-        self._runs.put(_key(run_id), _Run(invocation, parent, agent))
+        key = _key(run_id)
+        self._runs.put(key, _Run(invocation, parent, agent))
+        if parent_run is not None:
+            self._adopt(parent_run, key)
+
+    def _adopt(self, parent_run: _Run, key: RunKey) -> None:
+        """Remember ``key`` as a child of ``parent_run`` (to end it if the parent is abandoned).
+
+        Keys of ended children are dropped whenever the list reaches a power of two from
+        ``_PRUNE_CHILDREN_AT`` on, so a long-lived parent keeps about as many keys as it has open
+        children. A key appended by another thread during a prune may be dropped: that child then
+        ends by its own callback or, if abandoned, by the run map's expiry, as before."""
+        children = parent_run.children
+        if children is None:
+            parent_run.children = [key]
+            return
+        children.append(key)
+        size = len(children)
+        if size >= _PRUNE_CHILDREN_AT and size & (size - 1) == 0:
+            peek = self._runs.peek
+            parent_run.children = [k for k in children if peek(k) is not None]
+
+    def _end_abandoned(self, run: _Run, error: BaseException) -> None:
+        """End the runs still open below ``run``, deepest first, as ``run`` ends with ``error``."""
+        found: list[_Run] = []
+        pending = list(run.children or ())
+        while pending:
+            child = self._runs.pop(pending.pop())
+            if child is None:
+                continue
+            found.append(child)
+            if child.children:
+                pending.extend(child.children)
+        for child in reversed(found):
+            if child.invocation is not None:
+                _end_raised(child.invocation, error)
+
+    def _end_failed(self, run: _Run, error: BaseException) -> None:
+        """End a run whose error callback came (its open children too if it was abandoned)."""
+        if isinstance(error, _ABANDONED):
+            self._end_abandoned(run, error)
+        if run.invocation is not None:
+            _end_raised(run.invocation, error)
 
     def _parent(self, parent_run_id: UUID | None, child_metadata: Mapping[str, Any] | None) -> _Run | None:
         if parent_run_id is None:
@@ -269,7 +330,10 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             run.name = name
             run.metadata = md
             run.start_ns = time.time_ns()
-        self._runs.put(_key(run_id), run)  # first: whatever fails below, the run's span still gets ended
+        key = _key(run_id)
+        self._runs.put(key, run)  # first: whatever fails below, the run's span still gets ended
+        if parent_run is not None:
+            self._adopt(parent_run, key)
         if run.state == _TRACED and _capturing() and run.invocation is not None:
             _set_input(run.invocation, inputs)
 
@@ -299,12 +363,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             return
         if run.state == _PENDING:
             self._decide(run, None)
-        if run.invocation is None:
-            return
-        if _not_an_error(error):
-            run.invocation.stop()
-        else:
-            run.invocation.fail(error)
+        self._end_failed(run, error)
 
     @never_raise
     def on_agent_action(self, action: AgentAction, *, run_id: UUID, **kwargs: Any) -> None:
@@ -450,8 +509,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     @never_raise
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._end_run(run_id, ModelInvocation)
-        if run is not None and run.invocation is not None:
-            run.invocation.fail(error)
+        if run is not None:
+            self._end_failed(run, error)
 
     # ---- tools --------------------------------------------------------------------------------------
     @never_raise
@@ -509,10 +568,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         try:
             self._observation(run, run.invocation)
         finally:
-            if _not_an_error(error):
-                run.invocation.stop()
-            else:
-                run.invocation.fail(error)
+            self._end_failed(run, error)
 
     def _observation(self, run: _Run, invocation: ToolInvocation) -> None:
         agent_run = run.agent
@@ -562,8 +618,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     @never_raise
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._end_run(run_id, RetrievalInvocation)
-        if run is not None and run.invocation is not None:
-            run.invocation.fail(error)
+        if run is not None:
+            self._end_failed(run, error)
 
     # ---- retries ------------------------------------------------------------------------------------
     @never_raise
