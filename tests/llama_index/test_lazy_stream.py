@@ -9,8 +9,10 @@ stay open until the stream ends.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +126,26 @@ def test_streamed_query_closed_early(index, instrumentor, span_exporter):
     workflow, completion = assert_nested(spans, "invoke_workflow RetrieverQueryEngine")
     assert ok(workflow) and ok(completion)  # the consumer gave up: not an error
     assert completion.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == 2
+    assert_nothing_open()
+
+
+def test_streamed_query_dropped_half_way_is_freed_and_ends(index, instrumentor, span_exporter):
+    """The caller drops a response it read part of: llmtrace must not keep it (nor its generator and
+    open model stream) alive; collecting it closes the stream, which ends both spans as a cancellation."""
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=10), streaming=True)
+    response = engine.query("sky?")
+    stream = response.response_gen
+    assert next(stream) == "text "
+    refs = (weakref.ref(response), weakref.ref(stream))
+    del response, stream
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == QUERY_TREE
+    workflow, completion = assert_nested(spans, "invoke_workflow RetrieverQueryEngine")
+    assert ok(workflow) and ok(completion)  # the consumer gave up: not an error, not an eviction
+    assert semconv.LLMTRACE_EVICTED not in workflow.attributes
+    assert completion.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == 1
     assert_nothing_open()
 
 

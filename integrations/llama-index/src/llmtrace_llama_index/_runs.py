@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,8 +100,10 @@ class Node:
     """Engine nodes: model streams of this engine's invocation still running."""
     deferred: bool = False
     """Engine nodes: the dispatcher span returned a stream; the span ends when its streams do."""
-    result: Any = None
-    """Engine nodes: the deferred result (read once, when the span ends)."""
+    result: Callable[[], Any] | None = None
+    """Engine nodes: the deferred result, held weakly (read once, when the span ends). A streamed
+    response owns its stream's generator: the caller dropping it must free it, which closes the
+    stream and so ends this span."""
     stream_host: str | None = None
     """Model stream nodes (and engines returning an inner engine's stream): span id of the
     engine node that waits for this one."""
@@ -317,7 +321,7 @@ class Runs:
             if node.open_streams <= 0 and not waiting_lazy:
                 return False
             node.deferred = True
-            node.result = result
+            node.result = _weak(result)
             self._open(node)  # an engine that returned this engine's stream waits for it too
             return True
 
@@ -374,6 +378,19 @@ class Runs:
                 else:
                     host.invocation.evict(reason)
             host = self.stream_closed(host)
+
+
+def _weak(value: Any) -> Callable[[], Any]:
+    """A weak reference to ``value``, or (for objects that take none) a strong one."""
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return lambda: value
+
+
+def deferred_result(node: Node) -> Any:
+    """The result an engine node deferred, if the caller still holds it."""
+    return node.result() if node.result is not None else None
 
 
 def end_run_children(run: RunState, end: Any) -> None:

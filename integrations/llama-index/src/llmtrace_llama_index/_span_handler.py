@@ -51,7 +51,7 @@ from llmtrace_llama_index._classify import (
     is_stream,
     method_name,
 )
-from llmtrace_llama_index._runs import Node, Runs, RunState, end_run_children
+from llmtrace_llama_index._runs import Node, Runs, RunState, deferred_result, end_run_children
 
 # Exceptions that end a span normally: workflow control flow and a consumer closing a stream.
 _CONTROL_FLOW_NAMES = frozenset(
@@ -486,10 +486,10 @@ def end_stream_host(runs: Runs, node: Node, how: str | BaseException) -> None:
                     capture_content()
                     and isinstance(stream, ModelInvocation)
                     and hasattr(invocation, "output_messages")
-                    and _stream_text(host.result) is None
+                    and _stream_text(deferred_result(host)) is None
                 ):
                     invocation.output_messages = stream.output_messages
-                _finish(host, invocation, host.result)
+                _finish(host, invocation, deferred_result(host))
         host.result = None
         host = runs.stream_closed(host)
 
