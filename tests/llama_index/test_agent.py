@@ -124,6 +124,31 @@ def test_tool_error_is_recorded_on_tool_span(instrumentor, span_exporter):
     assert one(spans, "invoke_agent fragile").status.status_code is StatusCode.UNSET
 
 
+async def slow(a: int) -> int:
+    """Takes its time."""
+    await asyncio.sleep(5)
+    return a
+
+
+def test_tool_cut_off_by_the_workflow_timeout_is_cancelled(instrumentor, span_exporter, metric_reader):
+    """The workflow cancels the running tool and its call_tool step returns nothing: not a success."""
+    llm = MockFunctionCallingLLM(response_generator=scripted([("call_1", "slow", {"a": 1})], "done"))
+    agent = FunctionAgent(name="slowpoke", tools=[slow], llm=llm, timeout=0.3)
+    with pytest.raises(Exception, match="timed out"):
+        run(lambda: agent.run("go"))
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_agent slowpoke", "  chat", "  execute_tool slow"]
+    tool = one(spans, "execute_tool slow")
+    assert tool.status.status_code is StatusCode.ERROR
+    assert tool.attributes[semconv.ERROR_TYPE] == "cancelled"
+    assert tool.attributes[semconv.GEN_AI_TOOL_CALL_ID] == "call_1"
+    assert (tool.end_time - tool.start_time) / 1e9 < 2  # ended when it was cut off
+    (point,) = metric_points(metric_reader, semconv.METRIC_EXECUTE_TOOL_DURATION)
+    assert point.attributes[semconv.ERROR_TYPE] == "cancelled"
+    assert one(spans, "invoke_agent slowpoke").status.status_code is StatusCode.ERROR
+    assert len(open_runs()) == 0
+
+
 def test_agent_workflow_handoff_keeps_agents_under_workflow(instrumentor, span_exporter, metric_reader):
     front = FunctionAgent(
         name="front",

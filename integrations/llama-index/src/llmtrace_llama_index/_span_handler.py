@@ -197,7 +197,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         elif parent_node is not None and instance_id is not None and parent_node.owner_id == instance_id:
             node = Node(Kind.OTHER, None, parent, instance_id, run)  # the component's inner method
         elif kind is Kind.TOOL and isinstance(parent, ToolInvocation):
-            node = Node(Kind.OTHER, None, parent, instance_id, run)  # the tool behind a call_tool step
+            node = Node(Kind.TOOL, None, parent, instance_id, run)  # the tool behind a call_tool step
         elif kind is Kind.STEP:
             node = self._enter_step(id_, bound_args, parent, run)
         elif kind is Kind.OTHER:
@@ -418,6 +418,11 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                 rerank.stop()
             else:
                 rerank.fail(err)
+        failed = err is not None and not is_control_flow(err)
+        if failed and node.kind is Kind.TOOL and isinstance(node.parent, ToolInvocation):
+            # the tool behind a call_tool step raised or was cancelled (a workflow timeout): the step
+            # itself may still return normally, with no result, so the execute_tool span fails here
+            node.parent.fail(cast(BaseException, err))
         invocation = node.invocation
         if invocation is not None:
             run = node.run
