@@ -38,6 +38,8 @@ MODEL_OPERATIONS: Final = frozenset({OP_CHAT, OP_TEXT_COMPLETION, OP_GENERATE_CO
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 GEN_AI_OUTPUT_TYPE: Final = "gen_ai.output.type"
+OUTPUT_TYPE_TEXT: Final = "text"
+OUTPUT_TYPE_JSON: Final = "json"
 GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"

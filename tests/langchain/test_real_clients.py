@@ -11,6 +11,7 @@ from langchain_anthropic import ChatAnthropic
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
+from pydantic import BaseModel
 
 from llmtrace import semconv
 
@@ -97,6 +98,24 @@ def test_openai_tool_call(server, httpx_on, span_exporter):
     assert msg.tool_calls[0]["id"] == "call_abc"
     a = attrs(model_and_http(span_exporter.get_finished_spans()))
     assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+@pytest.mark.parametrize("method", ["json_schema", "json_mode"])
+def test_openai_structured_output_sets_output_type(server, httpx_on, span_exporter, method):
+    person = openai(server).with_structured_output(Person, method=method).invoke("who? answer in JSON")
+    assert person == Person(name="Ada", age=36)
+    a = attrs(model_and_http(span_exporter.get_finished_spans()))
+    assert a[semconv.GEN_AI_OUTPUT_TYPE] == semconv.OUTPUT_TYPE_JSON
+
+
+def test_openai_without_an_output_format_has_no_output_type(server, httpx_on, span_exporter):
+    openai(server).invoke("hi")
+    assert semconv.GEN_AI_OUTPUT_TYPE not in attrs(model_and_http(span_exporter.get_finished_spans()))
 
 
 def test_openai_rate_limit(server, httpx_on, span_exporter):

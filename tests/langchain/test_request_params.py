@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from uuid import uuid4
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
@@ -91,3 +92,22 @@ def test_a_call_without_parameters_sets_none_and_bad_values_are_dropped(handler,
     span_exporter.clear()
     attrs = _chat_span(handler, span_exporter, {"temperature": "hot", "seed": True, "n": 1, "top_k": 2.5})
     assert not REQUEST_KEYS & set(attrs)  # wrong types, and n=1 (the default) is not worth an attribute
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"response_format": {"type": "json_object"}}, "json"),  # OpenAI JSON mode
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "p"}}}, "json"),
+        ({"response_format": {"type": "text"}}, "text"),
+        ({"format": "json"}, "json"),  # Ollama
+        ({"format": {"type": "object", "properties": {}}}, "json"),  # Ollama with a schema
+        ({"response_mime_type": "application/json"}, "json"),  # Gemini
+        ({"response_format": "not a format"}, None),
+        ({"format": "markdown"}, None),
+        ({"temperature": 0.1}, None),
+    ],
+)
+def test_output_type_from_the_requested_format(handler, span_exporter, params, expected):
+    attrs = _chat_span(handler, span_exporter, {"model": "gpt-4o-mini", **params})
+    assert attrs.get(semconv.GEN_AI_OUTPUT_TYPE) == expected

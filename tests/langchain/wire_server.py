@@ -21,6 +21,8 @@ def _openai(body: dict[str, Any]) -> tuple[int, Any]:
     if "rate" in last:
         return 429, {"error": {"message": "slow down", "type": "rate_limit_exceeded"}}
     message: dict[str, Any] = {"role": "assistant", "content": "hello from openai"}
+    if body.get("response_format"):  # structured output: JSON of the test's Person schema
+        message["content"] = '{"name": "Ada", "age": 36}'
     finish = "stop"
     if "tool" in last:
         message = {

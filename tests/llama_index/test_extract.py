@@ -46,3 +46,15 @@ def test_provider_names_cached_per_class_and_bounded() -> None:
     for i in range(_extract._MAX_CACHED_CLASSES + 5):
         assert _extract.provider_name(type(f"Acme{i}LLM", (), {})()) == f"acme{i}"
     assert 0 < len(_extract._providers) <= _extract._MAX_CACHED_CLASSES
+
+
+def test_output_type_from_a_requested_format() -> None:
+    json_mode = OpenAI(
+        model="gpt-4o-mini", api_key="test", additional_kwargs={"response_format": {"type": "json_object"}}
+    )
+    assert _extract.request_params(json_mode, None).output_type == "json"
+    schema = {"response_format": {"type": "json_schema", "json_schema": {"name": "p"}}}
+    assert _extract.request_params(MockLLM(), schema).output_type == "json"  # the call's kwargs
+    assert _extract.request_params({"json_mode": True}, None).output_type == "json"  # Ollama's switch
+    assert _extract.request_params({"json_mode": False}, None).output_type is None
+    assert _extract.request_params(MockLLM(), None).output_type is None  # no format requested

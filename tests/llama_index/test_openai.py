@@ -76,6 +76,14 @@ def test_chat_usage_cached_tokens_and_http_nesting(
     assert sorted(p.sum for p in tokens) == [7, 100]
 
 
+def test_json_mode_sets_output_type(instrumentor, openai_server, span_exporter):
+    openai_server.replies = [{"text": '{"answer": 42}'}]
+    llm = _llm(openai_server, additional_kwargs={"response_format": {"type": "json_object"}})
+    assert llm.chat(USER).message.content == '{"answer": 42}'
+    chat = one(span_exporter.get_finished_spans(), "chat gpt-4o-mini")
+    assert chat.attributes[semconv.GEN_AI_OUTPUT_TYPE] == semconv.OUTPUT_TYPE_JSON
+
+
 def test_stream_carries_last_chunk_usage(instrumentor, openai_server, span_exporter, metric_reader):
     openai_server.replies = [{"text": "one two three", "prompt_tokens": 20, "completion_tokens": 3}]
     llm = _llm(openai_server, additional_kwargs={"stream_options": {"include_usage": True}})

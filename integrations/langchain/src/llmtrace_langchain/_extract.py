@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmtrace import semconv
+from llmtrace._formats import output_type
 from llmtrace._invocation import ModelInvocation
 from llmtrace._objects import attribute, url_host_port
 
@@ -150,6 +151,7 @@ _PARAM_NAMES = frozenset(
     {
         "temperature", "max_tokens", "max_output_tokens", "top_p", "top_k", "frequency_penalty",
         "presence_penalty", "seed", "n", "stop", "stop_sequences", "reasoning_effort", "reasoning",
+        "response_format", "format", "response_mime_type",
     }
 )  # fmt: skip
 _METADATA_PARAMS = ("ls_temperature", "ls_max_tokens", "ls_stop")
@@ -190,6 +192,21 @@ def apply_request_params(
     effort = _first(get("reasoning_effort"), nested)
     if isinstance(effort, str):
         invocation.reasoning_level = effort
+    invocation.output_type = output_type(get("response_format"), get("format"), get("response_mime_type"))
+
+
+_JSON_METHODS = frozenset({"json_schema", "json_mode"})
+
+
+def structured_output_type(options: object) -> str | None:
+    """``json`` if the call is ``with_structured_output`` asking the provider for JSON (its
+    ``json_schema`` / ``json_mode`` methods; ``function_calling`` asks for a tool call, not a format)."""
+    if not isinstance(options, Mapping):
+        return None
+    structured = options.get("ls_structured_output_format")
+    kwargs = structured.get("kwargs") if isinstance(structured, Mapping) else None
+    method = kwargs.get("method") if isinstance(kwargs, Mapping) else None
+    return semconv.OUTPUT_TYPE_JSON if method in _JSON_METHODS else None
 
 
 def is_streaming(params: Mapping[str, Any]) -> bool:

@@ -405,7 +405,11 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         invocation = self._start_model(
             semconv.OP_CHAT, serialized, run_id, parent_run_id, metadata, kwargs.get("invocation_params")
         )
-        if invocation is not None and _capturing():
+        if invocation is None:
+            return
+        if invocation.output_type is None:
+            invocation.output_type = _extract.structured_output_type(kwargs.get("options"))
+        if _capturing():
             invocation.input_messages, invocation.system_instructions = _extract.input_messages(messages)
 
     @never_raise

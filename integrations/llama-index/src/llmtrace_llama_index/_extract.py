@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmtrace import semconv
+from llmtrace._formats import output_type
 from llmtrace._objects import BoundedCache, attribute, attributes, url_host_port
 
 # (substring of the lower-cased class name, provider name); first match wins, so the more
@@ -118,6 +119,7 @@ class RequestParams:
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     stop_sequences: list[str] | None = None
+    output_type: str | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -135,6 +137,7 @@ def _integer(value: Any) -> int | None:
 _PARAM_NAMES = (
     "temperature", "max_tokens", "max_completion_tokens", "max_new_tokens", "top_p", "top_k", "seed",
     "frequency_penalty", "presence_penalty", "stop", "stop_sequences",
+    "response_format", "format", "response_mime_type", "json_mode",
 )  # fmt: skip
 
 
@@ -175,6 +178,10 @@ def request_params(llm: Any, kwargs: Mapping[str, Any] | None) -> RequestParams:
         params.stop_sequences = [stop]
     elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):
         params.stop_sequences = list(stop)
+    json_mode = first("json_mode") is True  # Ollama's switch for JSON output
+    params.output_type = output_type(
+        first("response_format"), "json" if json_mode else first("format"), first("response_mime_type")
+    )
     return params
 
 

@@ -325,6 +325,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         invocation.frequency_penalty = params.frequency_penalty
         invocation.presence_penalty = params.presence_penalty
         invocation.stop_sequences = params.stop_sequences
+        invocation.output_type = params.output_type
         if capture:
             messages = _argument(bound_args, "messages")
             if messages is not None:
