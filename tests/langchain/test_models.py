@@ -212,6 +212,34 @@ def test_model_error(handler, span_exporter):
     assert [e[0] for e in events(span)] == [semconv.EVENT_EXCEPTION]
 
 
+def _fallbacks_tree() -> list[tuple[str, str | None]]:
+    return [
+        ("chat primary", "invoke_workflow RunnableWithFallbacks"),
+        ("chat backup", "invoke_workflow RunnableWithFallbacks"),
+        ("invoke_workflow RunnableWithFallbacks", None),
+    ]
+
+
+def test_fallbacks_stay_in_one_trace_with_a_hand_registered_handler(handler, span_exporter):
+    """RunnableWithFallbacks hands its caller's config (with the handler list) to each fallback, so
+    LangChain reports them without a parent; the run its context names is the parent."""
+    chain = Boom(script=[], model="primary").with_fallbacks([model(model="backup")])
+    assert chain.invoke("hi", config={"callbacks": [handler]}).content == "hello there friend"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == _fallbacks_tree()
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert attrs(spans[0])[semconv.ERROR_TYPE] == "timeout"
+    assert handler.open_runs() == 0
+
+
+async def test_async_fallbacks_stay_in_one_trace_with_a_hand_registered_handler(handler, span_exporter):
+    chain = Boom(script=[], model="primary").with_fallbacks([model(model="backup")])
+    assert (await chain.ainvoke("hi", config={"callbacks": [handler]})).content == "hello there friend"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == _fallbacks_tree()
+    assert len({s.context.trace_id for s in spans}) == 1
+
+
 class Flaky(ScriptedChatModel):
     failures: int = 2
 

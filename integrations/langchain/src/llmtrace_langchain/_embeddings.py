@@ -41,7 +41,7 @@ from llmtrace._handler import TelemetryHandler
 from llmtrace._invocation import Invocation, ModelInvocation, RetrievalInvocation
 from llmtrace._safety import report_internal_error
 from llmtrace_langchain import _extract
-from llmtrace_langchain._handler import LLMTraceCallbackHandler, traced_invocation
+from llmtrace_langchain._handler import LLMTraceCallbackHandler, current_run_id, traced_invocation
 
 Function = Callable[..., Any]
 _MARK = "_llmtrace_wrapped"
@@ -282,7 +282,7 @@ def _parent(fallback: LLMTraceCallbackHandler) -> tuple[TelemetryHandler, Invoca
     if scope is not None and scope.config is config:  # the retrieval run is the innermost run
         return scope.handler.telemetry, scope.invocation
     callbacks = config.get("callbacks") if isinstance(config, dict) else None
-    run_id = getattr(callbacks, "parent_run_id", None)
+    run_id = current_run_id()
     if run_id is not None:
         for handler in getattr(callbacks, "handlers", None) or ():
             if isinstance(handler, LLMTraceCallbackHandler):

@@ -20,6 +20,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import get_llm_cache
+from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import _logs, metrics, trace
 
 from llmtrace import semconv
@@ -258,7 +259,11 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def _parent(self, parent_run_id: UUID | None, child_metadata: Mapping[str, Any] | None) -> _Run | None:
         if parent_run_id is None:
-            return None
+            # Reported as a root. LangChain code that hands its caller's config to a child instead
+            # of its own child config (RunnableWithFallbacks) loses the parent its context still names.
+            parent_run_id = current_run_id()
+            if parent_run_id is None:
+                return None
         run = self._runs.get(_key(parent_run_id))
         if run is not None and run.state == _PENDING:
             self._decide(run, child_metadata)
@@ -665,6 +670,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             invocation.input_messages = _extract.prompt_messages([prompt])
             invocation.output_messages = _extract.output_messages(cached, None)
         invocation.stop()
+
+
+def current_run_id() -> Any:
+    """The run LangChain has current in this context, whose children a run started here belongs to
+    (its ``var_child_runnable_config``, set while a runnable runs its children); None outside any run."""
+    config = var_child_runnable_config.get()
+    callbacks = config.get("callbacks") if isinstance(config, dict) else None
+    return getattr(callbacks, "parent_run_id", None)
 
 
 def _agent_name(run: _Run) -> str | None:
