@@ -13,14 +13,13 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import urlparse
+from typing import Any
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
@@ -35,6 +34,7 @@ from llmtrace._exporters import (
     ExportStats,
     jsonl_exporters,
 )
+from llmtrace._otlp import OtlpSettings, Protocol
 from llmtrace._settings import env_flag, settings
 from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
 from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
@@ -42,7 +42,6 @@ from llmtrace.store._writer import DEFAULT_MAX_QUEUE_SIZE, StoreWriter, status_p
 
 logger = logging.getLogger("llmtrace")
 
-Protocol = Literal["grpc", "http/protobuf"]
 KNOWN_EXPORTERS = frozenset({"otlp", "console", "jsonl", "store", "none"})
 DEFAULT_JSONL_PATH = ".llmtrace/traces.jsonl"
 DEFAULT_STORE_PATH = ".llmtrace/traces.db"
@@ -230,18 +229,22 @@ def configure(
             )
 
         if "otlp" in names:
-            otlp = _OtlpSettings.resolve(
+            otlp = OtlpSettings.resolve(
                 otlp_endpoint, otlp_protocol, otlp_headers, otlp_insecure, otlp_timeout_s, export_timeout_ms
             )
-            add_span_exporter(otlp.span_exporter())
-            add_log_exporter(otlp.log_exporter())
-            readers.append(
-                PeriodicExportingMetricReader(
-                    otlp.metric_exporter(),
-                    export_interval_millis=metric_export_interval_ms,
-                    export_timeout_millis=export_timeout_ms,
+            signals = otlp.signals()
+            if "traces" in signals:
+                add_span_exporter(otlp.span_exporter())
+            if "logs" in signals:
+                add_log_exporter(otlp.log_exporter())
+            if "metrics" in signals:
+                readers.append(
+                    PeriodicExportingMetricReader(
+                        otlp.metric_exporter(),
+                        export_interval_millis=metric_export_interval_ms,
+                        export_timeout_millis=export_timeout_ms,
+                    )
                 )
-            )
         if "console" in names:
             add_span_exporter(ConsoleSpanExporter())
         if "jsonl" in names:
@@ -390,105 +393,6 @@ def _store_opener(url: str) -> Callable[[], Any]:
         return open_store(url, create=True)
 
     return open_it
-
-
-_SIGNAL_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
-
-
-def _base_url(endpoint: str) -> str:
-    """The collector's base URL. A full signal URL (``.../v1/traces``, as users copy it from a
-    collector's docs) is accepted too: otherwise every export would go to ``.../v1/traces/v1/traces``
-    and be refused."""
-    base = endpoint.rstrip("/")
-    for path in _SIGNAL_PATHS:
-        if base.endswith(path):
-            return base[: -len(path)]
-    return base
-
-
-@dataclass(frozen=True)
-class _OtlpSettings:
-    endpoint: str | None
-    protocol: Protocol
-    headers: Mapping[str, str] | None
-    insecure: bool | None
-    timeout_s: float
-
-    @classmethod
-    def resolve(
-        cls,
-        endpoint: str | None,
-        protocol: Protocol | None,
-        headers: Mapping[str, str] | None,
-        insecure: bool | None,
-        timeout_s: float | None,
-        export_timeout_ms: float,
-    ) -> _OtlpSettings:
-        env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
-        )
-        if protocol is None:
-            env_protocol = (
-                os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or ""
-            ).strip()
-            if env_protocol in ("grpc", "http/protobuf"):
-                protocol = env_protocol  # type: ignore[assignment]
-            elif env_protocol:
-                raise ValueError(
-                    f"OTEL_EXPORTER_OTLP_PROTOCOL={env_protocol!r} is not supported; "
-                    "use grpc or http/protobuf"
-                )
-            else:
-                port = urlparse(endpoint or env_endpoint or "").port
-                protocol = "grpc" if port == 4317 else "http/protobuf"
-        if protocol not in ("grpc", "http/protobuf"):
-            raise ValueError(f"otlp_protocol must be 'grpc' or 'http/protobuf', got {protocol!r}")
-        env_timeout = os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
-        if timeout_s is None:
-            timeout_s = float(env_timeout) / 1000 if env_timeout else export_timeout_ms / 1000
-        return cls(endpoint, protocol, headers, insecure, timeout_s)
-
-    def _kwargs(self, signal: str) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"timeout": self.timeout_s}
-        if self.headers is not None:
-            kwargs["headers"] = dict(self.headers)
-        if self.endpoint:
-            if self.protocol == "grpc":
-                kwargs["endpoint"] = self.endpoint
-            else:
-                kwargs["endpoint"] = _base_url(self.endpoint) + f"/v1/{signal}"
-        if self.protocol == "grpc" and self.insecure is not None:
-            kwargs["insecure"] = self.insecure
-        return kwargs
-
-    def span_exporter(self) -> SpanExporter:
-        if self.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
-
-            return Grpc(**self._kwargs("traces"))
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
-
-        return Http(**self._kwargs("traces"))
-
-    def metric_exporter(self) -> MetricExporter:
-        if self.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
-
-            return Grpc(**self._kwargs("metrics"))
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
-
-        return Http(**self._kwargs("metrics"))
-
-    def log_exporter(self) -> LogRecordExporter:
-        if self.protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
-
-            return Grpc(**self._kwargs("logs"))
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
-
-        return Http(**self._kwargs("logs"))
 
 
 def _prometheus_reader(port: int) -> tuple[MetricReader, Callable[[], Any]]:

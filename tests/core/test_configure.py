@@ -141,6 +141,72 @@ def test_otlp_endpoint_given_as_a_full_signal_url_reaches_every_signal(path, mon
     assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
 
 
+def test_otlp_endpoint_variable_given_as_a_full_signal_url_reaches_every_signal(monkeypatch):
+    """``OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318/v1/traces`` works as the same URL given
+    as ``otlp_endpoint`` does (the exporters would otherwise append ``/v1/<signal>`` to it)."""
+    with HttpReceiver() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint + "/v1/traces")
+        pipeline = _round_trip(rx, monkeypatch)
+        pipeline.shutdown()
+        assert {call for call in ("traces", "metrics", "logs") if rx.call_count(call)} == {
+            "traces",
+            "metrics",
+            "logs",
+        }
+    assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
+
+
+def test_only_signals_with_an_endpoint_are_exported(monkeypatch):
+    """With only ``..._TRACES_ENDPOINT`` set, metrics and events are not sent to the exporters'
+    default address (``localhost:4318``, redirected here to a second receiver to watch it)."""
+    with HttpReceiver() as rx, HttpReceiver() as default:
+        monkeypatch.setattr(
+            "opentelemetry.exporter.otlp.proto.http._common._DEFAULT_ENDPOINT", default.endpoint
+        )
+        monkeypatch.setenv("LLMTRACE_STORE", "off")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", rx.endpoint + "/v1/traces")
+        pipeline = llmtrace.configure(set_global=False)
+        assert pipeline.exporters == ("otlp",)
+        handler = _handler(pipeline)
+        monkeypatch.setattr("llmtrace._manual._handler", handler)
+        trace_id, span_id = _agent_trace(handler)
+        llmtrace.record_evaluation("relevance", score=0.75, trace_id=trace_id, span_id=span_id)
+        pipeline.force_flush()
+        assert {s.name for s in rx.wait_for_spans(3)} == {
+            "invoke_agent researcher",
+            "chat gpt-4o",
+            "execute_tool search",
+        }
+        pipeline.shutdown()
+        assert (rx.call_count("metrics"), rx.call_count("logs")) == (0, 0)
+        assert default.call_count() == 0
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    with HttpReceiver() as default:  # with no endpoint anywhere, "otlp" still means the default
+        monkeypatch.setattr(
+            "opentelemetry.exporter.otlp.proto.http._common._DEFAULT_ENDPOINT", default.endpoint
+        )
+        pipeline = llmtrace.configure(exporters="otlp", set_global=False)
+        _agent_trace(_handler(pipeline))
+        pipeline.shutdown()
+        assert default.call_count("traces") >= 1 and default.call_count("metrics") >= 1
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"])
+def test_the_export_timeout_variables_are_honoured(monkeypatch, variable):
+    """Milliseconds, per signal or for all: a hung collector costs that long, not the default 5 s."""
+    with HangingServer() as srv:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.endpoint)
+        monkeypatch.setenv(variable, "400")
+        pipeline = llmtrace.configure(exporters="otlp", set_global=False)
+        _handler(pipeline).start_agent("hung").stop()
+        started = time.perf_counter()
+        pipeline.tracer_provider.force_flush(30_000)  # type: ignore[attr-defined]
+        elapsed = time.perf_counter() - started
+        pipeline.shutdown()
+    assert 0.3 < elapsed < 2.5
+    assert pipeline.stats.snapshot()["failed"] == 1
+
+
 def test_otlp_settings_from_standard_environment(monkeypatch, tmp_path):
     with HttpReceiver() as rx:
         monkeypatch.setenv("LLMTRACE_STORE", str(tmp_path / "traces.db"))
