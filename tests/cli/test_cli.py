@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,9 @@ from llmtrace import semconv as sc
 from llmtrace.cli import cli
 from llmtrace.cli._app import parse_time
 from llmtrace.cli._otlp import parse_otlp_json
+from llmtrace.store import SpanRecord, _schema
+from llmtrace.store._sqlite import SqliteStore
+from tests.store.dataset import TRACES, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +81,7 @@ def test_traces_lists_and_paginates(demo_store):
     everything = trace_ids(store)
     assert len(everything) >= 4
     code, out, _ = run(store, "traces", "--limit", "2")
-    assert "next page: llmtrace traces --cursor" in out
+    assert f"next page: llmtrace --store {store} traces --limit 2 --cursor " in out
     cursor = out.split("--cursor", 1)[1].split()[0]
     code, out2, _ = run(store, "traces", "--limit", "2", "--cursor", cursor, "--json")
     assert code == 0
@@ -170,6 +178,7 @@ def test_diagnostics_shows_the_demo_writer(demo_store):
     assert data["store"]["schema version"] and data["store"]["model calls"] >= 5
     (writer,) = data["writers"]
     assert writer["process"] == "exited" and writer["dropped"] == 0
+    assert writer["state"] == "stopped"  # saved by the writer as it stopped, not "stopping"
     assert writer["accepted"] == writer["written"] > 0
     code, out, _ = run(store, "diagnostics")
     assert code == 0 and "Writers" in out and "exited" in out
@@ -192,6 +201,17 @@ def test_diagnostics_shows_the_demo_writer(demo_store):
         (["traces", "--min-cost", "-1"], 2, "error: Invalid value for '--min-cost'"),
         (["stats", "--tz", "Mars/Olympus"], 2, "error: Invalid value for --tz: unknown time zone"),
         (["nonsense"], 2, "error: No such command 'nonsense'."),
+        # values that parse but that no int64 nanosecond time or duration can hold
+        (["traces", "--min-duration", "inf"], 2, "error: Invalid value for --min-duration: inf is out"),
+        (["traces", "--min-duration", "nan"], 2, "error: Invalid value for --min-duration: nan is out"),
+        (["traces", "--min-duration", "1e10"], 2, "error: Invalid value for --min-duration: 10000000000.0"),
+        (["stats", "--min-duration", "inf"], 2, "error: Invalid value for --min-duration: inf is out"),
+        (["traces", "--since", "99999999999d"], 2, "error: Invalid value for --since: '99999999999d' is out"),
+        (["traces", "--since", "1000000000h"], 2, "error: Invalid value for --since: '1000000000h' is out"),
+        (["stats", "--since", "1" + "0" * 400 + "s"], 2, "error: Invalid value for --since: '1000"),
+        (["traces", "--until", "2300-01-01"], 2, "error: Invalid value for --until: '2300-01-01' is out"),
+        (["traces", "--since", "0001-01-01"], 2, "error: Invalid value for --since: '0001-01-01' is out"),
+        (["stats", "--until", "2300-01-01"], 2, "error: Invalid value for --until: '2300-01-01' is out"),
     ],
 )
 def test_errors_are_one_line(demo_store, args, code, message):
@@ -250,3 +270,174 @@ def test_relative_and_iso_times():
     assert parse_time("2026-03-01T11:00:00Z", now=now) == base - hour
     assert parse_time("2026-03-01T11:00:00", now=now) == base - hour  # naive: UTC
     assert parse_time("2026-03-01T12:00:00+01:00", now=now) == base - hour
+
+
+def _rows(out: str) -> list[str]:
+    return [json.loads(line)["trace_id"] for line in out.splitlines() if "trace_id" in line]
+
+
+def test_paging_with_a_relative_time_window(demo_store):
+    """``--since 1h`` is resolved anew on every call; the cursor carries the first page's window."""
+    store, _ = demo_store
+    everything = trace_ids(store)
+    code, out, _ = run(store, "traces", "--json", "--since", "1h", "--limit", "2")
+    assert code == 0 and _rows(out) == everything[:2]
+    cursor = json.loads(out.splitlines()[-1])["next_cursor"]
+    code, out, err = run(store, "traces", "--json", "--since", "1h", "--limit", "2", "--cursor", cursor)
+    assert code == 0, err
+    assert _rows(out) == everything[2:4]
+    # another filter is still refused
+    code, _, err = run(store, "traces", "--json", "--since", "1h", "--model", "x", "--cursor", cursor)
+    assert code == 2 and err.startswith("error: invalid cursor: cursor was issued for a different filter")
+
+
+def test_the_next_page_hint_repeats_the_command(demo_store, tmp_path):
+    store, _ = demo_store
+    spaced = tmp_path / "my traces"  # a store path the shell must quote
+    spaced.symlink_to(Path(store).parent, target_is_directory=True)
+    spaced_store = str(spaced / Path(store).name)
+    everything = trace_ids(store)
+    code, out, _ = run(spaced_store, "traces", "--since", "1h", "--service", "llmtrace-demo", "--limit", "1")
+    assert code == 0
+    (hint,) = [line for line in out.splitlines() if line.startswith("next page: ")]
+    argv = shlex.split(hint.removeprefix("next page: "))
+    cursor = argv[-1]
+    assert argv == [
+        "llmtrace",
+        "--store",
+        spaced_store,
+        "traces",
+        "--service",
+        "llmtrace-demo",
+        "--since",
+        "1h",
+        "--limit",
+        "1",
+        "--cursor",
+        cursor,
+    ]
+    result = CliRunner().invoke(cli, [*argv[1:], "--json"], prog_name="llmtrace")
+    assert result.exit_code == 0, result.stderr
+    assert _rows(result.stdout) == everything[1:2]
+
+
+def _many_traces(path: Path, count: int) -> None:
+    store = SqliteStore(path)
+    spans = [
+        SpanRecord(
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            parent_span_id=None,
+            name=f"root {i}",
+            kind="INTERNAL",
+            start_ns=1_700_000_000 * 10**9 + i,
+            end_ns=1_700_000_000 * 10**9 + i + 1000,
+            status_code="UNSET",
+            status_message="",
+            attributes={},
+            events=(),
+            links=(),
+            resource={sc.SERVICE_NAME: "pipe"},
+            scope="test",
+        )
+        for i in range(count)
+    ]
+    store.write(spans, [])
+    store.close()
+
+
+def _cli_process(*args: str, **popen: object) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LLMTRACE_"))}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from llmtrace.cli import main; main()", *args],
+        env=env,
+        text=True,
+        **popen,  # type: ignore[call-overload]
+    )
+
+
+@pytest.mark.parametrize("mode", [["--json"], [], ["--since", "2000-01-01"]])
+def test_a_reader_that_stops_early_is_no_error(tmp_path, mode):
+    """``llmtrace traces ... | head -1``: exit 0, nothing on stderr (pipefail scripts keep working).
+    The reader is gone before the first write here (as ``head`` is after its line), so the write
+    fails with EPIPE every time, whatever the output's size."""
+    store = tmp_path / "many.db"
+    _many_traces(store, 200)
+    args = ["--store", str(store), "traces", "--limit", "200", *mode]
+    proc = _cli_process(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == ""
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can reach (pytest's tmp_path is private to its owner)."""
+    path = Path(tempfile.mkdtemp(prefix="llmtrace-ro-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_reader(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process that may read ``store`` but not write it (nor its directory, unless
+    that is world-writable): as ``nobody`` (setpriv) when the tests run as root, else after a chmod."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot read as another user")
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    else:
+        store.chmod(0o444)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LLMTRACE_"))}
+    cli_main = [sys.executable, "-c", "from llmtrace.cli import main; main()"]
+    return subprocess.run(
+        [*prefix, *cli_main, "--store", str(store), *args],
+        env=env,
+        cwd=store.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("directory_mode", [0o755, 0o777])
+def test_a_store_the_user_may_only_read(shared_dir, directory_mode):
+    store = shared_dir / "traces.db"
+    writer = SqliteStore(store)
+    write_dataset(writer)
+    writer.close()
+    shared_dir.chmod(directory_mode)
+    store.chmod(0o644)
+    before = store.read_bytes()
+    result = _as_reader(store, "traces", "--json")
+    assert result.returncode == 0, result.stderr
+    assert _rows(result.stdout) == [t.trace_id for t in sorted(TRACES, key=lambda t: -t.start)]
+    result = _as_reader(store, "stats", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["summary"]["calls"] == 9
+    result = _as_reader(store, "show", TRACES[0].trace_id)
+    assert result.returncode == 0 and TRACES[0].root_name in result.stdout
+    assert store.read_bytes() == before  # not migrated, journal mode untouched
+
+
+def test_a_read_only_store_too_old_to_read_says_so(shared_dir):
+    store = shared_dir / "old.db"
+    conn = sqlite3.connect(store, isolation_level=None)
+    _schema.migrate(lambda sql, params=(): conn.execute(sql, tuple(params)).fetchall(), "sqlite", target=1)
+    conn.close()
+    store.chmod(0o644)
+    result = _as_reader(store, "traces")
+    assert result.returncode == 1
+    expected = f"error: {store} has schema version 1, older than this llmtrace reads (2)"
+    assert result.stderr.startswith(expected), result.stderr
+    assert result.stderr.count("\n") == 1
+    assert (
+        _schema.schema_version(
+            lambda sql, params=(): sqlite3.connect(store).execute(sql, tuple(params)).fetchall()
+        )
+        == 1
+    )

@@ -249,6 +249,22 @@ def test_pagination_with_filter(store: Store) -> None:
     assert len({t.trace_id for t in [*first.items, *second.items]}) == 19
 
 
+def test_a_cursor_keeps_the_time_window_of_its_first_page(store: Store) -> None:
+    """The CLI resolves ``--since 1h`` anew on every call: a cursor must survive a moved bound,
+    and later pages keep the first page's window (no drift, no gap, no repeat)."""
+    _fill_pages(store)
+    first = store.list_traces(TraceFilter(since_ns=T0 + 2 * S), limit=10)  # traces 7..25
+    assert first.next_cursor is not None
+    moved = TraceFilter(since_ns=T0 + 5 * S, until_ns=T0 + 6 * S)  # would match far fewer
+    second = store.list_traces(moved, limit=10, cursor=first.next_cursor)
+    assert len(second.items) == 9 and second.next_cursor is None
+    assert min(t.start_ns for t in second.items) == T0 + 2 * S
+    everything = [t.trace_id for t in store.list_traces(TraceFilter(since_ns=T0 + 2 * S), limit=100).items]
+    assert [t.trace_id for t in [*first.items, *second.items]] == everything
+    with pytest.raises(InvalidCursor, match="different filter"):  # other fields still count
+        store.list_traces(TraceFilter(since_ns=T0 + 2 * S, status="error"), cursor=first.next_cursor)
+
+
 def test_invalid_cursors(store: Store, tmp_path: Path) -> None:
     _fill_pages(store)
     cursor = store.list_traces(TraceFilter(service="svc"), limit=5).next_cursor
@@ -275,6 +291,10 @@ def test_invalid_cursors(store: Store, tmp_path: Path) -> None:
         ({"filter": TraceFilter(min_duration_ns=-1)}, "min_duration"),
         ({"filter": TraceFilter(status="broken")}, "status"),  # type: ignore[arg-type]
         ({"filter": TraceFilter(service="")}, "service"),
+        # beyond int64 nanoseconds (1677-2262): neither backend could bind them
+        ({"filter": TraceFilter(until_ns=2**63)}, "until_ns is out of range"),
+        ({"filter": TraceFilter(since_ns=-(2**63) - 1)}, "since_ns is out of range"),
+        ({"filter": TraceFilter(min_duration_ns=10**30)}, "min_duration_ns is out of range"),
     ],
 )
 def test_invalid_filters(store: Store, kwargs: dict[str, Any], message: str) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
+import math
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +18,7 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -30,6 +34,7 @@ from llmtrace.store._api import (
     TraceFilter,
     TraceNotFound,
 )
+from llmtrace.store._sql import INT64_MAX, INT64_MIN
 from llmtrace.store._writer import status_dir_for
 
 STORE_ENV = "LLMTRACE_STORE"
@@ -52,10 +57,17 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 # --------------------------------------------------------------------------------------
 # Consoles, store, progress
 # --------------------------------------------------------------------------------------
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits with code 1 here; let the command end like any other broken pipe (exit 0)
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the output was closed")
+
+
 def _console(err: bool = False) -> Console:
     stream = sys.stderr if err else sys.stdout
     terminal = stream.isatty()
-    return Console(file=stream, width=None if terminal else 200, soft_wrap=False, highlight=False)
+    return _Console(file=stream, width=None if terminal else 200, soft_wrap=False, highlight=False)
 
 
 @contextlib.contextmanager
@@ -107,23 +119,33 @@ def _state(ctx: click.Context) -> _State:
 # --------------------------------------------------------------------------------------
 def parse_time(value: str, *, now: dt.datetime | None = None, name: str = "time") -> int:
     """UTC nanoseconds from ISO 8601 (naive means UTC) or a relative age: ``90s``, ``15m``, ``1h``,
-    ``2d``, ``1w`` (that long before now)."""
+    ``2d``, ``1w`` (that long before now). Times the store cannot hold (outside 1677-2262) are
+    refused with :class:`click.BadParameter`."""
     now = now or dt.datetime.now(dt.timezone.utc)
     match = _RELATIVE.match(value)
-    if match:
-        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-        moment = now - dt.timedelta(seconds=seconds)
-    else:
-        try:
-            moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise click.BadParameter(
-                f"{value!r} is neither an ISO time (2026-01-31T12:00) nor an age such as 30m, 1h, 2d",
-                param_hint=name,
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone.utc)
-    return int(moment.timestamp() * 1_000_000_000)
+    try:
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            moment = now - dt.timedelta(seconds=seconds)
+        else:
+            try:
+                moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise click.BadParameter(
+                    f"{value!r} is neither an ISO time (2026-01-31T12:00) nor an age such as 30m, 1h, 2d",
+                    param_hint=name,
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.timezone.utc)
+        ns = int(moment.timestamp() * 1_000_000_000)
+    except (OverflowError, ValueError):
+        ns = INT64_MIN - 1  # out of range, reported below
+    if not INT64_MIN <= ns <= INT64_MAX:
+        raise click.BadParameter(
+            f"{value!r} is out of range: times must fall between 1677-09-22 and 2262-04-11 (UTC)",
+            param_hint=name,
+        )
+    return ns
 
 
 def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,6 +172,11 @@ def _trace_filter(kwargs: dict[str, Any]) -> TraceFilter:
     if since is not None and until is not None and since >= until:
         raise click.BadParameter("--since must be before --until", param_hint="--since")
     min_duration = kwargs.get("min_duration")
+    if min_duration is not None and not (math.isfinite(min_duration) and min_duration * 1e9 <= INT64_MAX):
+        raise click.BadParameter(
+            f"{min_duration!r} is out of range: a number of seconds up to {INT64_MAX // 10**9:,}",
+            param_hint="--min-duration",
+        )
     return TraceFilter(
         service=kwargs.get("service"),
         model=kwargs.get("model"),
@@ -199,9 +226,33 @@ class _Cli(click.Group):
             _error(str(exc), 2)
         except StoreError as exc:
             _error(str(exc), 1)
+        except _OutputClosed:
+            _quiet_exit()
+        try:
+            sys.stdout.flush()
         except BrokenPipeError:
-            sys.exit(0)
+            _quiet_exit()
         sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Click's main() turns EPIPE into exit code 1; a reader that stopped early (``| head``) is
+        # not an error: raise past it, and exit 0 in main() above.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _OutputClosed from None
+
+
+class _OutputClosed(Exception):
+    """Standard output was closed by its reader."""
+
+
+def _quiet_exit() -> NoReturn:
+    """Exit 0 after a broken pipe, without Python's complaint when it flushes stdout at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 def _error(message: str, code: int) -> NoReturn:
@@ -231,7 +282,11 @@ def cli(ctx: click.Context, store_url: str | None) -> None:
 @cli.command()
 @_filters
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="Traces per page.")
-@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@click.option(
+    "--cursor",
+    help="Continue after the page that printed this cursor (repeat the same filters). Later pages "
+    "keep the time window of the first page: a relative --since/--until (1h) does not move.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.pass_context
 def traces(ctx: click.Context, /, limit: int, cursor: str | None, as_json: bool, **kwargs: Any) -> None:
@@ -257,7 +312,33 @@ def traces(ctx: click.Context, /, limit: int, cursor: str | None, as_json: bool,
         return
     console.print(render.traces_table(page.items))
     if page.next_cursor:
-        console.print(f"next page: llmtrace traces --cursor {page.next_cursor}", soft_wrap=True)
+        hint = f"next page: {_next_page_command(ctx, page.next_cursor)}"
+        console.print(hint, soft_wrap=True, markup=False, highlight=False)
+
+
+def _next_page_command(ctx: click.Context, cursor: str) -> str:
+    """This invocation as a shell command (``--store`` and the options given on the command
+    line), with ``--cursor`` set to ``cursor``."""
+    parts = ["llmtrace"]
+    store_url = _state(ctx).store_url
+    if store_url:
+        parts += ["--store", store_url]
+    parts.append(ctx.info_name or "traces")
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, click.Option) or name is None or name == "cursor":
+            continue
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params.get(name)
+        option = max(param.opts, key=len)
+        if param.is_flag:
+            if value:
+                parts.append(option)
+        elif value is not None:
+            parts += [option, str(value)]
+    parts += ["--cursor", cursor]
+    return shlex.join(parts)
 
 
 @cli.command()

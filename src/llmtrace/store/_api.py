@@ -182,7 +182,10 @@ class Store(Protocol):
     def list_traces(
         self, filter: TraceFilter | None = None, *, limit: int = 20, cursor: str | None = None
     ) -> Page:
-        """Newest first. Raises InvalidCursor, InvalidFilter."""
+        """Newest first. Raises InvalidCursor, InvalidFilter.
+
+        ``cursor`` (a previous page's ``next_cursor``) must come with the same filter, except for
+        its time bounds: later pages keep the time window of the first page."""
 
     def usage_summary(self, filter: TraceFilter | None = None) -> UsageSummary: ...
 

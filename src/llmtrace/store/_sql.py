@@ -14,8 +14,10 @@ Semantics the contract leaves open, decided here:
   Spans are written with insert-or-ignore: rewriting a span id changes nothing, and the summary is
   updated incrementally from the spans that are new, so batches may arrive in any order.
 * **Filters on traces**: time range on the trace start, ``since_ns`` inclusive, ``until_ns``
-  exclusive; ``model`` matches the request or response model of any model call in the trace,
-  ``provider`` any model call's provider; ``min_cost`` excludes traces without cost.
+  exclusive (with a cursor, the range of the page that issued it: a relative range resolved anew
+  on each call neither breaks paging nor drifts); ``model`` matches the request or response model
+  of any model call in the trace, ``provider`` any model call's provider; ``min_cost`` excludes
+  traces without cost.
 * **Usage analytics** read the usage records (one per model call), and the filter applies to each
   call: its start time, its span's service (else its trace's), its request or response model, its
   provider, status ``error`` (the call failed) or ``ok`` (it did not), its cost and duration.
@@ -37,7 +39,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -69,6 +71,8 @@ from llmtrace.store._api import (
 from llmtrace.store._schema import Dialect
 
 _CHUNK = 400
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""What both backends store (times are int64 ns: 1677-09-21 to 2262-04-11 UTC)."""
 _MINUTE_NS = 60_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 UNKNOWN = "unknown"
@@ -404,6 +408,8 @@ def check_filter(filter: TraceFilter | None) -> TraceFilter:
         value = getattr(f, name)
         if value is not None and not _is_int(value):
             raise InvalidFilter(f"{name} must be an integer number of nanoseconds")
+        if value is not None and not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidFilter(f"{name} is out of range: nanoseconds must fit in 64 bits")
     if f.since_ns is not None and f.until_ns is not None and f.since_ns > f.until_ns:
         raise InvalidFilter("since is after until: the time range is empty")
     if f.min_duration_ns is not None and f.min_duration_ns < 0:
@@ -705,11 +711,13 @@ class SqlStore(ABC):
         f = check_filter(filter)
         if not _is_int(limit) or limit < 1:
             raise InvalidFilter(f"limit must be a positive integer, not {limit!r}")
+        position = _cursor.decode(self._store_id, f, cursor) if cursor is not None else None
+        if position is not None:  # later pages keep the first page's time window
+            f = replace(f, since_ns=position.since_ns, until_ns=position.until_ns)
         conds, params = _trace_where(f)
-        if cursor is not None:
-            start_ns, trace_id = _cursor.decode(self._store_id, f, cursor)
+        if position is not None:
             conds.append("(start_ns < ? OR (start_ns = ? AND trace_id < ?))")
-            params += [start_ns, start_ns, trace_id]
+            params += [position.start_ns, position.start_ns, position.trace_id]
         where = " WHERE " + " AND ".join(conds) if conds else ""
         rows = self._read(
             "SELECT trace_id, service, root_name, start_ns, duration_ns, span_count, input_tokens, "

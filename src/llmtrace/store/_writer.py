@@ -355,6 +355,7 @@ class StoreWriter:
         self._logged_classes: set[str] = set()
         self._closed = False
         self._stopping = False
+        self._stopped = False  # the writer thread has done its last write (set in _run's finally)
         self._deadline: float | None = None
         self._status_written = 0.0
 
@@ -455,7 +456,11 @@ class StoreWriter:
             if self._saturated:
                 self._high_water = max(self._high_water, self.capacity)
             state: Literal["running", "stopping", "stopped"] = (
-                "running" if not self._closed else "stopping" if self._thread.is_alive() else "stopped"
+                "running"
+                if not self._closed
+                else "stopped"
+                if self._stopped or not self._thread.is_alive()
+                else "stopping"
             )
             return WriterSnapshot(
                 store=self.store_url,
@@ -554,6 +559,7 @@ class StoreWriter:
                 self._dropped["shutdown"] += left
                 self._taken += left
                 self._finished += left
+                self._stopped = True  # its last write is done: the snapshot saved next is the final one
                 self._done.notify_all()
             self._maybe_write_status(force=True)
 
