@@ -31,6 +31,15 @@ from llmtrace.version import __version__
 Parent = Invocation | Context | None
 
 
+def _perf_start(start_time_ns: int | None) -> float:
+    """The ``perf_counter`` reading at ``start_time_ns`` (now if None): an invocation started late
+    with its operation's earlier start time measures its duration from that start too."""
+    now = time.perf_counter()
+    if start_time_ns is None:
+        return now
+    return now - max(0, time.time_ns() - start_time_ns) / 1e9
+
+
 def _name(value: str | None) -> str | None:
     """Names and identifiers (models, providers, agents, tools, data sources) come from framework
     metadata, which nothing bounds, and make up span names: cut to MAX_NAME_LENGTH."""
@@ -171,7 +180,9 @@ class TelemetryHandler:
         span = self._span(
             semconv.span_name(semconv.OP_EXECUTE_TOOL, name), SpanKind.INTERNAL, attrs, context, start_time_ns
         )
-        invocation = ToolInvocation(self, span, agent, time.perf_counter(), name=name, tool_type=tool_type)
+        invocation = ToolInvocation(
+            self, span, agent, _perf_start(start_time_ns), name=name, tool_type=tool_type
+        )
         invocation.call_id = call_id
         return invocation
 
@@ -197,7 +208,7 @@ class TelemetryHandler:
             semconv.span_name(semconv.OP_INVOKE_AGENT, name), SpanKind.INTERNAL, attrs, context, start_time_ns
         )
         # an agent counts its own calls: sub-agents start a new count
-        invocation = AgentInvocation(self, span, None, time.perf_counter(), name=name)
+        invocation = AgentInvocation(self, span, None, _perf_start(start_time_ns), name=name)
         invocation.request_model = request_model
         return invocation
 
@@ -220,7 +231,7 @@ class TelemetryHandler:
             context,
             start_time_ns,
         )
-        return WorkflowInvocation(self, span, agent, time.perf_counter(), name=name)
+        return WorkflowInvocation(self, span, agent, _perf_start(start_time_ns), name=name)
 
     def start_retrieval(
         self,
@@ -250,7 +261,7 @@ class TelemetryHandler:
             context,
             start_time_ns,
         )
-        return RetrievalInvocation(self, span, agent, time.perf_counter())
+        return RetrievalInvocation(self, span, agent, _perf_start(start_time_ns))
 
     def start_rerank(
         self,
@@ -274,7 +285,7 @@ class TelemetryHandler:
         kind = SpanKind.CLIENT if provider else SpanKind.INTERNAL
         name = semconv.span_name(semconv.OP_RERANK, request_model)
         span = self._span(name, kind, attrs, context, start_time_ns)
-        return RerankInvocation(self, span, agent, time.perf_counter())
+        return RerankInvocation(self, span, agent, _perf_start(start_time_ns))
 
     # ---- internals ------------------------------------------------------------------------
     def _start_model(
@@ -311,7 +322,7 @@ class TelemetryHandler:
             self,
             span,
             agent,
-            time.perf_counter(),
+            _perf_start(start_time_ns),
             operation=operation,
             provider=provider,
             request_model=request_model,

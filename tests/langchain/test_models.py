@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -238,6 +239,23 @@ async def test_async_fallbacks_stay_in_one_trace_with_a_hand_registered_handler(
     spans = span_exporter.get_finished_spans()
     assert tree(spans) == _fallbacks_tree()
     assert len({s.context.trace_id for s in spans}) == 1
+
+
+@pytest.mark.parametrize("calls_model", [True, False])
+def test_workflow_duration_metric_equals_its_span(handler, span_exporter, metric_reader, calls_model):
+    """A root chain's span starts when its first child shows it is a workflow, back-dated to the
+    chain's own start: the duration metric must count from there too, as the span does."""
+
+    def work(_: Any) -> str:
+        time.sleep(0.2)  # the chain's own work before its first child run
+        return str(model().invoke("hi").content) if calls_model else "done"
+
+    RunnableLambda(work).with_config(run_name="pipeline").invoke(None, config={"callbacks": [handler]})
+    workflow = next(s for s in span_exporter.get_finished_spans() if s.name == "invoke_workflow pipeline")
+    span_s = (workflow.end_time - workflow.start_time) / 1e9
+    (point,) = metric_points(metric_reader, semconv.METRIC_WORKFLOW_DURATION)
+    assert span_s >= 0.2
+    assert point.sum == pytest.approx(span_s, abs=0.01)
 
 
 class Flaky(ScriptedChatModel):

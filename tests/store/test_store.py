@@ -171,6 +171,27 @@ def test_children_before_root_and_rewrites(store: Store) -> None:
     assert len(store.get_trace(TRACE_A.trace_id).spans) == 4
 
 
+def test_model_spans_of_other_instrumentations_are_not_counted_twice(store: Store) -> None:
+    """A provider SDK's own GenAI span under llmtrace's model span (the anthropic SDK makes one per
+    call) repeats the call's tokens: the trace counts llmtrace's."""
+    call = call_span(TRACE_A, 0, TRACE_A.calls[0])
+    sdk_span = replace(
+        call,
+        span_id="e" * 16,
+        parent_span_id=call.span_id,
+        name="anthropic.messages.create",
+        scope="anthropic",
+    )
+    store.write([call, sdk_span], [])
+    (summary,) = store.list_traces().items
+    assert summary.span_count == 2
+    assert (summary.input_tokens, summary.output_tokens) == (
+        TRACE_A.calls[0].input_tokens,
+        TRACE_A.calls[0].output_tokens,
+    )
+    assert len(store.get_trace(TRACE_A.trace_id).spans) == 2  # stored all the same
+
+
 def test_trace_not_found(store: Store) -> None:
     with pytest.raises(TraceNotFound, match="f" * 32):
         store.get_trace("f" * 32)

@@ -194,7 +194,9 @@ class _SpanFacts:
 def _span_facts(span: SpanRecord) -> _SpanFacts:
     attrs = span.attributes
     operation = _text(attrs.get(semconv.GEN_AI_OPERATION_NAME))
-    model_call = operation in semconv.MODEL_OPERATIONS
+    # Usage and cost are counted from llmtrace's own model spans only: a provider SDK's own GenAI
+    # span nested under one (the anthropic SDK emits one per call) carries the same tokens again.
+    model_call = operation in semconv.MODEL_OPERATIONS and span.scope == semconv.INSTRUMENTATION_SCOPE
     service = _text(span.resource.get(semconv.SERVICE_NAME))
     request_model = _text(attrs.get(semconv.GEN_AI_REQUEST_MODEL))
     response_model = _text(attrs.get(semconv.GEN_AI_RESPONSE_MODEL))
