@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from llmtrace import semconv
-from llmtrace._content import DEFAULT_MAX_ATTRIBUTE_LENGTH, ContentPolicy, parse_capture_mode
+from llmtrace._content import ContentPolicy, parse_capture_mode
 from llmtrace._exporters import (
     BoundedBatchLogRecordProcessor,
     BoundedLogExporter,
@@ -35,7 +35,7 @@ from llmtrace._exporters import (
     jsonl_exporters,
 )
 from llmtrace._otlp import OtlpSettings, Protocol
-from llmtrace._settings import env_flag, settings
+from llmtrace._settings import ERROR_MESSAGES_ENV, env_flag, settings
 from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
 from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
 from llmtrace.store._writer import DEFAULT_MAX_QUEUE_SIZE, StoreWriter, status_path_for
@@ -111,6 +111,7 @@ def configure(
     capture_content: str | bool | None = None,
     max_attribute_length: int | None = None,
     redact: Callable[[str, Any], Any] | None = None,
+    capture_error_messages: bool | None = None,
     max_queue_size: int = 2048,
     max_export_batch_size: int = 512,
     schedule_delay_ms: float = 1000,
@@ -147,7 +148,12 @@ def configure(
         capture_content: ``NO_CONTENT`` (default), ``SPAN_ONLY``, ``EVENT_ONLY`` or
             ``SPAN_AND_EVENT``; default ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         max_attribute_length: size limit of one content attribute, in characters.
-        redact: ``redact(attribute_key, structured_value) -> value`` applied to captured content.
+        redact: ``redact(attribute_key, structured_value) -> value`` applied to captured content
+            (and to exception messages, key ``exception.message``).
+        capture_error_messages: record exception messages (status description, ``exception``
+            event) even while content is not captured on spans; default
+            ``LLMTRACE_CAPTURE_ERROR_MESSAGES``. Off by default: messages often quote the prompt
+            or the tool's arguments. Recorded messages are secret-masked, redacted and bounded.
         max_queue_size, max_export_batch_size, schedule_delay_ms, export_timeout_ms: batch
             export settings. Spans beyond the queue are dropped and counted, never waited for.
         metric_export_interval_ms: how often metrics are pushed over OTLP.
@@ -163,7 +169,15 @@ def configure(
     that provider's pipeline. With ``OTEL_SDK_DISABLED=true`` everything is a no-op.
     """
     global _active
-    _apply_settings(capture_content, max_attribute_length, redact, run_ttl_s, max_open_runs)
+    _apply_settings(
+        capture_content,
+        max_attribute_length,
+        redact,
+        capture_error_messages,
+        run_ttl_s,
+        max_open_runs,
+        again=_active is not None,
+    )
     if log_usage if log_usage is not None else env_flag("LLMTRACE_LOG_USAGE"):
         add_usage_sink(_usage_log_sink)
     else:
@@ -178,7 +192,10 @@ def configure(
         existing = trace.get_tracer_provider()
         if tracer_provider is None and set_global and isinstance(existing, TracerProvider):
             if _active is not None and _active.tracer_provider is existing:
-                logger.warning("llmtrace.configure() was already called; keeping the first pipeline")
+                logger.warning(
+                    "llmtrace.configure() was already called; keeping the first pipeline "
+                    "(only the content and run settings given to this call apply)"
+                )
                 return _active
             logger.info(
                 "llmtrace: a global TracerProvider already exists; using it as is (no exporters added)"
@@ -319,16 +336,27 @@ def _apply_settings(
     capture_content: str | bool | None,
     max_attribute_length: int | None,
     redact: Callable[[str, Any], Any] | None,
+    capture_error_messages: bool | None,
     run_ttl_s: float | None,
     max_open_runs: int | None,
+    *,
+    again: bool,
 ) -> None:
+    """Apply configure()'s content and run settings. The first call starts from the environment;
+    a later one (``again``) changes only what it is given, so a bare ``configure()`` elsewhere in
+    the application can neither drop the redaction hook nor turn capture back on."""
     settings.disabled = env_flag("OTEL_SDK_DISABLED")
-    base = ContentPolicy.from_env()
+    base = settings.content if again else ContentPolicy.from_env()
     mode = parse_capture_mode(capture_content) if capture_content is not None else base.mode
-    length = max_attribute_length if max_attribute_length is not None else DEFAULT_MAX_ATTRIBUTE_LENGTH
+    length = max_attribute_length if max_attribute_length is not None else base.max_attribute_length
     if length < 64:
         raise ValueError(f"max_attribute_length must be at least 64, got {length}")
-    settings.content = ContentPolicy(mode=mode, max_attribute_length=length, redact=redact)
+    hook = redact if redact is not None else (base.redact if again else None)
+    settings.content = ContentPolicy(mode=mode, max_attribute_length=length, redact=hook)
+    if capture_error_messages is not None:
+        settings.error_messages = capture_error_messages
+    elif not again:
+        settings.error_messages = env_flag(ERROR_MESSAGES_ENV)
     if run_ttl_s is not None:
         if run_ttl_s <= 0:
             raise ValueError(f"run_ttl_s must be positive, got {run_ttl_s}")

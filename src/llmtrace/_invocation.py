@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from llmtrace import semconv
-from llmtrace._content import MIN_ATTRIBUTE_LENGTH, scrub_secrets, serialize_content
+from llmtrace._content import MIN_ATTRIBUTE_LENGTH, serialize_content
 from llmtrace._errors import classify_error
 from llmtrace._pricing import estimate_cost
 from llmtrace._safety import never_raise
@@ -35,15 +35,33 @@ MAX_ERROR_MESSAGE = 1024
 MAX_LISTED_DOCUMENTS = 100
 
 
-def _error_message(error: BaseException | str) -> str:
+def _error_message(error: BaseException | str) -> str | None:
+    """The status description and ``exception.message`` of a failure, or None when not recorded.
+
+    An exception's message is content: providers and frameworks quote the prompt, the tool's
+    arguments or the request in it (a 422 echoing its input, a pydantic validation error). It is
+    recorded only while content is captured on spans, or if ``settings.error_messages`` says so,
+    and then goes through the content pipeline: secrets masked, the redaction hook, bounded. An
+    error type given as text (a handled tool error) is llmtrace's own and always kept."""
     if isinstance(error, str):
         return error[:MAX_ERROR_MESSAGE]
+    policy = settings.content
+    if not (policy.mode.on_span or settings.error_messages):
+        return None
     try:
         text = str(error)
     except Exception:
-        text = ""
-    scrubbed = scrub_secrets(text)
-    return (scrubbed if isinstance(scrubbed, str) else "")[:MAX_ERROR_MESSAGE]
+        return None
+    return safe_text(semconv.EXCEPTION_MESSAGE, text, MAX_ERROR_MESSAGE) if text else None
+
+
+def safe_text(key: str, text: str, limit: int) -> str | None:
+    """Free text recorded under ``key`` (an exception message, an evaluation's explanation) made
+    safe as captured content is: secrets masked, the redaction hook applied, at most ``limit``
+    characters. None if the hook drops it."""
+    policy = dataclasses.replace(settings.content, max_attribute_length=max(limit, MIN_ATTRIBUTE_LENGTH))
+    result = serialize_content(key, text, policy)
+    return None if result is None else result[0]
 
 
 class Invocation:
@@ -142,13 +160,10 @@ class Invocation:
                     message = _error_message(error)
                     span.set_status(Status(StatusCode.ERROR, message))
                     if isinstance(error, BaseException):
-                        span.add_event(
-                            semconv.EVENT_EXCEPTION,
-                            {
-                                semconv.EXCEPTION_TYPE: type(error).__qualname__,
-                                semconv.EXCEPTION_MESSAGE: message,
-                            },
-                        )
+                        event: Attrs = {semconv.EXCEPTION_TYPE: type(error).__qualname__}
+                        if message is not None:
+                            event[semconv.EXCEPTION_MESSAGE] = message
+                        span.add_event(semconv.EVENT_EXCEPTION, event)
             self._record(duration, error_type)
         finally:
             span.end(end_time=end_time_ns)

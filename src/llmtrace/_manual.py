@@ -14,9 +14,8 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
 from llmtrace import semconv
-from llmtrace._content import truncate_text
 from llmtrace._handler import TelemetryHandler
-from llmtrace._invocation import AgentInvocation, ToolInvocation
+from llmtrace._invocation import AgentInvocation, ToolInvocation, safe_text
 
 _handler_lock = threading.Lock()
 _handler: TelemetryHandler | None = None
@@ -26,6 +25,7 @@ _current_agent: contextvars.ContextVar[AgentInvocation | None] = contextvars.Con
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 MAX_EXPLANATION = 4096
+MAX_LABEL = 256
 
 
 def default_handler() -> TelemetryHandler:
@@ -158,10 +158,14 @@ def record_evaluation(
     attributes: dict[str, AttributeValue] = {semconv.GEN_AI_EVALUATION_NAME: name}
     if score is not None:
         attributes[semconv.GEN_AI_EVALUATION_SCORE_VALUE] = score
-    if label is not None:
-        attributes[semconv.GEN_AI_EVALUATION_SCORE_LABEL] = label
-    if explanation is not None:
-        attributes[semconv.GEN_AI_EVALUATION_EXPLANATION] = truncate_text(explanation, MAX_EXPLANATION)[0]
+    for key, text, limit in (
+        (semconv.GEN_AI_EVALUATION_SCORE_LABEL, label, MAX_LABEL),
+        (semconv.GEN_AI_EVALUATION_EXPLANATION, explanation, MAX_EXPLANATION),
+    ):
+        if text is not None:
+            safe = safe_text(key, str(text), limit)  # a judge's words may quote keys or content
+            if safe is not None:
+                attributes[key] = safe
     if response_id is not None:
         attributes[semconv.GEN_AI_RESPONSE_ID] = response_id
     default_handler().logger.emit(

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from llmtrace._content import ContentPolicy
 
+ERROR_MESSAGES_ENV = "LLMTRACE_CAPTURE_ERROR_MESSAGES"
+
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -20,6 +22,8 @@ class Settings:
     max_open_runs: int = 10_000
     """At most this many runs are kept open per integration; the oldest is ended beyond it."""
     disabled: bool = field(default_factory=lambda: env_flag("OTEL_SDK_DISABLED"))
+    error_messages: bool = field(default_factory=lambda: env_flag(ERROR_MESSAGES_ENV))
+    """Record exception messages on spans even while content is not captured on spans."""
 
 
 settings = Settings()

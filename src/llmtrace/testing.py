@@ -91,9 +91,21 @@ def telemetry_handler(
 @pytest.fixture
 def content_capture() -> Iterator[Settings]:
     """The process-wide settings, restored after the test (set ``.content`` to capture content)."""
-    saved = (settings.content, settings.run_ttl_s, settings.max_open_runs, settings.disabled)
+    saved = (
+        settings.content,
+        settings.run_ttl_s,
+        settings.max_open_runs,
+        settings.disabled,
+        settings.error_messages,
+    )
     yield settings
-    settings.content, settings.run_ttl_s, settings.max_open_runs, settings.disabled = saved
+    (
+        settings.content,
+        settings.run_ttl_s,
+        settings.max_open_runs,
+        settings.disabled,
+        settings.error_messages,
+    ) = saved
 
 
 def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:

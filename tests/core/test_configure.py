@@ -419,3 +419,47 @@ def test_prometheus_scrape_endpoint():
         if line.startswith("llmtrace_usage_cost") and not line.startswith("#")
     ]
     assert float(cost_line.rsplit(" ", 1)[1]) == pytest.approx(0.0075)
+
+
+def test_a_later_configure_changes_only_what_it_is_given():
+    """A bare configure() elsewhere in the app (a library, a notebook cell) must neither drop the
+    redaction hook nor turn capture back on; the settings it is given do apply."""
+    result = _run_python(
+        """
+        import llmtrace
+        from llmtrace._settings import settings
+
+        def hook(key, value):
+            return value
+
+        llmtrace.configure(exporters="none", redact=hook, capture_content=False, max_attribute_length=500)
+        llmtrace.configure()  # warns, keeps the pipeline, changes nothing
+        assert settings.content.redact is hook, settings.content
+        assert settings.content.mode.name == "NO_CONTENT", settings.content  # the environment says SPAN_ONLY
+        assert settings.content.max_attribute_length == 500
+        assert settings.error_messages is False
+        llmtrace.configure(capture_content="EVENT_ONLY", capture_error_messages=True)
+        assert settings.content.mode.name == "EVENT_ONLY" and settings.content.redact is hook
+        assert settings.error_messages is True
+        print("ok")
+        """,
+        env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert "already called" in result.stderr
+
+
+def test_error_messages_switch_from_the_environment():
+    result = _run_python(
+        """
+        import llmtrace
+        from llmtrace._settings import settings
+
+        llmtrace.configure(exporters="none")
+        print(settings.error_messages, settings.content.mode.name)
+        """,
+        env={"LLMTRACE_CAPTURE_ERROR_MESSAGES": "true"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "NO_CONTENT"]

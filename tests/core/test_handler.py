@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -193,21 +194,65 @@ def test_error_status_and_type(telemetry_handler, span_exporter, metric_reader):
     inv.fail(ValueError("second end is ignored"))
     (span,) = span_exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
-    assert span.status.description == "slow down"
+    assert span.status.description is None  # messages are content: not recorded by default
     assert span.attributes[sc.ERROR_TYPE] == "rate_limit"
     (event,) = span.events
     assert event.name == "exception"
-    assert event.attributes[sc.EXCEPTION_TYPE] == "RateLimitError"
+    assert dict(event.attributes) == {sc.EXCEPTION_TYPE: "RateLimitError"}
     (duration,) = metric_points(metric_reader, sc.METRIC_CLIENT_OPERATION_DURATION)
     assert duration.attributes[sc.ERROR_TYPE] == "rate_limit"
 
 
-def test_secret_in_error_message_is_scrubbed(telemetry_handler, span_exporter):
+PROMPT_ECHO = "422: {'input': 'my SSN is 123-45-6789', 'key': 'sk-proj-abcdefghijklmnopqrstuvwxyz123456'}"
+
+
+def _failed_span(telemetry_handler, span_exporter) -> Any:
     inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
-    inv.fail(RuntimeError("bad key sk-proj-abcdefghijklmnopqrstuvwxyz123456"))
+    inv.fail(ValueError(PROMPT_ECHO))
     (span,) = span_exporter.get_finished_spans()
-    assert "abcdefghijklmnop" not in span.status.description
-    assert "abcdefghijklmnop" not in json.dumps([dict(e.attributes) for e in span.events])
+    return span
+
+
+def _recorded_text(span) -> str:
+    return json.dumps(
+        [span.status.description, dict(span.attributes), [dict(e.attributes) for e in span.events]]
+    )
+
+
+def test_exception_messages_are_content_and_not_recorded_by_default(telemetry_handler, span_exporter):
+    """A provider or framework error may quote the prompt or the arguments (a 422 echoing its input)."""
+    span = _failed_span(telemetry_handler, span_exporter)
+    assert "123-45-6789" not in _recorded_text(span) and "abcdefghijklmnop" not in _recorded_text(span)
+    assert span.status.description is None
+    assert [dict(e.attributes) for e in span.events] == [{sc.EXCEPTION_TYPE: "ValueError"}]
+    assert span.attributes[sc.ERROR_TYPE] == "ValueError"
+
+
+@pytest.mark.parametrize("how", ["capture on spans", "error messages switched on"])
+def test_exception_messages_when_recorded_are_masked_and_redacted(
+    telemetry_handler, span_exporter, content_capture, how
+):
+    def hook(key: str, value: Any) -> Any:
+        return value.replace("123-45-6789", "<ssn>") if key == sc.EXCEPTION_MESSAGE else value
+
+    if how == "capture on spans":
+        content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY, redact=hook)
+    else:
+        content_capture.content = ContentPolicy(redact=hook)
+        content_capture.error_messages = True
+    span = _failed_span(telemetry_handler, span_exporter)
+    assert span.status.description == "422: {'input': 'my SSN is <ssn>', 'key': '[REDACTED]'}"
+    (event,) = span.events
+    assert event.attributes[sc.EXCEPTION_MESSAGE] == span.status.description
+    assert "123-45-6789" not in _recorded_text(span) and "abcdefghijklmnop" not in _recorded_text(span)
+
+
+def test_exception_messages_on_events_only_mode_stay_off_spans(
+    telemetry_handler, span_exporter, content_capture
+):
+    content_capture.content = ContentPolicy(mode=CaptureMode.EVENT_ONLY)
+    span = _failed_span(telemetry_handler, span_exporter)
+    assert span.status.description is None
 
 
 def test_embeddings_span(telemetry_handler, span_exporter):

@@ -112,3 +112,22 @@ def test_delayed_evaluation_for_ended_trace(log_exporter):
 def test_evaluation_argument_errors_are_clear(kwargs, message):
     with pytest.raises(ValueError, match=message):
         llmtrace.record_evaluation("relevance", **kwargs)
+
+
+KEY = "sk-proj-abcdefghijklmnopqrstuvwxyz123456"
+
+
+def test_evaluation_text_is_masked_and_redacted(tracer_provider, log_exporter, content_capture):
+    """A judge's explanation may quote a key or the user's data: masked as content is, whatever the mode."""
+    content_capture.content = ContentPolicy(redact=lambda key, value: value.replace("Ada", "<name>"))
+    with tracer_provider.get_tracer("app").start_as_current_span("chat"):
+        llmtrace.record_evaluation(
+            "relevance",
+            label=f"leaked {KEY}",
+            explanation=f"Answer to Ada used key {KEY}; Bearer abcdefghijklmnop",
+        )
+    (log,) = log_exporter.get_finished_logs()
+    attributes = dict(log.log_record.attributes)
+    assert attributes[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "leaked [REDACTED]"
+    explanation = attributes[sc.GEN_AI_EVALUATION_EXPLANATION]
+    assert explanation == "Answer to <name> used key [REDACTED]; Bearer [REDACTED]"
