@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import PurePath
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 logger = logging.getLogger(__name__)
 
@@ -172,50 +172,237 @@ class ContentPolicy:
 # --------------------------------------------------------------------------------------
 # Secrets
 # --------------------------------------------------------------------------------------
-# Matched against keys normalised to snake case. "token" must end the key, so token counts
+# Keys are matched normalised to snake case, at one of three strengths.
+#
+# _SECRET_KEY: the value is masked, whatever it is. "token" must end the key, so token counts
 # such as max_tokens or input_tokens are kept.
 _SECRET_KEY: Final = re.compile(
-    r"(?:^|_)(?:api_?key|auth|authorization|passwd|passphrase|token|cookies?|credentials?|private_key)$"
+    r"(?:^|_)(?:api_?key|auth|authorization|passwd|pwd|passphrase|token|cookies?|credentials?"
+    r"|(?:access|private|subscription)_key|sig)$"
     r"|secret|password"
 )
+# _PASS_KEY ("pass", "db_pass"): a string value is masked; {"pass": true} in a test report is kept.
+_PASS_KEY: Final = re.compile(r"(?:^|_)pass$")
+# _KEY_KEY ("key", "cache_key", "groq_key"): "key" is mostly not a credential (cache keys, sort
+# keys, S3 object keys, {"key": "value"} in a user's document), and masking all of them would
+# destroy ordinary content. A string is masked only when it looks generated: one word of 16 or
+# more letters, digits and _-+/=, with both letters and digits, and when it has a "/" at least
+# 40 long, so that paths stay (AWS secret keys are 40, Azure storage keys 88). That masks some
+# identifiers too (UUIDs, some cache keys): deliberately, since some services use UUIDs as API
+# keys. Credentials with a known shape (sk-..., gsk_..., JWTs) are masked under any key anyway.
+_KEY_KEY: Final = re.compile(r"(?:^|_)key$")
+_CREDENTIAL_LIKE: Final = re.compile(r"(?=[^0-9]*[0-9])(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9_+/=-]{16,}")
 _KEY_WORD_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[\s.-]+")
+_PAIR_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A header-like name: the first of two items of a list or tuple, such as ("Authorization", "...")."""
+
+_NOT_SECRET: Final = 0
+_SECRET: Final = 1
+_SECRET_IF_STRING: Final = 2
+_SECRET_IF_CREDENTIAL_LIKE: Final = 3
 
 _KEEP_PREFIX: Final = f"\\g<1>{REDACTED}"
 
-# (substrings, pattern, replacement): a pattern only runs on text containing one of its
-# substrings, which keeps scrubbing long text cheap (a single combined regex tries every
-# alternative at every position and is several times slower).
-_SECRET_PATTERNS: Final[tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...]] = (
-    (("earer", "EARER"), re.compile(r"\b((?i:bearer)\s+)[A-Za-z0-9._~+/-]{8,}=*"), _KEEP_PREFIX),
-    (("sk-",), re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"), REDACTED),
-    (("AIza",), re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),
-    (("AKIA", "ASIA"), re.compile(r"\bA(?:KIA|SIA)[0-9A-Z]{16}\b"), REDACTED),
-    (("xai-",), re.compile(r"\bxai-[A-Za-z0-9_-]{20,}"), REDACTED),
-    (("hp_", "ho_", "hu_", "hs_", "hr_"), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"), REDACTED),
-    (("eyJ",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"), REDACTED),
-    (
-        ("=",),
-        re.compile(
-            r"([?&](?i:api[_-]?key|key|access[_-]?token|token|password|client[_-]?secret)=)[^&#\s\"'<>]+"
-        ),
-        _KEEP_PREFIX,
-    ),
-    (("://",), re.compile(r"(://[^/\s:@]+:)[^/\s@]+(?=@)"), _KEEP_PREFIX),  # password in a URL
+
+def _keep_head(match: re.Match[str]) -> str:
+    """``head`` kept, the value masked; a quoted value keeps its quotes."""
+    quote = match.group("q")
+    head = match.group("head") + (match.group("scheme") or "")
+    if quote is None:
+        return head + REDACTED
+    return head + quote + (match.group("qscheme") or "") + REDACTED + match.group("end")
+
+
+# "name: value", "name=value", "name": "value", 'name': 'value' (dict reprs in error messages),
+# \"name\": \"value\" (JSON inside JSON), and ('name', 'value') for header names.
+_SEP: Final = r"\\?[\"']?[ \t]*(?::=|==|=>|[:=])[ \t]*"
+_PAIR_SEP: Final = r"\\?[\"'][ \t]*,[ \t]*(?=\\?[\"'])"
+# A quoted value runs to its closing quote (escapes skipped) or, if cut, to the end of the line;
+# a bare one to the next space, quote or & (the next URL parameter). Greedy on purpose: masking a
+# trailing bracket is better than leaking the end of a password.
+_QUOTED: Final = r"(?P<q>\\?[\"']){scheme}(?:\\.|[^\\\n])*?(?P<end>(?P=q)|(?=\n)|\Z)"
+# Names masked in text. Bare "key" and "pass" are not: "Key: press Enter" and "pass: 3" are
+# ordinary text. The ('name', 'value') form only for header names: ["token", "embedding"] is a
+# list of words. An unquoted password runs to the end of the line (a passphrase has spaces). A
+# value masked already (?api_key=[REDACTED]#top) is left alone.
+_HEADER_NAMES: Final = r"api[_-]?key|subscription[_-]?key"
+_OTHER_NAMES: Final = r"(?:secret|access|private)[_-]?key|secret|token"
+_PASSWORD_NAMES: Final = r"passw(?:or)?d|passphrase|pwd"
+_NAME_VALUE: Final = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9])"
+    rf"(?:(?:{_HEADER_NAMES})(?:{_SEP}|{_PAIR_SEP})|(?:{_OTHER_NAMES}){_SEP}|(?P<password>{_PASSWORD_NAMES}){_SEP}))"
+    + "(?:"
+    + _QUOTED.format(scheme="(?P<qscheme>)")
+    + r"|(?P<scheme>)(?!\[REDACTED\])(?(password)[^\r\n\"'&]*[^\s\"'&]|[^\s\"'&]+))",
+    re.IGNORECASE,
+)
+# An authorization header as text: the scheme is kept, the rest of the value masked (to the end of
+# the line if unquoted: some schemes have several parts).
+_AUTH_SCHEMES: Final = (
+    r"(?:basic|bearer|token|digest|negotiate|ntlm|api-?key|key|dpop|ssws|aws4-hmac-sha256)[ \t]+"
+)
+_AUTHORIZATION: Final = re.compile(
+    rf"(?P<head>(?<![A-Za-z0-9])(?:proxy-)?authorization(?:{_SEP}|{_PAIR_SEP}))"
+    + "(?:"
+    + _QUOTED.format(scheme=f"(?P<qscheme>{_AUTH_SCHEMES})?")
+    + rf"|(?P<scheme>{_AUTH_SCHEMES})?[^\r\n\"'\\]+)",
+    re.IGNORECASE,
 )
 
 
+def _gate(literal: str, rest: str) -> re.Pattern[str]:
+    """A quick check for ``literal`` followed by ``rest``: a pattern that starts with a literal is
+    searched for much faster than one that starts with a look-behind, a \\b or a character class."""
+    return re.compile(re.escape(literal) + rest)
+
+
+def _anchored(anchor: str, shapes: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(gate, pattern) for credentials ``prefix + anchor + body``: the gate finds the anchor
+    character and looks behind it for a prefix, which is cheap even when the anchor is common."""
+    gate = re.compile(
+        re.escape(anchor)
+        + "(?:"
+        + "|".join(rf"(?<=\b{prefix}{re.escape(anchor)}){body}" for prefix, body in shapes)
+        + ")"
+    )
+    pattern = re.compile(
+        r"\b(?:" + "|".join(f"{prefix}{re.escape(anchor)}{body}" for prefix, body in shapes) + ")"
+    )
+    return gate, pattern
+
+
+_HYPHENATED_KEYS: Final = _anchored(
+    "-",
+    (
+        # OpenAI sk-, sk-proj-; Anthropic sk-ant-, sk-ant-admin; OpenRouter sk-or-
+        ("sk", r"[A-Za-z0-9_-]{20,}"),
+        ("xai", r"[A-Za-z0-9_-]{20,}"),  # xAI
+        ("pplx", r"[A-Za-z0-9_-]{20,}"),  # Perplexity
+        ("glpat", r"[A-Za-z0-9_-]{20,}"),  # GitLab
+        ("xox[abpors]", r"[A-Za-z0-9-]{10,}"),  # Slack
+    ),
+)
+_UNDERSCORED_KEYS: Final = _anchored(
+    "_",
+    (
+        ("gsk", r"[A-Za-z0-9]{20,}"),  # Groq
+        ("hf", r"[A-Za-z0-9]{30,}"),  # Hugging Face
+        ("gh[pousr]", r"[A-Za-z0-9]{30,}"),  # GitHub classic
+        ("github", r"pat_[A-Za-z0-9_]{22,}"),  # GitHub fine-grained
+        ("[rs]k", r"(?:live|test)_[A-Za-z0-9]{10,}"),  # Stripe secret and restricted keys
+        ("npm", r"[A-Za-z0-9]{30,}"),  # npm
+        ("r8", r"[A-Za-z0-9]{30,}"),  # Replicate
+    ),
+)
+_NAME_GATE_END: Final = r"\\?[\"']?[ \t]*[:=]"
+_HEADER_GATE_END: Final = r"\\?[\"']?[ \t]*[:=,]"
+
+# Rules: (trigger, gate, pattern, replacement). A rule runs only on text containing its trigger
+# substring, in which its gate, if any, also finds something: most text pays one substring search
+# per rule. A single combined regex would try every alternative at every position and be several
+# times slower; so is a pattern that starts with \b, a look-behind or a character class, hence the
+# gates, which start with a literal. _FOLDED_RULES look for their trigger and gate in the
+# lower-cased text.
+_Rule: TypeAlias = "tuple[str, re.Pattern[str] | None, re.Pattern[str], str | Callable[[re.Match[str]], str]]"
+_CASED_RULES: Final[tuple[_Rule, ...]] = (
+    ("-", _HYPHENATED_KEYS[0], _HYPHENATED_KEYS[1], REDACTED),
+    ("_", _UNDERSCORED_KEYS[0], _UNDERSCORED_KEYS[1], REDACTED),
+    (  # Google API keys, AWS access key ids
+        "A",
+        None,
+        re.compile(r"A(?<=\bA)(?:Iza[0-9A-Za-z_-]{30,}|(?:KIA|SIA)[0-9A-Z]{16}\b)"),
+        REDACTED,
+    ),
+    ("ya29.", None, re.compile(r"ya29\.(?<=\bya29\.)[A-Za-z0-9_-]{20,}"), REDACTED),  # Google OAuth
+    (  # JWT
+        "eyJ",
+        None,
+        re.compile(r"eyJ(?<=\beyJ)[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"),
+        REDACTED,
+    ),
+    (  # credentials in URL parameters, such as ?api_key=, &client_secret=, Azure SAS &sig=
+        "=",
+        None,
+        re.compile(
+            r"([?&](?i:[a-z0-9_.-]*?(?:api[_-]?key|token|secret|passw(?:or)?d|pwd|signature|credential)"
+            r"|key|sig)=)[^&#\s\"'<>]+"
+        ),
+        _KEEP_PREFIX,
+    ),
+    ("://", None, re.compile(r"(://[^/\s:@]+:)[^/\s@]+(?=@)"), _KEEP_PREFIX),  # password in a URL
+)
+_FOLDED_RULES: Final[tuple[_Rule, ...]] = (
+    (
+        "bearer",
+        _gate("bearer", r"\s+[a-z0-9._~+/-]{8}"),
+        re.compile(r"\b((?i:bearer)\s+)[A-Za-z0-9._~+/-]{8,}=*"),
+        _KEEP_PREFIX,
+    ),
+    ("authorization", _gate("authorization", _HEADER_GATE_END), _AUTHORIZATION, _keep_head),
+    (
+        "key",
+        _gate("private key-----", ""),
+        re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|\Z)"),
+        f"\\g<1>{REDACTED}\\g<2>",
+    ),
+    (
+        "key",
+        _gate(
+            "key",
+            "(?:"
+            + "|".join(
+                f"(?<={word}{sep}key)"
+                for word in ("api", "secret", "access", "private", "subscription")
+                for sep in ("_", "-", "")
+            )
+            + ")"
+            + _HEADER_GATE_END,
+        ),
+        _NAME_VALUE,
+        _keep_head,
+    ),
+    ("token", _gate("token", _NAME_GATE_END), _NAME_VALUE, _keep_head),
+    ("secret", _gate("secret", _NAME_GATE_END), _NAME_VALUE, _keep_head),
+    ("pass", _gate("pass", r"(?:w(?:or)?d|phrase)" + _NAME_GATE_END), _NAME_VALUE, _keep_head),
+    ("pwd", _gate("pwd", _NAME_GATE_END), _NAME_VALUE, _keep_head),
+)
+_SHORTEST_SECRET: Final = 5
+"""Characters of the shortest text with something to mask ("pwd=x")."""
+
+
 @lru_cache(maxsize=4096)
-def _is_secret_key(key: str) -> bool:
+def _secret_level(key: str) -> int:
     normalised = _KEY_WORD_BOUNDARY.sub("_", key[:_MAX_KEY_LENGTH]).lower()
-    return _SECRET_KEY.search(normalised) is not None
+    if _SECRET_KEY.search(normalised) is not None:
+        return _SECRET
+    if _PASS_KEY.search(normalised) is not None:
+        return _SECRET_IF_STRING
+    if _KEY_KEY.search(normalised) is not None:
+        return _SECRET_IF_CREDENTIAL_LIKE
+    return _NOT_SECRET
+
+
+def _masks(level: int, value: object) -> bool:
+    """Whether ``value`` (converted) under a key of secret ``level`` is masked."""
+    if level == _SECRET:
+        return True
+    if level == _NOT_SECRET or not isinstance(value, str) or not value:
+        return False
+    if level == _SECRET_IF_STRING:
+        return True
+    return _CREDENTIAL_LIKE.fullmatch(value) is not None and ("/" not in value or len(value) >= 40)
 
 
 def _mask(text: str) -> str:
-    for triggers, pattern, replacement in _SECRET_PATTERNS:
-        for trigger in triggers:
-            if trigger in text:
-                text = pattern.sub(replacement, text)
-                break
+    if len(text) < _SHORTEST_SECRET:
+        return text
+    folded = text.lower()  # before any masking, which adds no trigger
+    for trigger, gate, pattern, replacement in _CASED_RULES:
+        if trigger in text and (gate is None or gate.search(text) is not None):
+            text = pattern.sub(replacement, text)
+    for trigger, gate, pattern, replacement in _FOLDED_RULES:
+        if trigger in folded and (gate is None or gate.search(folded) is not None):
+            text = pattern.sub(replacement, text)
     return text
 
 
@@ -460,17 +647,35 @@ class _Converter:
                     self.truncated = True
                     break
                 name = self._key(key)
-                secret = self.scrub and _is_secret_key(name)
-                out[name] = REDACTED if secret else self.convert(value, depth + 1)
+                level = _secret_level(name) if self.scrub else _NOT_SECRET
+                if level == _SECRET:
+                    out[name] = REDACTED
+                    continue
+                converted = self.convert(value, depth + 1)
+                out[name] = REDACTED if level and _masks(level, converted) else converted
             return out
         finally:
             self._open.discard(id(owner))
+
+    @staticmethod
+    def _secret_pair(pair: list[Any] | tuple[Any, ...]) -> bool:
+        """``pair`` is a header as (name, value), such as ("Authorization", "Basic ..."), with a secret."""
+        name, value = pair
+        if isinstance(name, (bytes, bytearray)):
+            name = bytes(name).decode("latin-1")
+        if not isinstance(name, str) or _PAIR_NAME.fullmatch(name) is None:
+            return False
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("latin-1")
+        return isinstance(value, str) and _masks(_secret_level(name), value)
 
     def _items(self, owner: object, items: Iterable[Any], total: int, depth: int) -> Any:
         marker = self._open_container(owner, depth)
         if marker is not None:
             return marker
         try:
+            if self.scrub and total == 2 and isinstance(owner, (list, tuple)) and self._secret_pair(owner):
+                return [self.convert(owner[0], depth + 1), REDACTED]
             out: list[Any] = []
             for index, item in enumerate(items):
                 if index >= MAX_ITEMS or self.budget <= 0:
@@ -500,10 +705,15 @@ def to_jsonable(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
 def scrub_secrets(value: Any) -> Any:
     """A JSON-compatible copy of ``value`` (as :func:`to_jsonable`) with credentials masked.
 
-    The values of secret-looking keys (``api_key``, ``Authorization``, ``password``, ``token``,
-    ``cookie``, ... but not token counts such as ``max_tokens``) become ``"[REDACTED]"``, and
-    credentials inside strings (bearer tokens, provider API keys, AWS key ids, JWTs, ``key=``
-    URL parameters, URL passwords) are masked. Never raises.
+    The values of secret-looking keys (``api_key``, ``x-api-key``, ``Authorization``,
+    ``Ocp-Apim-Subscription-Key``, ``password``, ``pwd``, ``token``, ``cookie``, ... but not token
+    counts such as ``max_tokens``) become ``"[REDACTED]"``, as do the string values of ``pass``
+    and the generated-looking ones of ``key`` and ``*_key``, and the values of headers given as
+    (name, value) pairs. Credentials inside strings are masked: bearer tokens, provider API keys
+    (OpenAI, Anthropic, Groq, Perplexity, xAI, Hugging Face, Google, AWS key ids, GitHub, GitLab,
+    Slack, Stripe, npm, Replicate), JWTs, private keys, authorization headers written as text,
+    ``api_key=...``/``"password": "..."`` pairs, credential URL parameters (``?key=``,
+    ``&sig=``) and URL passwords. Never raises.
     """
     return _Converter(DEFAULT_MAX_DEPTH, scrub=True).convert(value, 0)
 

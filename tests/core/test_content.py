@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmtrace import _content
+from llmtrace import semconv as sc
 from llmtrace._content import (
     CAPTURE_CONTENT_ENV,
     DEFAULT_MAX_ATTRIBUTE_LENGTH,
@@ -509,6 +510,18 @@ def test_dumps_bounded_property(value: Any, limit: int) -> None:
         "Set-Cookie",
         "credentials",
         "private_key",
+        "Ocp-Apim-Subscription-Key",
+        "subscription_key",
+        "subscriptionKey",
+        "api-key",
+        "X-Goog-Api-Key",
+        "pwd",
+        "db_pwd",
+        "passwd",
+        "passphrase",
+        "access_key",
+        "secret_key",
+        "sig",
     ],
 )
 def test_secret_keys_are_redacted(key: str) -> None:
@@ -605,10 +618,235 @@ def test_scrub_secrets_does_not_modify_its_input_and_handles_any_value() -> None
     assert scrub_secrets(None) is None
 
 
+# Fake credentials in the shapes providers issue, built by concatenation so that secret scanners
+# do not take this file for a leak.
+PROVIDER_KEYS = {
+    "groq": "gsk" + "_" + "Fake0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL",
+    "perplexity": "pplx" + "-" + "fake0123456789abcdef0123456789abcdef0123456789ab",
+    "hugging face": "hf" + "_" + "Fake0123456789abcdefghijklmnopqrstu",
+    "github fine-grained": "github" + "_pat_" + "11FAKE0123456789abcdef_" + "a1B2c3D4e5" * 6,
+    "github classic": "ghp" + "_" + "Fake0123456789abcdefghijklmnopqrstu",
+    "gitlab": "glpat" + "-" + "Fake0123456789abcdefgh",
+    "slack bot": "xoxb" + "-" + "123456789012-1234567890123-Fake0123456789abcdef",
+    "slack user": "xoxp" + "-" + "123456789012-1234567890123-1234567890123-fake0123456789",
+    "stripe live": "sk" + "_live_" + "Fake0123456789abcdefghij",
+    "stripe test": "sk" + "_test_" + "Fake0123456789abcdefghij",
+    "stripe restricted live": "rk" + "_live_" + "Fake0123456789abcdefghij",
+    "stripe restricted test": "rk" + "_test_" + "Fake0123456789abcdefghij",
+    "google oauth": "ya29" + "." + "a0Fake0123456789abcdefghijklmnopqrstuvwxyz-_ABC",
+    "npm": "npm" + "_" + "Fake0123456789abcdefghijklmnopqrstuvwx",
+    "replicate": "r8" + "_" + "Fake0123456789abcdefghijklmnopqrstuvwxy",
+    "anthropic admin": "sk-ant-admin01-" + "Fake0123456789_abcdef-" * 3,
+    "openrouter": "sk-or-v1-" + "0123456789abcdef" * 4,
+    "openai": SK,
+    "openai project": SK_PROJ,
+    "anthropic": SK_ANT,
+    "xai": XAI_KEY,
+    "google api": GOOGLE_KEY,
+    "aws": AWS_KEY,
+    "jwt": JWT,
+}
+
+
+@pytest.mark.parametrize("key", list(PROVIDER_KEYS.values()), ids=list(PROVIDER_KEYS))
+@pytest.mark.parametrize("template", ["{}", "my key is {} ok", "key='{}'", '"{}"', "({}),", "x\n{}\n"])
+def test_provider_keys_are_masked_in_any_string(key: str, template: str) -> None:
+    text = template.format(key)
+    assert scrub_secrets(text) == template.format("[REDACTED]")
+    nested = scrub_secrets({"messages": [{"role": "user", "content": text}], "tool_args": [text]})
+    assert key[6:] not in json.dumps(nested)
+
+
+@pytest.mark.parametrize("key", list(PROVIDER_KEYS.values()), ids=list(PROVIDER_KEYS))
+@pytest.mark.parametrize("name", ["api_key", "groq_key", "key", "token", "secret", "Authorization", "value"])
+def test_provider_keys_are_masked_as_values(key: str, name: str) -> None:
+    assert scrub_secrets({name: key}) == {name: "[REDACTED]"}
+
+
+BASIC = base64.b64encode(b"alice:wonderland-42").decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # authorization headers written as text: the header name and scheme stay
+        (f"Authorization: Basic {BASIC}", "Authorization: Basic [REDACTED]"),
+        ("authorization: Token abc123def456ghi789", "authorization: Token [REDACTED]"),
+        ("AUTHORIZATION=Digest username=alice, response=6629fae4", "AUTHORIZATION=Digest [REDACTED]"),
+        ("Authorization: SSWS 00abcDEF123", "Authorization: SSWS [REDACTED]"),
+        ("Authorization: Splunk 1a2b3c d4e5\r\nHost: h", "Authorization: [REDACTED]\r\nHost: h"),
+        ("Authorization: hunter2\nnext line", "Authorization: [REDACTED]\nnext line"),
+        ("Proxy-Authorization: Basic dXNlcjpwYXNz", "Proxy-Authorization: Basic [REDACTED]"),
+        ("x-api-key: abc123XYZ\r\nAccept: */*", "x-api-key: [REDACTED]\r\nAccept: */*"),
+        ("api-key: 0123456789abcdef0123456789abcdef", "api-key: [REDACTED]"),
+        ("Ocp-Apim-Subscription-Key: 0123abcd", "Ocp-Apim-Subscription-Key: [REDACTED]"),
+        ("X-Goog-Api-Key: plainvalue", "X-Goog-Api-Key: [REDACTED]"),
+        # name=value, name: value, "name": "value", 'name': 'value' outside URL queries
+        ("api_key=hunter2 and more", "api_key=[REDACTED] and more"),
+        ("apikey: hunter2", "apikey: [REDACTED]"),
+        ("OPENAI_API_KEY=plainsecret", "OPENAI_API_KEY=[REDACTED]"),
+        ("export MISTRAL_API_KEY='plain secret'", "export MISTRAL_API_KEY='[REDACTED]'"),
+        ('access_token = "opaque.value"', 'access_token = "[REDACTED]"'),
+        ("secret=abc", "secret=[REDACTED]"),
+        ("client_secret: abc", "client_secret: [REDACTED]"),
+        ("password: correct horse battery\nuser: bob", "password: [REDACTED]\nuser: bob"),
+        ("passwd=abc", "passwd=[REDACTED]"),
+        ("PWD=abc", "PWD=[REDACTED]"),
+        ("aws_secret_access_key=wJalr/K7MDENG+bPxRfiCY", "aws_secret_access_key=[REDACTED]"),
+        ("token: abcdef123456ghij", "token: [REDACTED]"),
+        ('{"api_key": "abc", "model": "gpt-4o"}', '{"api_key": "[REDACTED]", "model": "gpt-4o"}'),
+        ('{"password":"pa\\"ss","n":1}', '{"password":"[REDACTED]","n":1}'),
+        ('{\\"token\\": \\"abc\\", \\"n\\": 1}', '{\\"token\\": \\"[REDACTED]\\", \\"n\\": 1}'),
+        ("Client(api_key='abc', timeout=3)", "Client(api_key='[REDACTED]', timeout=3)"),
+        ("password: 'cut before the closing quote", "password: '[REDACTED]"),
+        # a dict repr and a list of header pairs in an error message
+        (
+            str(ValueError({"api_key": "abc", "model": "gpt-4o"})),
+            "{'api_key': '[REDACTED]', 'model': 'gpt-4o'}",
+        ),
+        (
+            str([("Authorization", "Token abc123"), ("x-api-key", "k1")]),
+            "[('Authorization', 'Token [REDACTED]'), ('x-api-key', '[REDACTED]')]",
+        ),
+        # Azure SAS and other credential URL parameters
+        (
+            "https://acct.blob.core.windows.net/c/b.pdf?sv=2022-11-02&se=2026&sig=AbC%2Bdef%3D&sp=r",
+            "https://acct.blob.core.windows.net/c/b.pdf?sv=2022-11-02&se=2026&sig=[REDACTED]&sp=r",
+        ),
+        ("GET /x?sig=abc", "GET /x?sig=[REDACTED]"),
+        ("https://x/?refresh_token=abc&y=1", "https://x/?refresh_token=[REDACTED]&y=1"),
+        ("https://s3/o?X-Amz-Signature=abc123&a=1", "https://s3/o?X-Amz-Signature=[REDACTED]&a=1"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+            "-----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----",
+        ),
+    ],
+)
+def test_credentials_written_as_text_are_masked(text: str, expected: str) -> None:
+    assert scrub_secrets(text) == expected
+    assert scrub_secrets({"content": text}) == {"content": expected}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Authorization", "Token abc123def456")],
+        [["Authorization", "Basic " + BASIC]],
+        [("x-api-key", "plain")],
+        [("Cookie", "session=abc")],
+        [(b"authorization", b"Bearer abc")],
+        (("username", "bob"), ("password", "hunter2")),
+    ],
+)
+def test_headers_as_pairs_are_masked(headers: Any) -> None:
+    masked = scrub_secrets({"headers": headers})["headers"]
+    secret_pairs = [pair for pair in masked if pair[1] == "[REDACTED]"]
+    assert len(secret_pairs) == 1
+    for secret in ("abc", "plain", "hunter2", BASIC):
+        assert secret not in json.dumps(masked)
+
+
+def test_weak_secret_keys() -> None:
+    # "pass": any string is masked, other values are kept
+    assert scrub_secrets({"pass": "hunter2", "db_pass": "x", "passed": "kept"}) == {
+        "pass": "[REDACTED]",
+        "db_pass": "[REDACTED]",
+        "passed": "kept",
+    }
+    assert scrub_secrets({"pass": True, "fail": False}) == {"pass": True, "fail": False}
+    # "key": only values that look generated are masked
+    generated = [
+        "0123456789abcdef0123456789abcdef",  # Azure OpenAI keys: 32 hex characters
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",  # AWS secret access keys: 40 characters
+        "AbCdEf123456GhIjKl789",
+    ]
+    for value in generated:
+        assert scrub_secrets({"key": value, "openai_key": value, "Key": value}) == {
+            "key": "[REDACTED]",
+            "openai_key": "[REDACTED]",
+            "Key": "[REDACTED]",
+        }
+    ordinary = {
+        "key": "value",
+        "cache_key": "user:12345:profile:settings",
+        "Key": "reports/2024/q1-sales.csv",
+        "object_key": "tenants/1234/documents/5678",
+        "sort_key": "created_at_descending_order",
+        "primary_key": True,
+        "partition_key": 42,
+        "keys": ["a1b2c3d4e5f6g7h8i9j0"],
+    }
+    assert scrub_secrets(ordinary) == ordinary
+    assert scrub_secrets([("key", "value"), ("token", 5), ("count", "abc")]) == [
+        ["key", "value"],
+        ["token", 5],
+        ["count", "abc"],
+    ]
+
+
+NOT_SECRETS = [
+    "max_tokens: 100, input_tokens=5, output_tokens: 7, total_tokens=12, token_type: bearer",
+    '{"max_tokens": 1024, "input_tokens": 12, "total_tokens": 40, "token_type": "bearer"}',
+    "finish_reason: stop",
+    '{"finish_reason": "length", "role": "assistant"}',
+    "task-1234567890123456789012345678 and task_1234567890123456789012345678901",
+    "skip the risk-free plan; risk-1234567890abcdefghijklmnop is a ticket",
+    "gskill gsk gsk_ short, hf_hub_download(repo_id='x'), npm_config_cache, r8_short",
+    "reset your password at the portal",
+    "The key idea: keep it simple. Press the Enter key to continue.",
+    "Which password manager should I use? Tokens are counted per request.",
+    "key: value",
+    "Token limits apply. Basic understanding of Python helps. The bearer of good news.",
+    "The authorization flow is described below.",
+    "model gpt-4o, claude-3-5-sonnet-20241022, sonar-pro, llama-3.1-70b-versatile",
+    "550e8400-e29b-41d4-a716-446655440000",
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7",
+    "chatcmpl-9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c and msg_01XFDUDYJgAACzvnptvVoYEL",
+    "https://example.com/search?q=tokens&page=2#results",
+]
+
+
+@pytest.mark.parametrize("text", NOT_SECRETS)
+def test_non_secrets_are_kept(text: str) -> None:
+    assert scrub_secrets(text) == text
+
+
+def test_non_secret_keys_are_kept() -> None:
+    value = {
+        "max_tokens": 100,
+        "input_tokens": 1,
+        "total_tokens": 2,
+        "token_type": "bearer",
+        "finish_reason": "stop",
+        "model": "claude-3-5-sonnet",
+        "id": "550e8400-e29b-41d4-a716-446655440000",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "content": "reset your password at the portal",
+    }
+    assert scrub_secrets(value) == value
+
+
 def test_scrub_secrets_is_fast_on_long_text() -> None:
     text = "The quick brown fox; x = f(a=1) see https://example.com?page=2\n" * 50_000  # ~3 MB
     start = time.perf_counter()
     assert scrub_secrets(text) == text
+    assert time.perf_counter() - start < 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"role": "user", "content": "the key token: pass-through", "usage": {"total_tokens": 5}}\n' * 30_000,
+        "password: " + "a " * 1_000_000,
+        "'token', " * 300_000,
+        "authorization:" + " " * 2_000_000,
+        "sk-gsk_hf_-_" * 200_000,
+    ],
+    ids=["json", "long password line", "pairs", "spaces", "prefixes"],
+)
+def test_scrub_secrets_is_fast_on_hostile_text(text: str) -> None:
+    start = time.perf_counter()
+    scrub_secrets(text)
     assert time.perf_counter() - start < 2
 
 
@@ -709,3 +947,34 @@ def test_redact_hook_returning_unserialisable_objects() -> None:
     text, truncated = serialize_content("k", "x", policy)  # type: ignore[misc]
     assert truncated
     assert _check_bounded(text, 100)["obj"] == "<RaisingRepr>"
+
+
+def test_secrets_are_masked_on_a_real_chat_span(telemetry_handler, span_exporter, content_capture) -> None:
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY)
+    groq_key = PROVIDER_KEYS["groq"]
+    inv = telemetry_handler.start_chat("llama-3.3-70b-versatile", provider=sc.PROVIDER_GROQ)
+    inv.input_messages = [
+        {"role": "system", "parts": [{"type": "text", "content": "You call APIs. max_tokens: 100"}]},
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": f"my Groq key is {groq_key}, please keep it"},
+                {"type": "text", "content": f"then send\nAuthorization: Basic {BASIC}\nAccept: */*"},
+            ],
+        },
+    ]
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    text = span.attributes[sc.GEN_AI_INPUT_MESSAGES]
+    assert groq_key[4:] not in text
+    assert BASIC not in text
+    assert json.loads(text) == [
+        {"role": "system", "parts": [{"type": "text", "content": "You call APIs. max_tokens: 100"}]},
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "my Groq key is [REDACTED], please keep it"},
+                {"type": "text", "content": "then send\nAuthorization: Basic [REDACTED]\nAccept: */*"},
+            ],
+        },
+    ]
