@@ -486,6 +486,7 @@ class AgentInvocation(Invocation):
         super().__init__(handler, span, agent, start_perf)
         self.name = name
         self.request_model: str | None = None
+        self.conversation_id: str | None = None
         self.inference_calls = 0
         self.tool_calls = 0
         self.step_count = 0
@@ -520,6 +521,7 @@ class AgentInvocation(Invocation):
 
     def _set_end_attributes(self, attrs: Attrs) -> None:
         _set_if(attrs, semconv.GEN_AI_REQUEST_MODEL, self.request_model)
+        _set_if(attrs, semconv.GEN_AI_CONVERSATION_ID, self.conversation_id)
         if settings.content.mode.on_span:
             self._set_content(attrs, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
             self._set_content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)

@@ -269,3 +269,30 @@ def test_graph_interrupt_is_not_an_error(handler, span_exporter):
     run.on_chain_error(GraphInterrupt(()))
     (span,) = span_exporter.get_finished_spans()
     assert span.status.status_code.name == "UNSET"
+
+
+def test_thread_id_is_the_conversation_id(handler, span_exporter, metric_reader):
+    """LangGraph copies configurable.thread_id into run metadata: it names the conversation on the
+    agent and model spans (never on metrics: one value per conversation)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    agent = create_agent(
+        ScriptedChatModel(script=[answer("hi")]), tools=[], checkpointer=InMemorySaver(), name="helper"
+    )
+    config = {"callbacks": [handler], "configurable": {"thread_id": "thread-42"}}
+    for _ in range(2):  # the same conversation, resumed
+        agent.invoke({"messages": [("user", "hi")]}, config=config)
+    spans = span_exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini", "invoke_agent helper"] * 2
+    assert {attrs(s)[semconv.GEN_AI_CONVERSATION_ID] for s in spans} == {"thread-42"}
+    data = metric_reader.get_metrics_data()
+    assert "thread-42" not in data.to_json()
+
+
+def test_session_metadata_is_the_conversation_id_and_absent_without_one(handler, span_exporter):
+    model = ScriptedChatModel(script=[answer("hi")])
+    model.invoke("hi", config={"callbacks": [handler], "metadata": {"session_id": "s-1"}})
+    model.invoke("hi", config={"callbacks": [handler]})
+    first, second = span_exporter.get_finished_spans()
+    assert attrs(first)[semconv.GEN_AI_CONVERSATION_ID] == "s-1"
+    assert semconv.GEN_AI_CONVERSATION_ID not in attrs(second)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from llmtrace import semconv
 from llmtrace._formats import output_type
-from llmtrace._invocation import ModelInvocation
+from llmtrace._invocation import MAX_NAME_LENGTH, ModelInvocation
 from llmtrace._objects import attribute, url_host_port
 
 LC_ID_PREFIX = "lc_run-"
@@ -207,6 +208,20 @@ def structured_output_type(options: object) -> str | None:
     kwargs = structured.get("kwargs") if isinstance(structured, Mapping) else None
     method = kwargs.get("method") if isinstance(kwargs, Mapping) else None
     return semconv.OUTPUT_TYPE_JSON if method in _JSON_METHODS else None
+
+
+_CONVERSATION_KEYS = ("thread_id", "session_id", "conversation_id")
+"""Run metadata naming the conversation: LangGraph copies ``configurable.thread_id`` into it, and
+these are the keys LangSmith groups a thread by."""
+
+
+def conversation_id(metadata: Mapping[str, Any]) -> str | None:
+    """``gen_ai.conversation.id`` from a run's metadata, if the application names its conversation."""
+    for key in _CONVERSATION_KEYS:
+        value = metadata.get(key)
+        if isinstance(value, (str, int, UUID)) and not isinstance(value, bool) and value != "":
+            return str(value)[:MAX_NAME_LENGTH]
+    return None
 
 
 def is_streaming(params: Mapping[str, Any]) -> bool:

@@ -285,7 +285,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             )
             if is_graph:
                 name = own.get("lc_agent_name") or run.name
-                self._start_agent(run, name if isinstance(name, str) else None)
+                self._start_agent(run, name if isinstance(name, str) else None, own)
             elif run.root or self.keep_chain_spans:
                 run.invocation = self.telemetry.start_workflow(
                     run.name, parent=run.parent, start_time_ns=run.start_ns
@@ -295,12 +295,12 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 run.state = _PLUMBING
             run.metadata = None
 
-    def _start_agent(self, run: _Run, name: str | None) -> None:
-        run.invocation = self.telemetry.start_agent(
-            name, parent=run.parent, start_time_ns=run.start_ns or None
-        )
+    def _start_agent(self, run: _Run, name: str | None, metadata: Mapping[str, Any]) -> None:
+        invocation = self.telemetry.start_agent(name, parent=run.parent, start_time_ns=run.start_ns or None)
+        run.invocation = invocation
         run.agent = run
         run.state = _TRACED
+        invocation.conversation_id = _extract.conversation_id(metadata)
 
     # ---- chains and agents -------------------------------------------------------------------
     @never_raise
@@ -328,7 +328,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             and (parent_run is None or "langgraph_node" not in md or name == agent_name)
         ):
             run.start_ns = 0
-            self._start_agent(run, agent_name if isinstance(agent_name, str) else name)
+            self._start_agent(run, agent_name if isinstance(agent_name, str) else name, md)
         elif parent is None or self.keep_chain_spans or "langgraph_node" not in md:
             run.state = _PENDING
             run.root = parent is None
@@ -466,6 +466,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         self._put_leaf(run_id, invocation, parent, parent_run)
         note_model_start(invocation)
         _extract.apply_request_params(invocation, md, params)
+        if md:
+            invocation.conversation_id = _extract.conversation_id(md)
         # the instrumentor's call-scope wrapper corrects this with the model's own cache
         source = pending_cache_source() if operation == semconv.OP_TEXT_COMPLETION else _global_cache_name()
         if source is not None:
