@@ -111,9 +111,23 @@ def url_host_port(obj: Any, names: Iterable[str]) -> tuple[str | None, int | Non
     for name in names:
         value = attribute(obj, name)
         if isinstance(value, str) and "://" in value:
-            try:
-                parsed = urlparse(value)
-                return parsed.hostname, parsed.port
-            except ValueError:
-                return None, None
+            return host_port(value)
     return None, None
+
+
+_MAX_CACHED_URLS = 256
+_hosts: BoundedCache[str, tuple[str | None, int | None]] = BoundedCache(_MAX_CACHED_URLS)
+
+
+def host_port(url: str) -> tuple[str | None, int | None]:
+    """Host and port of ``url`` ((None, None) if it does not parse), cached: a model calls the
+    same API base every time, and parsing costs more than the rest of reading it."""
+    found = _hosts.get(url)
+    if found is None:
+        try:
+            parsed = urlparse(url)
+            found = (parsed.hostname, parsed.port)
+        except ValueError:
+            found = (None, None)
+        _hosts.remember(url, found)
+    return found

@@ -74,6 +74,16 @@ def test_openai_plain_with_cached_tokens(server, httpx_on, span_exporter):
     assert a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 32
     assert a[semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == 3
     assert a[semconv.GEN_AI_USAGE_COST_AMOUNT] > 0
+    assert (a[semconv.SERVER_ADDRESS], a[semconv.SERVER_PORT]) == ("127.0.0.1", server.port)
+
+
+def test_server_address_with_a_hand_registered_handler_only(server, span_exporter, handler):
+    openai(server).invoke("hi", config={"callbacks": [handler]})
+    (span,) = span_exporter.get_finished_spans()
+    assert (attrs(span)[semconv.SERVER_ADDRESS], attrs(span)[semconv.SERVER_PORT]) == (
+        "127.0.0.1",
+        server.port,
+    )
 
 
 def test_openai_stream_with_usage(server, httpx_on, span_exporter):
@@ -144,6 +154,7 @@ def test_anthropic_with_cache_usage(server, httpx_on, span_exporter, tracer_prov
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 130
     assert a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 100
     assert a[semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 20
+    assert (a[semconv.SERVER_ADDRESS], a[semconv.SERVER_PORT]) == ("127.0.0.1", server.port)
 
 
 def test_anthropic_server_error(server, httpx_on, span_exporter, tracer_provider):

@@ -13,7 +13,7 @@ from uuid import UUID
 from llmtrace import semconv
 from llmtrace._formats import output_type
 from llmtrace._invocation import MAX_NAME_LENGTH, ModelInvocation
-from llmtrace._objects import attribute, url_host_port
+from llmtrace._objects import attribute, host_port, url_host_port
 
 LC_ID_PREFIX = "lc_run-"
 """Ids LangChain makes up for messages (``lc_run--{run_id}-{i}``): not provider response ids."""
@@ -111,9 +111,26 @@ def embeddings_model(model: Any) -> str | None:
     return None
 
 
+_URL_FIELDS = ("openai_api_base", "base_url", "api_base", "anthropic_api_url", "azure_endpoint", "endpoint")
+"""Fields holding the API base URL a model or embeddings client calls."""
+
+
 def server_address(model: Any) -> tuple[str | None, int | None]:
-    """Host and port of the API base URL a model is configured with, if any (else the SDK's default)."""
-    return url_host_port(model, ("openai_api_base", "base_url", "api_base", "azure_endpoint", "endpoint"))
+    """Host and port of the API base URL a model is configured with, if any (None: the SDK's default)."""
+    return url_host_port(model, _URL_FIELDS)
+
+
+def serialized_server_address(serialized: Mapping[str, Any] | None) -> tuple[str | None, int | None]:
+    """The same, from the constructor arguments LangChain hands to ``on_chat_model_start`` /
+    ``on_llm_start`` (``serialized["kwargs"]``: the base URL when one was given, never the key)."""
+    kwargs = serialized.get("kwargs") if serialized else None
+    if not isinstance(kwargs, Mapping):
+        return None, None
+    for name in _URL_FIELDS:
+        url = kwargs.get(name)
+        if isinstance(url, str) and "://" in url:
+            return host_port(url)
+    return None, None
 
 
 def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:

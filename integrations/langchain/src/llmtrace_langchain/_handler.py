@@ -456,12 +456,12 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         provider = _extract.provider_name(md, serialized)
         model = _extract.request_model(md, params)
         stream = _extract.is_streaming(params)
-        if operation == semconv.OP_CHAT:
-            invocation = self.telemetry.start_chat(model, provider=provider, parent=parent, stream=stream)
-        else:
-            invocation = self.telemetry.start_text_completion(
-                model, provider=provider, parent=parent, stream=stream
-            )
+        host, port = _extract.serialized_server_address(serialized)
+        telemetry = self.telemetry
+        start = telemetry.start_chat if operation == semconv.OP_CHAT else telemetry.start_text_completion
+        invocation = start(
+            model, provider=provider, parent=parent, stream=stream, server_address=host, server_port=port
+        )
         # registered first: whatever fails below, the run's span still gets ended
         self._put_leaf(run_id, invocation, parent, parent_run)
         note_model_start(invocation)
