@@ -430,7 +430,7 @@ def _prometheus_reader(port: int) -> tuple[MetricReader, Callable[[], Any]]:
         from prometheus_client import start_http_server
     except ImportError as exc:
         raise ImportError(
-            "prometheus_port needs the Prometheus exporter: pip install 'llmtrace[prometheus]'"
+            "prometheus_port needs the Prometheus exporter: pip install opentelemetry-exporter-prometheus"
         ) from exc
     reader: MetricReader = PrometheusMetricReader()
     server, _ = start_http_server(port, addr=os.environ.get("LLMTRACE_PROMETHEUS_HOST", "127.0.0.1"))

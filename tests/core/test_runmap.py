@@ -37,7 +37,9 @@ def test_ttl_expiry_and_touch(telemetry_handler, span_exporter):
     time.sleep(0.03)
     assert runs.get("alive") is not None  # news from the run refreshes it
     time.sleep(0.03)
-    assert runs.sweep() == 1
+    # the shared background sweeper may have ended "stale" already (it wakes every few seconds)
+    assert runs.sweep() + len(span_exporter.get_finished_spans()) in (1, 2)
+    assert len(runs) == 1
     (span,) = span_exporter.get_finished_spans()
     assert span.name == "chat stale" and span.attributes[sc.LLMTRACE_EVICTED] == sc.EVICTED_TTL
     runs.clear()

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^(gen_ai|llmtrace)\.[a-z0-9][a-z0-9_]*(\.[a-z0-9][a-z0-9_<>{}]*)*\.?$")
 """An attribute, event or metric name; module paths such as ``llmtrace._manual`` have private parts."""
 THIS_FILE = Path(__file__).resolve()
-SEMCONV = Path(semconv.__file__).resolve()
+SEMCONV = ROOT / "src" / "llmtrace" / "semconv.py"  # the checkout's (llmtrace may be installed from a wheel)
 
 
 def _python_files() -> list[Path]:

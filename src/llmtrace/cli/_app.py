@@ -99,7 +99,7 @@ class _State:
             except StoreError as exc:
                 _fail(str(exc))
             except ImportError as exc:
-                _fail(f"cannot open {self.url}: {exc} (pip install 'llmtrace[postgres]')")
+                _fail(f"cannot open {self.url}: {exc} (pip install 'psycopg[binary]')")
         return self._store
 
     def close(self) -> None:

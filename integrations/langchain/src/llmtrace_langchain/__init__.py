@@ -16,7 +16,7 @@ from __future__ import annotations
 try:
     import langchain_core  # noqa: F401
 except ImportError as exc:  # pragma: no cover
-    raise ImportError("llmtrace_langchain needs LangChain: pip install 'llmtrace[langchain]'") from exc
+    raise ImportError("llmtrace_langchain needs LangChain: pip install langchain-core") from exc
 
 from llmtrace_langchain._handler import LLMTraceCallbackHandler
 from llmtrace_langchain._instrumentor import LangChainInstrumentor

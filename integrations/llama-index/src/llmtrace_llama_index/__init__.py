@@ -11,7 +11,7 @@ from __future__ import annotations
 try:
     import llama_index.core  # noqa: F401
 except ImportError as exc:  # pragma: no cover
-    raise ImportError("llmtrace_llama_index needs LlamaIndex: pip install 'llmtrace[llama-index]'") from exc
+    raise ImportError("llmtrace_llama_index needs LlamaIndex: pip install llama-index-core") from exc
 
 from llmtrace_llama_index._instrumentor import LlamaIndexInstrumentor
 
