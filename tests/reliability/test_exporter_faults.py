@@ -4,7 +4,6 @@ raises."""
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 import statistics
 import time
@@ -18,6 +17,7 @@ from llmtrace_langchain import LLMTraceCallbackHandler
 
 import llmtrace
 from llmtrace._safety import internal_error_counts
+from tests.heap import heap_frozen
 from tests.otlp_receivers import HangingServer, HttpReceiver, closed_port
 
 from .workloads import lc_rag_chain
@@ -52,25 +52,6 @@ def unavailable() -> Iterator[tuple[str, Callable[[], bool]]]:
         # configure() takes the base URL and adds /v1/traces itself (a full signal URL would end in
         # .../v1/traces/v1/traces, which the receiver answers with 404, not the 503 tested here)
         yield receiver.endpoint, lambda: receiver.call_count("traces") > 0
-
-
-@contextmanager
-def heap_frozen() -> Iterator[None]:
-    """Keep the test session's own objects out of the cyclic garbage collector while measuring.
-
-    A full (generation 2) collection walks every tracked object of the process with the GIL held,
-    on whichever thread happens to allocate. Measured (gc callbacks, perf): the one slow traced
-    call in 200 with a locked store was such a collection, 0.15-0.25 s for this module's ~250 000
-    objects on an idle machine, 0.3-0.7 s under load; 0.9-1.8 s for the full suite's ~740 000.
-    Its length depends on the test session's heap, not on llmtrace; frozen, the collector still
-    sees everything the measured calls allocate (llmtrace's queued spans included).
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import llmtrace
 from llmtrace.store import StoreError, open_store
 from llmtrace.store._exporter import store_writer
 from llmtrace.store._writer import WriterSnapshot, classify_failure
+from tests.heap import heap_frozen
 from tests.pg_server import PgServer, unavailable
 from tests.store_writer.test_writer_queue import span
 
@@ -46,6 +47,14 @@ def server() -> Iterator[PgServer]:
         yield pg
     finally:
         pg.destroy()
+
+
+@pytest.fixture(autouse=True)
+def _heap_frozen() -> Iterator[None]:
+    """The traced calls' latency is asserted: a full collection of the test session's heap (up to
+    ~1 s late in the suite) would be measured instead of the writer (see tests.heap)."""
+    with heap_frozen():
+        yield
 
 
 @pytest.fixture

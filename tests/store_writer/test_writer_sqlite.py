@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 import statistics
 import threading
@@ -17,6 +16,7 @@ from llmtrace import semconv as sc
 from llmtrace.store._exporter import StoreSpanProcessor, store_writer
 from llmtrace.store._open import open_store
 from llmtrace.store._sqlite import SqliteStore
+from tests.heap import heap_frozen
 
 THREADS = 8
 PER_THREAD = 12_500  # 100,000 spans
@@ -71,12 +71,8 @@ def _timed(
 ) -> tuple[list[int], float]:
     # The test's own 100k prepared spans would make every full garbage collection (which stops
     # all threads) slow; an application's long-lived objects are frozen out the same way.
-    gc.collect()
-    gc.freeze()
-    try:
+    with heap_frozen():
         return _produce(processor, path, batches)
-    finally:
-        gc.unfreeze()
 
 
 def _produce(
