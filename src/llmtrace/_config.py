@@ -351,7 +351,7 @@ def _apply_settings(
     length = max_attribute_length if max_attribute_length is not None else base.max_attribute_length
     if length < 64:
         raise ValueError(f"max_attribute_length must be at least 64, got {length}")
-    hook = redact if redact is not None else (base.redact if again else None)
+    hook = redact if redact is not None else base.redact  # the environment's policy has none
     settings.content = ContentPolicy(mode=mode, max_attribute_length=length, redact=hook)
     if capture_error_messages is not None:
         settings.error_messages = capture_error_messages

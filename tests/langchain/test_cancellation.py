@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -82,6 +83,26 @@ async def test_cancelled_model_call_without_a_chain_ends_with_the_instrumentor(i
         await asyncio.wait_for(model.abatch(["a", "b"]), 0.1)
     spans = span_exporter.get_finished_spans()
     assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 3
+    for span in spans:
+        _cancelled(span)
+    assert LangChainInstrumentor._handler is not None
+    assert LangChainInstrumentor._handler.open_runs() == 0
+
+
+class SlowCompletionLLM(FakeListLLM):
+    async def _acall(self, prompt: str, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> str:
+        await asyncio.sleep(SLOW_S)
+        return "late"
+
+
+async def test_cancelled_completion_calls_without_a_chain_end_too(instrumented, span_exporter):
+    """Completion LLMs report a cancellation themselves (``on_llm_error``): kept here so that the
+    chat-only fallback in the instrumentor's call scope is known to be enough."""
+    llm = SlowCompletionLLM(responses=["late"])
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(llm.abatch(["a", "b"]), 0.1)  # one run manager per prompt
+    spans = span_exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["text_completion"] * 2
     for span in spans:
         _cancelled(span)
     assert LangChainInstrumentor._handler is not None

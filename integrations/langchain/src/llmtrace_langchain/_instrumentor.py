@@ -225,20 +225,20 @@ async def _achat_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kw
     try:
         return await wrapped(*args, **kwargs)
     except asyncio.CancelledError as error:
-        _cancelled([kwargs.get("run_manager")], error)
+        _cancelled(kwargs.get("run_manager"), error)
         raise
     finally:
         _exit(token)
 
 
-def _cancelled(run_managers: Any, error: asyncio.CancelledError) -> None:
-    """Model calls whose task was cancelled: LangChain fires no ``on_llm_error`` for them (the
-    cancellation leaves ``agenerate`` from its ``asyncio.gather``), so send the one it would have."""
+def _cancelled(run_manager: Any, error: asyncio.CancelledError) -> None:
+    """A chat call whose task was cancelled: LangChain fires no ``on_llm_error`` for it (the
+    cancellation leaves ``BaseChatModel.agenerate`` from its ``asyncio.gather``), so send the one
+    it would have. (Completion LLMs report it themselves: ``BaseLLM._agenerate_helper`` does.)"""
     try:
-        for run_manager in run_managers if isinstance(run_managers, list) else ():
-            traced = traced_invocation(run_manager, ModelInvocation)
-            if traced is not None:
-                traced[0].on_llm_error(error, run_id=run_manager.run_id)
+        traced = traced_invocation(run_manager, ModelInvocation)
+        if traced is not None:
+            traced[0].on_llm_error(error, run_id=run_manager.run_id)
     except Exception as exc:
         report_internal_error(f"{__name__}.cancelled", exc)
 
@@ -264,9 +264,6 @@ async def _allm_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwa
     token = _enter(instance, _single_run_manager(args, kwargs), False)
     try:
         return await wrapped(*args, **kwargs)
-    except asyncio.CancelledError as error:
-        _cancelled(kwargs.get("run_managers", args[2] if len(args) > 2 else None), error)
-        raise
     finally:
         _exit(token)
 

@@ -419,11 +419,11 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                 rerank.stop()
             else:
                 rerank.fail(err)
-        failed = err is not None and not is_control_flow(err)
-        if failed and node.kind is Kind.TOOL and isinstance(node.parent, ToolInvocation):
+        tool = node.parent if node.kind is Kind.TOOL else None
+        if err is not None and isinstance(tool, ToolInvocation) and not is_control_flow(err):
             # the tool behind a call_tool step raised or was cancelled (a workflow timeout): the step
             # itself may still return normally, with no result, so the execute_tool span fails here
-            node.parent.fail(cast(BaseException, err))
+            tool.fail(err)
         invocation = node.invocation
         if invocation is not None:
             run = node.run
