@@ -5,6 +5,8 @@ fires) must not keep spans and memory alive forever. Entries expire ``ttl_s`` se
 their last touch and the oldest is evicted beyond ``max_size``; an evicted value is handed to
 ``on_evict`` (which ends its span with ``llmtrace.evicted``). Expiry is checked on every
 insert and by one shared background sweeper, so a quiet process also ends its stale runs.
+Work that must not run where it is noticed (a weakref callback, which may fire inside any code,
+even code holding this map's lock) is queued with :meth:`RunMap.later` and runs there too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -41,6 +43,7 @@ class RunMap(Generic[K, V]):
         self._max_size = max_size
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._later: deque[Callable[[], None]] = deque()
         _sweeper.register(self)
 
     @property
@@ -73,6 +76,25 @@ class RunMap(Generic[K, V]):
             evicted.append((previous[0], semconv.EVICTED_REPLACED))
         if evicted:
             self._evict(evicted)
+        if self._later:
+            self._run_later()
+
+    def later(self, call: Callable[[], None]) -> None:
+        """Run ``call`` at the next insert or sweep (within ``SWEEP_INTERVAL_S`` while any run is
+        open). Safe from any context, a weakref callback included: it only appends to a deque."""
+        self._later.append(call)
+
+    def _run_later(self) -> None:
+        pending = self._later
+        while pending:
+            try:
+                call = pending.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            try:
+                call()
+            except Exception as exc:
+                report_internal_error(f"{__name__}.RunMap.later", exc)
 
     def _due(self, now: float) -> bool:
         """Whether an insert must collect: over capacity, or the oldest entry expired."""
@@ -107,6 +129,8 @@ class RunMap(Generic[K, V]):
 
     def sweep(self) -> int:
         """End expired runs now; returns how many."""
+        if self._later:
+            self._run_later()
         with self._lock:
             evicted = self._collect(time.monotonic())
         self._evict(evicted)
@@ -165,7 +189,7 @@ class _Sweeper:
             with self._lock:
                 maps = list(self._maps)
             for run_map in maps:
-                if len(run_map):
+                if len(run_map) or run_map._later:
                     run_map.sweep()
 
 

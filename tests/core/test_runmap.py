@@ -57,6 +57,25 @@ def test_failing_evict_callback_is_contained():
     assert len(runs) == 1
 
 
+def test_later_runs_at_the_next_insert_or_sweep_and_failures_are_contained(caplog):
+    runs: RunMap[int, object] = RunMap(lambda value, reason: None, ttl_s=3600, max_size=10)
+    done: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    runs.later(lambda: done.append("first"))
+    runs.later(broken)
+    runs.later(lambda: done.append("after the failure"))
+    assert done == []  # queued only: a weakref callback must not run llmtrace's work in place
+    runs.put(1, object())
+    assert done == ["first", "after the failure"]
+    assert "RunMap.later" in caplog.text
+    runs.later(lambda: done.append("swept"))
+    assert runs.sweep() == 0
+    assert done[-1] == "swept" and len(runs) == 1
+
+
 def test_memory_stays_flat_for_runs_that_never_end(telemetry_handler, span_exporter):
     runs: RunMap[int, Invocation] = RunMap(_evict, ttl_s=3600, max_size=200)
 

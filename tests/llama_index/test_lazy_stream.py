@@ -12,6 +12,7 @@ import asyncio
 import gc
 import json
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -146,6 +147,80 @@ def test_streamed_query_dropped_half_way_is_freed_and_ends(index, instrumentor, 
     assert ok(workflow) and ok(completion)  # the consumer gave up: not an error, not an eviction
     assert semconv.LLMTRACE_EVICTED not in workflow.attributes
     assert completion.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == 1
+    assert_nothing_open()
+
+
+def test_streamed_query_dropped_unread_ends_as_cancelled(index, instrumentor, span_exporter):
+    """The caller drops a response it never read: no model call was made and nothing will report
+    one; the engine span ends as a cancellation at the next sweep (at most SWEEP_INTERVAL_S later),
+    dated when the stream was freed, not by the run's expiry 600 s later."""
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
+    response = engine.query("sky?")
+    ref = weakref.ref(response.response_gen)
+    dropped_after = time.time_ns()
+    del response
+    gc.collect()
+    dropped_before = time.time_ns()
+    assert ref() is None
+    # nothing ended inside the GC callback: the work waits for the map's next sweep or insert
+    assert by_name(span_exporter.get_finished_spans(), "invoke_workflow RetrieverQueryEngine") == []
+    time.sleep(0.01)
+    open_runs().sweep()
+    spans = span_exporter.get_finished_spans()
+    workflow = one(spans, "invoke_workflow RetrieverQueryEngine")
+    assert ok(workflow)  # the consumer gave up: not an error, not an eviction
+    assert semconv.LLMTRACE_EVICTED not in workflow.attributes
+    assert workflow.end_time is not None and dropped_after <= workflow.end_time <= dropped_before
+    assert by_name(spans, "text_completion") == []  # the model was never called
+    assert_nothing_open()
+
+
+def test_streamed_query_dropped_unread_ends_at_the_next_run(index, instrumentor, span_exporter):
+    """Without a sweep, the next run llmtrace starts ends it too; its own trace is untouched."""
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
+    dropped = engine.query("sky?")
+    del dropped
+    gc.collect()
+    second = engine.query("sea?")
+    assert list(second.response_gen) == ["text ", "text ", "text"]
+    spans = span_exporter.get_finished_spans()
+    first, again = by_name(spans, "invoke_workflow RetrieverQueryEngine")
+    assert ok(first) and ok(again)
+    assert first.end_time is not None and again.start_time is not None
+    assert first.end_time <= again.start_time
+    assert first.context.trace_id != again.context.trace_id
+    assert one(spans, "text_completion").parent.span_id == again.context.span_id
+    assert_nothing_open()
+
+
+def test_async_streamed_query_dropped_unread_ends_as_cancelled(index, instrumentor, span_exporter):
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
+
+    async def main() -> None:
+        response = await engine.aquery("sky?")
+        del response
+
+    asyncio.run(main())
+    gc.collect()
+    open_runs().sweep()
+    workflow = one(span_exporter.get_finished_spans(), "invoke_workflow RetrieverQueryEngine")
+    assert ok(workflow) and semconv.LLMTRACE_EVICTED not in workflow.attributes
+    assert_nothing_open()
+
+
+def test_streamed_query_generator_kept_response_dropped_still_waits(index, instrumentor, span_exporter):
+    """Only the response is dropped: the caller still holds its stream, so the engine waits for it."""
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
+    response = engine.query("sky?")
+    stream = response.response_gen
+    del response
+    gc.collect()
+    open_runs().sweep()
+    assert by_name(span_exporter.get_finished_spans(), "invoke_workflow RetrieverQueryEngine") == []
+    assert list(stream) == ["text ", "text ", "text"]
+    spans = span_exporter.get_finished_spans()
+    workflow, completion = assert_nested(spans, "invoke_workflow RetrieverQueryEngine")
+    assert ok(workflow) and ok(completion)
     assert_nothing_open()
 
 

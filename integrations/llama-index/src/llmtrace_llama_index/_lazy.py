@@ -21,6 +21,8 @@ Bounds: entries hold a weak reference to the generator (a frame id is trusted on
 generator is alive and still owns that frame), they are forgotten when their engine's span ends
 or is evicted, and the map never holds more than ``settings.max_open_runs`` entries (the oldest
 is dropped; its engine then ends by eviction). Nothing is walked while the map is empty.
+A remembered generator freed before anyone iterated it (the caller dropped the response) is
+reported through ``on_collected``, so its engine ends as a cancellation rather than by expiry.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 
+from llmtrace._safety import report_internal_error
 from llmtrace._settings import settings
 
 MAX_DEPTH = 48
@@ -86,16 +89,20 @@ class LazyStreams:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def remember(self, generator: Any, host_id: str) -> int | None:
+    def remember(
+        self, generator: Any, host_id: str, on_collected: Callable[[], None] | None = None
+    ) -> int | None:
         """Remember ``generator``'s frame for the engine ``host_id``; the key to forget it by.
 
         The first engine to remember a generator keeps it: an engine that returns the stream of
         an inner engine waits for that engine instead (see ``Runs.stream_opened``).
+        ``on_collected`` is called (from a weakref callback: it must only queue work) if the
+        generator is freed while still remembered.
         """
         frame = frame_of(generator)
         if frame is None:
             return None
-        entry = _Entry(host_id, weakref.ref(generator))
+        entry = _Entry(host_id, weakref.ref(generator, _callback(on_collected)))
         key = id(frame)
         with self._lock:
             known = self._entries.get(key)
@@ -133,6 +140,14 @@ class LazyStreams:
             found = True
         return found
 
+    def alive(self, keys: Iterable[int]) -> bool:
+        """Whether any generator remembered under ``keys`` still exists."""
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and entry.generator() is not None:
+                return True
+        return False
+
     def forget(self, keys: Iterable[int], host_id: str) -> None:
         with self._lock:
             for key in keys:
@@ -143,3 +158,16 @@ class LazyStreams:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def _callback(on_collected: Callable[[], None] | None) -> Callable[[weakref.ref[Any]], None] | None:
+    if on_collected is None:
+        return None
+
+    def collected(_: weakref.ref[Any]) -> None:
+        try:
+            on_collected()
+        except Exception as exc:  # a weakref callback's error would only reach stderr
+            report_internal_error(f"{__name__}.collected", exc)
+
+    return collected

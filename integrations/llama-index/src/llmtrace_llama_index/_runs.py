@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -298,7 +299,7 @@ class Runs:
             return
         if host is not node and (host.exited or host.invocation is not node.parent):
             return
-        key = self.lazy.remember(generator, host_id)
+        key = self.lazy.remember(generator, host_id, lambda: self._collected(host_id))
         if key is None:
             return
         with self._streams_lock:
@@ -307,6 +308,29 @@ class Runs:
                 host.lazy_keys = [key]
             elif key not in host.lazy_keys:
                 host.lazy_keys.append(key)
+
+    def _collected(self, host_id: str) -> None:
+        """A generator remembered for engine ``host_id`` was freed (a weakref callback, which can
+        fire inside any code, ours under a lock included: only queue the work)."""
+        at = time.time_ns()
+        self.nodes.later(lambda: self._dropped_unread(host_id, at))
+
+    def _dropped_unread(self, host_id: str, at: int) -> None:
+        """End an engine whose returned stream was dropped before anyone read it: the caller gave
+        up (a cancellation, like a stream dropped half-way), at the time it was freed."""
+        with self._streams_lock:
+            host = self.nodes.peek(host_id)
+            if host is None or not host.deferred or host.open_streams > 0 or host.lazy_done:
+                return  # not waiting, or a model call from the stream runs (its end ends the engine)
+            if host.lazy_keys and self.lazy.alive(host.lazy_keys):
+                return
+            self.nodes.pop(host_id)
+        self.forget_lazy(host)
+        while host is not None:  # and the engines that returned this engine's stream
+            if host.invocation is not None:
+                host.invocation.cancel(at)
+            host.result = None
+            host = self.stream_closed(host)
 
     def forget_lazy(self, node: Node) -> None:
         """An engine ended: its remembered generators are no longer looked for."""
@@ -317,7 +341,8 @@ class Runs:
     def defer(self, node: Node, result: Any) -> bool:
         """An engine returns: True if it must wait for its streams (it stays in the map)."""
         with self._streams_lock:
-            waiting_lazy = bool(node.lazy_keys) and not node.lazy_done
+            keys = node.lazy_keys
+            waiting_lazy = bool(keys) and not node.lazy_done and self.lazy.alive(keys or ())
             if node.open_streams <= 0 and not waiting_lazy:
                 return False
             node.deferred = True
