@@ -109,6 +109,52 @@ async def test_cancelled_completion_calls_without_a_chain_end_too(instrumented, 
     assert LangChainInstrumentor._handler.open_runs() == 0
 
 
+async def test_timed_out_calls_inside_a_chain_that_goes_on_end_with_the_instrumentor(
+    instrumented, span_exporter
+):
+    """A timeout around one call inside a chain that handles it and returns normally: no chain is
+    cancelled, so only the instrumentor's call scopes see the cancellation (model and tool)."""
+    model = SlowChatModel(script=[answer("late")])
+
+    async def body(question: str, config: RunnableConfig) -> list[str]:
+        gave_up = []
+        try:
+            await asyncio.wait_for(slow_lookup.ainvoke({"query": question}, config), 0.05)
+        except asyncio.TimeoutError:
+            gave_up.append("tool")
+        try:
+            await asyncio.wait_for(model.ainvoke(question, config), 0.05)
+        except asyncio.TimeoutError:
+            gave_up.append("model")
+        return gave_up
+
+    assert await RunnableLambda(body).ainvoke("q") == ["tool", "model"]
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == [
+        ("execute_tool slow_lookup", "invoke_workflow body"),
+        ("chat gpt-4o-mini", "invoke_workflow body"),
+        ("invoke_workflow body", None),
+    ]
+    tool_span, chat, workflow = spans
+    _cancelled(tool_span)
+    _cancelled(chat)
+    assert workflow.status.status_code is StatusCode.UNSET
+    assert LangChainInstrumentor._handler is not None
+    assert LangChainInstrumentor._handler.open_runs() == 0
+
+
+async def test_cancelled_tool_without_a_chain_ends_with_the_instrumentor(instrumented, span_exporter):
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(slow_lookup.ainvoke({"query": "q"}), 0.05)
+    assert await slow_lookup.ainvoke({"query": "next"}) == "next"  # nothing left behind
+    cancelled, finished = span_exporter.get_finished_spans()
+    assert (cancelled.name, finished.name) == ("execute_tool slow_lookup", "execute_tool slow_lookup")
+    _cancelled(cancelled)
+    assert finished.status.status_code is StatusCode.UNSET and finished.parent is None
+    assert LangChainInstrumentor._handler is not None
+    assert LangChainInstrumentor._handler.open_runs() == 0
+
+
 async def test_cancelled_agent_ends_the_tool_it_awaited(instrumented, span_exporter):
     model = ScriptedChatModel(script=[call(("slow_lookup", {"query": "q"}, "call_1")), answer("done")])
     agent = create_agent(model, tools=[slow_lookup], name="helper")

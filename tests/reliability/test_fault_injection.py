@@ -18,7 +18,7 @@ from llmtrace._safety import internal_error_counts
 
 from .conftest import internal_error_logs
 from .faults import LC_ENTRY_POINTS, LC_MODULES, LI_ENTRY_POINTS, LI_MODULES, inject, targets
-from .workloads import lc_workload, li_workload
+from .workloads import HELD, lc_workload, li_workload
 
 # enumerating targets reads every attribute of pydantic classes, which warns on deprecated ones
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -95,6 +95,7 @@ def test_llama_index_fault(target, tracked_provider, tracker, caplog):
             second = li_workload()
         finally:
             instrumentor.uninstrument()
+            HELD.clear()
     assert first == expected
     assert second == expected
     check_logged_once(caplog, calls[0])

@@ -377,6 +377,10 @@ class CohereRerank(BaseNodePostprocessor):
         return kept
 
 
+HELD: list[Any] = []
+"""Responses a workload keeps unread until the test that ran it ends (``HELD.clear()``)."""
+
+
 async def li_workload_async() -> list[Any]:
     out: list[Any] = []
     index = VectorStoreIndex.from_documents(LI_DOCS, embed_model=MockEmbedding(embed_dim=8))
@@ -393,8 +397,10 @@ async def li_workload_async() -> list[Any]:
     )
     out.append(outcome(lambda: list(context_chat.stream_chat("hi").response_gen)))
     out.append(await aoutcome(lambda: _astream(context_chat.astream_chat("hi"))))
-    never_read = streamed.query("never read")  # its engine waits: ended by eviction (uninstrument)
+    never_read = streamed.query("never read")  # held: its engine waits, ended by eviction (uninstrument)
+    HELD.append(never_read)
     out.append(outcome(lambda: type(never_read).__name__))
+    out.append(outcome(lambda: type(streamed.query("dropped unread")).__name__))  # freed: ends as cancelled
     chat_engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=2))
     out.append(outcome(lambda: "".join(chat_engine.stream_chat("hi").response_gen)))
     # CustomLLM.astream_chat -> stream_chat, made by the engine's history-writer task: one model call

@@ -11,6 +11,9 @@
   also tell the span which LLM cache was consulted.
 - ``BaseLLM.generate`` / ``agenerate`` and ``get_prompts`` / ``aget_prompts``: spans for
   completion prompts answered from the cache (see ``_cache``).
+- ``BaseTool.arun`` and ``AsyncCallbackManager.on_tool_start``: a tool call whose task is cancelled
+  (a timeout around ``await tool.ainvoke(...)``) ends as cancelled; LangChain reports no error for
+  it (``arun`` catches ``Exception`` only), so only a cancelled chain around it would.
 - the ``embed_*`` / ``aembed_*`` methods of every ``Embeddings`` class and the
   ``_get_relevant_documents`` / ``_aget_relevant_documents`` of every retriever class, present and
   future: embeddings spans (embedding models fire no callbacks) and the retrieval call scope they
@@ -31,12 +34,14 @@ from langchain_core.globals import get_llm_cache
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from llmtrace._invocation import ModelInvocation
+from llmtrace._invocation import ModelInvocation, ToolInvocation
 from llmtrace._safety import report_internal_error
 from llmtrace_langchain import _cache, _embeddings
 from llmtrace_langchain._handler import LLMTraceCallbackHandler, traced_invocation
 
 _CALLBACKS = "langchain_core.callbacks.base"
+_MANAGER = "langchain_core.callbacks.manager"
+_TOOLS = "langchain_core.tools.base"
 _CHAT = "langchain_core.language_models.chat_models"
 _LLMS = "langchain_core.language_models.llms"
 
@@ -72,6 +77,8 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapt.wrap_function_wrapper(_CHAT, "BaseChatModel._agenerate_with_cache", _achat_scope)
         wrapt.wrap_function_wrapper(_LLMS, "BaseLLM._generate_helper", _llm_scope)
         wrapt.wrap_function_wrapper(_LLMS, "BaseLLM._agenerate_helper", _allm_scope)
+        wrapt.wrap_function_wrapper(_TOOLS, "BaseTool.arun", _atool_scope)
+        wrapt.wrap_function_wrapper(_MANAGER, "AsyncCallbackManager.on_tool_start", _note_tool_run)
         for module, cls in ((_CHAT, "BaseChatModel"), (_LLMS, "BaseLLM")):
             wrapt.wrap_function_wrapper(module, f"{cls}.stream", _patch_stream_method)
             wrapt.wrap_function_wrapper(module, f"{cls}.astream", _patch_stream_method)
@@ -86,8 +93,10 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import langchain_core.callbacks.base as callbacks_base
+        import langchain_core.callbacks.manager as callbacks_manager
         import langchain_core.language_models.chat_models as chat_models
         import langchain_core.language_models.llms as llms
+        import langchain_core.tools.base as tools_base
 
         _unwrap(callbacks_base.BaseCallbackManager, "add_handler")
         _unwrap(callbacks_base.BaseCallbackManager, "merge")
@@ -95,6 +104,8 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _unwrap(chat_models.BaseChatModel, name)
         for name in ("_generate_helper", "_agenerate_helper", "stream", "astream", "generate", "agenerate"):
             _unwrap(llms.BaseLLM, name)
+        _unwrap(tools_base.BaseTool, "arun")
+        _unwrap(callbacks_manager.AsyncCallbackManager, "on_tool_start")
         _unwrap(llms, "get_prompts")
         _unwrap(llms, "aget_prompts")
         _embeddings.uninstall()
@@ -225,22 +236,67 @@ async def _achat_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kw
     try:
         return await wrapped(*args, **kwargs)
     except asyncio.CancelledError as error:
-        _cancelled(kwargs.get("run_manager"), error)
+        _cancelled(kwargs.get("run_manager"), error, tool=False)
         raise
     finally:
         _exit(token)
 
 
-def _cancelled(run_manager: Any, error: asyncio.CancelledError) -> None:
-    """A chat call whose task was cancelled: LangChain fires no ``on_llm_error`` for it (the
-    cancellation leaves ``BaseChatModel.agenerate`` from its ``asyncio.gather``), so send the one
-    it would have. (Completion LLMs report it themselves: ``BaseLLM._agenerate_helper`` does.)"""
+def _cancelled(run_manager: Any, error: asyncio.CancelledError, *, tool: bool) -> None:
+    """A call whose task was cancelled, which LangChain does not report: send the error callback
+    it would have. A chat call: the cancellation leaves ``BaseChatModel.agenerate`` from its
+    ``asyncio.gather`` (completion LLMs report it themselves: ``BaseLLM._agenerate_helper`` does).
+    A tool: ``BaseTool.arun`` reports ``Exception`` only."""
     try:
-        traced = traced_invocation(run_manager, ModelInvocation)
-        if traced is not None:
+        traced = traced_invocation(run_manager, ToolInvocation if tool else ModelInvocation)
+        if traced is None:
+            return
+        if tool:
+            traced[0].on_tool_error(error, run_id=run_manager.run_id)
+        else:
             traced[0].on_llm_error(error, run_id=run_manager.run_id)
     except Exception as exc:
         report_internal_error(f"{__name__}.cancelled", exc)
+
+
+_tool_runs: ContextVar[list[Any] | None] = ContextVar("llmtrace_langchain_tool_runs", default=None)
+"""While ``BaseTool.arun`` runs: a list that receives the run manager its ``on_tool_start`` returns
+(a list, so a start reported in a copied context still reaches it; the first one is the tool's)."""
+
+
+async def _atool_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    runs: list[Any] = []
+    token = _tool_runs.set(runs)
+    try:
+        return await wrapped(*args, **kwargs)
+    except asyncio.CancelledError as error:
+        if runs:
+            _cancelled(runs[0], error, tool=True)
+        raise
+    finally:
+        _forget_tool_runs(token)
+
+
+def _forget_tool_runs(token: Any) -> None:
+    try:
+        _tool_runs.reset(token)
+    except Exception as exc:  # a coroutine driven from another context: leave the variable be
+        report_internal_error(f"{__name__}.tool_scope", exc)
+
+
+async def _note_tool_run(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    run_manager = await wrapped(*args, **kwargs)
+    _note(run_manager)
+    return run_manager
+
+
+def _note(run_manager: Any) -> None:
+    try:
+        runs = _tool_runs.get()
+        if runs is not None and not runs:
+            runs.append(run_manager)
+    except Exception as exc:
+        report_internal_error(f"{__name__}.tool_scope", exc)
 
 
 def _single_run_manager(args: Any, kwargs: Any) -> dict[str, Any]:
