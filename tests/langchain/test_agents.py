@@ -296,3 +296,161 @@ def test_session_metadata_is_the_conversation_id_and_absent_without_one(handler,
     first, second = span_exporter.get_finished_spans()
     assert attrs(first)[semconv.GEN_AI_CONVERSATION_ID] == "s-1"
     assert semconv.GEN_AI_CONVERSATION_ID not in attrs(second)
+
+
+# ---- agents used as tools, interrupts, agent input ------------------------------------------------
+def _agent_as_tool(outer_name: str | None, inner_name: str | None):
+    inner = create_agent(
+        ScriptedChatModel(script=[call(("add", {"a": 1, "b": 2}, "inner_add")), answer("3")]),
+        tools=[add],
+        name=inner_name,
+    )
+
+    @tool
+    def delegate(question: str) -> str:
+        """Ask the helper agent."""
+        return inner.invoke({"messages": [("user", question)]})["messages"][-1].content
+
+    return create_agent(
+        ScriptedChatModel(script=[call(("delegate", {"question": "1+2?"}, "outer_call")), answer("it is 3")]),
+        tools=[delegate],
+        name=outer_name,
+    )
+
+
+@pytest.mark.parametrize(
+    ("outer_name", "inner_name", "outer_span", "inner_span"),
+    [
+        ("boss", "helper", "invoke_agent boss", "invoke_agent helper"),
+        (None, None, "invoke_agent LangGraph", "invoke_agent LangGraph"),  # create_agent's default
+        ("boss", None, "invoke_agent boss", "invoke_agent LangGraph"),  # inherits lc_agent_name=boss
+        ("worker", "worker", "invoke_agent worker", "invoke_agent worker"),
+    ],
+)
+def test_agent_called_by_a_tool_is_an_agent_of_its_own(
+    handler, span_exporter, outer_name, inner_name, outer_span, inner_span
+):
+    """A graph run inside a tool inherits the enclosing graph node's metadata (langgraph_node,
+    lc_agent_name): it must still be a nested agent, and its model and tool calls its own."""
+    result = _agent_as_tool(outer_name, inner_name).invoke(
+        {"messages": [("user", "go")]}, config={"callbacks": [handler]}
+    )
+    assert result["messages"][-1].content == "it is 3"
+    spans = span_exporter.get_finished_spans()
+    assert sorted(tree(spans), key=str) == sorted(
+        [
+            ("chat gpt-4o-mini", outer_span),
+            ("execute_tool delegate", outer_span),
+            (inner_span, "execute_tool delegate"),
+            ("chat gpt-4o-mini", inner_span),
+            ("execute_tool add", inner_span),
+            ("chat gpt-4o-mini", inner_span),
+            ("chat gpt-4o-mini", outer_span),
+            (outer_span, None),
+        ],
+        key=str,
+    )
+    outer = next(s for s in spans if s.name == outer_span and s.parent is None)
+    inner = next(s for s in spans if s.name == inner_span and s.parent is not None)
+    inner_name_attr = inner_name or "LangGraph"
+    assert attrs(inner)[semconv.GEN_AI_AGENT_NAME] == inner_name_attr
+    assert (
+        attrs(next(s for s in spans if s.name == "execute_tool add"))[semconv.GEN_AI_AGENT_NAME]
+        == inner_name_attr
+    )
+
+    def step_calls(span):
+        return [
+            (e[1][semconv.LLMTRACE_AGENT_STEP_KIND], e[1].get(semconv.GEN_AI_TOOL_CALL_ID))
+            for e in events(span)
+        ]
+
+    assert step_calls(outer) == [("action", "outer_call"), ("observation", "outer_call"), ("final", None)]
+    assert step_calls(inner) == [("action", "inner_add"), ("observation", "inner_add"), ("final", None)]
+    assert handler.open_runs() == 0
+
+
+def test_plain_chain_in_a_tool_of_a_graph_stays_plumbing(handler, span_exporter):
+    """The same inherited metadata on a chain that is not a graph: no span of its own."""
+    model = ScriptedChatModel(script=[answer("inner answer")])
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | model
+
+    @tool
+    def ask(q: str) -> str:
+        """Ask a chain."""
+        return chain.invoke({"q": q}).content
+
+    agent = create_agent(
+        ScriptedChatModel(script=[call(("ask", {"q": "x"}, "c1")), answer("done")]),
+        tools=[ask],
+        name="helper",
+    )
+    agent.invoke({"messages": [("user", "go")]}, config={"callbacks": [handler]})
+    spans = span_exporter.get_finished_spans()
+    assert sorted(tree(spans)) == sorted(
+        [
+            ("chat gpt-4o-mini", "invoke_agent helper"),
+            ("chat gpt-4o-mini", "execute_tool ask"),
+            ("execute_tool ask", "invoke_agent helper"),
+            ("chat gpt-4o-mini", "invoke_agent helper"),
+            ("invoke_agent helper", None),
+        ]
+    )
+
+
+def test_interrupted_run_records_no_final_step_and_no_tool_result(handler, span_exporter):
+    """``interrupt()`` in a tool pauses the run: LangGraph ends the root normally, but the agent
+    did not finish and the tool returned nothing (no ``final``, no ``observation``)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command, interrupt
+
+    @tool
+    def transfer(amount: int) -> str:
+        """Transfer money after a human approves."""
+        return "approved" if interrupt({"amount": amount}) == "yes" else "refused"
+
+    agent = create_agent(
+        ScriptedChatModel(script=[call(("transfer", {"amount": 5}, "t1")), answer("sent")]),
+        tools=[transfer],
+        checkpointer=InMemorySaver(),
+        name="bank",
+    )
+    config = {"callbacks": [handler], "configurable": {"thread_id": "t"}}
+    paused = agent.invoke({"messages": [("user", "send 5")]}, config=config)
+    assert "__interrupt__" in paused
+    resumed = agent.invoke(Command(resume="yes"), config=config)
+    assert resumed["messages"][-1].content == "sent"
+    first, second = [s for s in span_exporter.get_finished_spans() if s.name == "invoke_agent bank"]
+    for span in (first, second):
+        assert span.status.status_code.name == "UNSET"
+    kinds = [[e[1][semconv.LLMTRACE_AGENT_STEP_KIND] for e in events(s)] for s in (first, second)]
+    assert kinds == [["action"], ["observation", "final"]]
+    paused_tool = next(
+        s
+        for s in span_exporter.get_finished_spans()
+        if s.name == "execute_tool transfer" and s.context.trace_id == first.context.trace_id
+    )
+    assert paused_tool.status.status_code.name == "UNSET"
+    assert handler.open_runs() == 0
+
+
+@pytest.mark.parametrize("named", [True, False])
+@pytest.mark.parametrize(
+    "message",
+    [("user", "hello there"), {"role": "user", "content": "hello there"}, "hello there"],
+    ids=["tuple", "dict", "str"],
+)
+def test_agent_input_messages_in_every_form_langchain_accepts(
+    handler, span_exporter, content_capture, named, message
+):
+    from llmtrace import CaptureMode
+    from llmtrace._content import ContentPolicy
+
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY)
+    agent = create_agent(ScriptedChatModel(script=[answer("hi")]), tools=[], name="helper" if named else None)
+    agent.invoke({"messages": [message]}, config={"callbacks": [handler]})
+    agent_span = next(s for s in span_exporter.get_finished_spans() if s.name.startswith("invoke_agent"))
+    assert json.loads(attrs(agent_span)[semconv.GEN_AI_INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "hello there"}]}
+    ]
+    assert json.loads(attrs(agent_span)[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["parts"][0]["content"] == "hi"

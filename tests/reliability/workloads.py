@@ -167,6 +167,37 @@ def lc_agent(name: str = "helper") -> Any:
     return create_agent(ScriptedChatModel(script=script), tools=[add, weather, retriever_tool], name=name)
 
 
+def lc_agent_as_tool() -> Any:
+    """An unnamed agent that a tool of another unnamed agent runs (it inherits that node's metadata)."""
+    inner = create_agent(ScriptedChatModel(script=[answer("inner 3")]), tools=[])
+
+    @tool
+    def delegate(question: str) -> str:
+        """Ask another agent."""
+        return str(inner.invoke({"messages": [("user", question)]})["messages"][-1].content)
+
+    script = [call(("delegate", {"question": "1+2?"}, "call_delegate")), answer("it is 3")]
+    return create_agent(ScriptedChatModel(script=script), tools=[delegate])
+
+
+def _interrupted_agent() -> list[Any]:
+    """A run paused by ``interrupt()`` in a tool, then resumed."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command, interrupt
+
+    @tool
+    def approve(amount: int) -> str:
+        """Needs a human's approval."""
+        return str(interrupt({"amount": amount}))
+
+    script = [call(("approve", {"amount": 5}, "call_approve")), answer("approved")]
+    agent = create_agent(ScriptedChatModel(script=script), tools=[approve], checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t-1"}}
+    paused = agent.invoke({"messages": [("user", "pay 5")]}, config=config)
+    resumed = agent.invoke(Command(resume="yes"), config=config)
+    return ["__interrupt__" in paused, messages_value(resumed["messages"])]
+
+
 def lc_rag_chain() -> Any:
     retriever = lc_store().as_retriever(search_kwargs={"k": 1})
     prompt = ChatPromptTemplate.from_messages([("system", "Context: {context}"), ("user", "{question}")])
@@ -239,6 +270,10 @@ def lc_workload_sync() -> list[Any]:
         )
     )
     out.append(outcome(_legacy_agent_callbacks))
+    out.append(
+        outcome(lambda: messages_value(lc_agent_as_tool().invoke({"messages": [("user", "go")]})["messages"]))
+    )
+    out.append(outcome(_interrupted_agent))
     return out
 
 
@@ -268,7 +303,15 @@ async def lc_workload_async() -> list[Any]:
     chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | slow
     out.append(await aoutcome(lambda: asyncio.wait_for(chain.ainvoke({"q": "hi"}), 0.01)))
     out.append(await aoutcome(lambda: asyncio.wait_for(slow.ainvoke("hi"), 0.01)))
+    out.append(await aoutcome(lambda: asyncio.wait_for(slow_tool.ainvoke({"x": "q"}), 0.01)))
     return out
+
+
+@tool
+async def slow_tool(x: str) -> str:
+    """Answers after a second."""
+    await asyncio.sleep(1)
+    return x
 
 
 def lc_workload() -> list[Any]:

@@ -440,6 +440,9 @@ def message_to_json(message: Any) -> dict[str, Any]:
     kind = getattr(message, "type", None)
     if kind is None and isinstance(message, str):
         return {"role": "user", "parts": [{"type": "text", "content": message}]}
+    if kind is None and isinstance(message, (tuple, list, Mapping)):
+        message = _as_message(message)  # ("user", "hi") or {"role": "user", "content": "hi"}
+        kind = getattr(message, "type", None)
     role = _ROLES.get(str(kind), str(getattr(message, "role", None) or kind or "user"))
     if role == "tool":
         return {
@@ -468,6 +471,16 @@ def message_to_json(message: Any) -> dict[str, Any]:
     if isinstance(name, str) and name:
         result["name"] = name
     return result
+
+
+def _as_message(message: Any) -> Any:
+    """A message in one of the shorthand forms LangChain accepts, as LangChain reads it."""
+    from langchain_core.messages import convert_to_messages
+
+    try:
+        return convert_to_messages([message])[0]
+    except Exception:  # not a message LangChain would accept either: recorded as it is
+        return message
 
 
 def input_messages(

@@ -50,6 +50,8 @@ FRAMEWORK = "langchain"
 LEGACY_AGENT_NAMES = frozenset({"AgentExecutor"})
 _NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
 """LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
+_INTERRUPTS = frozenset({"GraphInterrupt", "NodeInterrupt"})
+"""A run paused for human input (``interrupt()``): it ends normally, but it did not finish."""
 
 _LEAF_KINDS = (ModelInvocation, ToolInvocation, RetrievalInvocation)
 _ABANDONED = (asyncio.CancelledError, GeneratorExit)
@@ -83,6 +85,8 @@ class _Run:
         "children",
         "done_calls",
         "final",
+        "in_tool",
+        "inputs",
         "invocation",
         "metadata",
         "name",
@@ -105,6 +109,11 @@ class _Run:
         self.root = False
         self.done_calls: set[str] | None = None
         self.final = False
+        """No ``final`` step to add when the run ends (one was recorded, or the run was interrupted)."""
+        self.in_tool = False
+        """A chain started by a tool: not a node of the graph around it, whatever metadata it inherits."""
+        self.inputs: Any = None
+        """A pending chain's inputs, kept only while content is captured (for the span it may get)."""
         self.children: list[RunKey] | None = None
         """Keys of the runs started under this one (those that ended are pruned now and then)."""
 
@@ -119,6 +128,10 @@ def _capturing() -> bool:
 
 def _not_an_error(error: BaseException) -> bool:
     return any(cls.__name__ in _NOT_ERRORS for cls in type(error).__mro__)
+
+
+def _is_interrupt(error: BaseException) -> bool:
+    return any(cls.__name__ in _INTERRUPTS for cls in type(error).__mro__)
 
 
 def _end_raised(invocation: Invocation, error: BaseException) -> None:
@@ -278,14 +291,11 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if run.state != _PENDING:
                 return
             own = run.metadata or {}
-            is_graph = (
-                child_metadata is not None
-                and "langgraph_node" in child_metadata
-                and "langgraph_node" not in own
-            )
+            is_graph = _starts_graph(own, child_metadata, run.in_tool)
             if is_graph:
-                name = own.get("lc_agent_name") or run.name
-                self._start_agent(run, name if isinstance(name, str) else None, own)
+                # in a tool, lc_agent_name is the enclosing agent's (an agent named so started at once)
+                name = None if run.in_tool else own.get("lc_agent_name")
+                self._start_agent(run, name if isinstance(name, str) and name else run.name, own)
             elif run.root or self.keep_chain_spans:
                 run.invocation = self.telemetry.start_workflow(
                     run.name, parent=run.parent, start_time_ns=run.start_ns
@@ -294,6 +304,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             else:
                 run.state = _PLUMBING
             run.metadata = None
+            inputs, run.inputs = run.inputs, None
+            if inputs is not None and run.invocation is not None:
+                _set_input(run.invocation, inputs)
 
     def _start_agent(self, run: _Run, name: str | None, metadata: Mapping[str, Any]) -> None:
         invocation = self.telemetry.start_agent(name, parent=run.parent, start_time_ns=run.start_ns or None)
@@ -322,19 +335,29 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         run = _Run(None, parent, agent_run)
         name = _extract.run_name(serialized, kwargs.get("name"))
         agent_name = md.get("lc_agent_name")
+        # a graph a tool runs (an agent used as a tool) inherits the enclosing node's metadata
+        in_tool = parent_run is not None and isinstance(parent_run.invocation, ToolInvocation)
         if name in LEGACY_AGENT_NAMES or (
             isinstance(agent_name, str)
-            and (agent_run is None or _agent_name(agent_run) != agent_name)
-            and (parent_run is None or "langgraph_node" not in md or name == agent_name)
+            and (
+                (in_tool and name == agent_name)
+                or (
+                    (agent_run is None or _agent_name(agent_run) != agent_name)
+                    and (parent_run is None or "langgraph_node" not in md or name == agent_name)
+                )
+            )
         ):
             run.start_ns = 0
             self._start_agent(run, agent_name if isinstance(agent_name, str) else name, md)
-        elif parent is None or self.keep_chain_spans or "langgraph_node" not in md:
+        elif parent is None or self.keep_chain_spans or "langgraph_node" not in md or in_tool:
             run.state = _PENDING
             run.root = parent is None
+            run.in_tool = in_tool
             run.name = name
             run.metadata = md
             run.start_ns = time.time_ns()
+            if _capturing():
+                run.inputs = inputs
         key = _key(run_id)
         self._runs.put(key, run)  # first: whatever fails below, the run's span still gets ended
         if parent_run is not None:
@@ -368,6 +391,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             return
         if run.state == _PENDING:
             self._decide(run, None)
+        _note_interrupt(run, error)
         self._end_failed(run, error)
 
     @never_raise
@@ -577,7 +601,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if run is None or not isinstance(run.invocation, ToolInvocation):
             return
         try:
-            self._observation(run, run.invocation)
+            if not _not_an_error(error):  # an interrupt or a handoff: the tool gave no result
+                self._observation(run, run.invocation)
+            _note_interrupt(run, error)
         finally:
             self._end_failed(run, error)
 
@@ -680,6 +706,25 @@ def current_run_id() -> Any:
     config = var_child_runnable_config.get()
     callbacks = config.get("callbacks") if isinstance(config, dict) else None
     return getattr(callbacks, "parent_run_id", None)
+
+
+def _starts_graph(own: Mapping[str, Any], child: Mapping[str, Any] | None, in_tool: bool) -> bool:
+    """Whether a pending chain is a LangGraph graph, from the metadata of its first child: a node
+    of a graph under no graph; in a tool, a node one checkpoint namespace deeper than the enclosing
+    node's (a plain chain the tool runs inherits that node's metadata unchanged)."""
+    if child is None or "langgraph_node" not in child:
+        return False
+    if "langgraph_node" not in own:
+        return True
+    namespace = own.get("langgraph_checkpoint_ns")
+    return in_tool and namespace is not None and child.get("langgraph_checkpoint_ns") != namespace
+
+
+def _note_interrupt(run: _Run, error: BaseException) -> None:
+    """A run raised ``interrupt()``'s pause: its agent has not finished (no ``final`` step)."""
+    agent_run = run.agent
+    if agent_run is not None and _is_interrupt(error):
+        agent_run.final = True
 
 
 def _agent_name(run: _Run) -> str | None:
