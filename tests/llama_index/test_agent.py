@@ -271,3 +271,94 @@ def test_concurrent_agents(instrumentor, span_exporter):
         assert [
             s.attributes.get(semconv.GEN_AI_TOOL_CALL_ID) for s in by_name(members, "execute_tool add")
         ] == [f"c{i}"]
+
+
+# ---- long runs: busy is not abandoned ---------------------------------------------------------------
+TTL_S = 0.4
+CALLS = 8  # CALLS x PAUSE_S = 2 x TTL_S
+PAUSE_S = TTL_S / 4
+
+
+class Long(Workflow):
+    """One step that calls the model now and then for longer than the run map's TTL."""
+
+    @step
+    async def go(self, ev: StartEvent) -> StopEvent:
+        for i in range(CALLS):
+            await MockLLM().acomplete(str(i))
+            await asyncio.sleep(PAUSE_S)
+        return StopEvent(result="ok")
+
+
+async def research(topic: str) -> str:
+    """Query the docs several times (longer than the TTL in all)."""
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    engine = VectorStoreIndex.from_documents(
+        [Document(text="The sky is blue.")], embed_model=MockEmbedding(embed_dim=4)
+    ).as_query_engine(llm=MockLLM(max_tokens=2))
+    for i in range(CALLS // 2):
+        await engine.aquery(f"{topic} {i}")
+        await asyncio.sleep(PAUSE_S * 2)
+    return "notes"
+
+
+@pytest.fixture
+def short_ttl(instrumentor):
+    runs = open_runs()
+    runs.ttl_s = TTL_S
+    yield runs
+    runs.ttl_s = None
+
+
+def test_busy_workflow_outlives_the_ttl(short_ttl, span_exporter, metric_reader):
+    """Spans keep starting below the run (under its step, a plumbing span): the run is alive, not
+    abandoned, however long it takes; no span is evicted and no model call loses its usage."""
+    assert run(lambda: Long(timeout=30).run()) == "ok"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_workflow Long"] + ["  text_completion"] * CALLS
+    for span in spans:
+        assert span.status.status_code is StatusCode.UNSET, span.name
+        assert semconv.LLMTRACE_EVICTED not in span.attributes
+    workflow = one(spans, "invoke_workflow Long")
+    assert workflow.end_time - workflow.start_time > 1.5 * TTL_S * 1e9
+    assert len(metric_points(metric_reader, semconv.METRIC_CLIENT_OPERATION_DURATION)) == 1
+    (duration,) = metric_points(metric_reader, semconv.METRIC_CLIENT_OPERATION_DURATION)
+    assert duration.count == CALLS and semconv.ERROR_TYPE not in duration.attributes
+    assert len(short_ttl) == 0
+
+
+def test_busy_agent_tool_outlives_the_ttl(short_ttl, span_exporter):
+    """The agent, its call_tool step and the tool's engine runs sit several hosts above the spans
+    that start: every one of them is kept alive."""
+    llm = MockFunctionCallingLLM(response_generator=scripted([("c1", "research", {"topic": "sky"})], "done"))
+    agent = FunctionAgent(name="researcher", tools=[research], llm=llm)
+    assert str(run(lambda: agent.run("go"))) == "done"
+    spans = span_exporter.get_finished_spans()
+    for span in spans:
+        assert span.status.status_code is StatusCode.UNSET, span.name
+    agent_span = one(spans, "invoke_agent researcher")
+    tool = one(spans, "execute_tool research")
+    assert is_child(tool, agent_span)
+    engines = by_name(spans, "invoke_workflow RetrieverQueryEngine")
+    assert len(engines) == CALLS // 2 and all(is_child(e, tool) for e in engines)
+    assert tool.end_time - tool.start_time > 1.5 * TTL_S * 1e9
+    assert len(short_ttl) == 0
+
+
+def test_run_children_are_pruned_as_they_end(instrumentor):
+    from llmtrace_llama_index._runs import RunState
+
+    from llmtrace._handler import TelemetryHandler
+
+    handler = TelemetryHandler()
+    state = RunState(handler.start_workflow("w"))
+    for _ in range(1000):
+        call = handler.start_chat("m", provider="openai")
+        state.adopt(call)
+        call.stop()
+    kept_open = handler.start_chat("open", provider="openai")
+    state.adopt(kept_open)
+    assert len(state.children) < 64 * 2
+    assert kept_open in state.children

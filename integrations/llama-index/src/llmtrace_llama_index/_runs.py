@@ -43,11 +43,22 @@ class RunState:
     agent_name: str | None = None
     workflow: Any = None
     children: list[Invocation] = field(default_factory=list)
-    """Invocations started for steps of this run (ended with the run if still open)."""
+    """Invocations started for steps of this run (ended with the run if still open). Ended ones
+    are dropped whenever the list reaches a power of two from ``_PRUNE_CHILDREN_AT`` on."""
 
     @property
     def current(self) -> Invocation:
         return self.agent or self.invocation
+
+    def adopt(self, invocation: Invocation) -> None:
+        children = self.children
+        children.append(invocation)
+        size = len(children)
+        if size >= _PRUNE_CHILDREN_AT and size & (size - 1) == 0:
+            self.children = [child for child in children if not child.ended]
+
+
+_PRUNE_CHILDREN_AT = 64
 
 
 class Node:
@@ -119,6 +130,8 @@ class Node:
     pending: tuple[int, str] | None = None
     """Model stream nodes: key and span id under which ``Runs.streams`` remembers the returned
     generator until its first chunk (see ``Runs.pending_stream``)."""
+    refreshed: float = 0.0
+    """``time.monotonic()`` when a span starting below this node last refreshed its expiry."""
 
     @property
     def effective(self) -> Invocation | None:
@@ -178,6 +191,9 @@ _current_rerank: ContextVar[RerankInvocation | None] = ContextVar("llmtrace_llam
 
 _MAX_NESTING = 8
 """Engines returning an inner engine's stream: at most this many refreshed per stream chunk."""
+_MAX_HOSTS = 32
+"""Enclosing invocations refreshed when a span starts (agents, tools, engines nest this deep)."""
+_REFRESH_EVERY_S = 1.0
 
 
 def _where() -> tuple[int, object]:
@@ -229,6 +245,25 @@ class Runs:
         pending, node.pending = node.pending, None
         if pending is not None:
             self.streams.forget((pending[0],), pending[1])
+
+    def refresh_hosts(self, host_id: str) -> None:
+        """A span starts under the node ``host_id``: it and the invocations around it (engine,
+        tool, agent run...) are alive, whatever plumbing spans lie between. Their expiry is
+        refreshed up the chain of hosts, stopping at one refreshed in the last second (or eighth
+        of the TTL): the hosts above it were refreshed with it."""
+        nodes = self.nodes
+        now = time.monotonic()
+        fresh = now - min(_REFRESH_EVERY_S, nodes.ttl_s / 8)
+        next_id: str | None = host_id
+        for _ in range(_MAX_HOSTS):
+            if next_id is None:
+                return
+            host = nodes.peek(next_id)
+            if host is None or host.refreshed > fresh:
+                return
+            host.refreshed = now
+            nodes.get(next_id)
+            next_id = host.host_id
 
     def attach(self, node: Node, invocation: Invocation | None = None) -> None:
         invocation = invocation or node.invocation

@@ -188,6 +188,8 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                 if parent_node is None or host.exited:  # the dispatcher's parent is the consumer's
                     host_id = found
                     parent_node, parent, run = host, host.invocation, host.run
+        if host_id is not None:
+            runs.refresh_hosts(host_id)  # before ``put``, whose collection could end them
         if kind in (Kind.CHAT, Kind.COMPLETION, Kind.EMBEDDING) and isinstance(parent, ModelInvocation):
             # a model call inside another one: one span, one usage record
             node = Node(kind, None, parent, instance_id, run, merged=True)
@@ -207,7 +209,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         else:
             invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run)
             if run is not None and child_run is run:
-                run.children.append(invocation)  # ended with the run if still open then
+                run.adopt(invocation)  # ended with the run if still open then
             node = Node(kind, invocation, parent, instance_id, child_run)
             runs.attach(node)
         if host_id is not None:
@@ -350,7 +352,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             )
             if capture_content():
                 tool.arguments = _extract.get(event, "tool_kwargs")
-            run.children.append(tool)
+            run.adopt(tool)
             node = Node(Kind.TOOL, tool, run.current, None, run)
             self.runs.attach(node)
             return node
