@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from langchain.agents import create_agent
@@ -454,3 +455,39 @@ def test_agent_input_messages_in_every_form_langchain_accepts(
         {"role": "user", "parts": [{"type": "text", "content": "hello there"}]}
     ]
     assert json.loads(attrs(agent_span)[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["parts"][0]["content"] == "hi"
+
+
+# ---- long runs: busy is not abandoned ---------------------------------------------------------------
+def test_busy_agent_outlives_the_ttl(handler, span_exporter):
+    """A tool that works longer than the run map's TTL, calling a model now and then: the agent and
+    the graph node around the tool see no callback of their own meanwhile, but they are alive (not
+    evicted, no second agent span for the calls after the TTL)."""
+    ttl_s, calls = 0.4, 8
+    handler._runs.ttl_s = ttl_s
+    inner = ScriptedChatModel(script=[answer(f"note {i}") for i in range(calls)])
+
+    @tool
+    def research(topic: str) -> str:
+        """Research a topic at length."""
+        for _ in range(calls):
+            inner.invoke(topic)
+            time.sleep(ttl_s / 4)
+        return "notes"
+
+    agent = create_agent(
+        ScriptedChatModel(script=[call(("research", {"topic": "sky"}, "c1")), answer("done")]),
+        tools=[research],
+        name="boss",
+    )
+    agent.invoke({"messages": [("user", "go")]}, config={"callbacks": [handler]})
+    spans = span_exporter.get_finished_spans()
+    assert sorted(tree(spans)) == sorted(
+        [("chat gpt-4o-mini", "invoke_agent boss")] * 2
+        + [("execute_tool research", "invoke_agent boss")]
+        + [("chat gpt-4o-mini", "execute_tool research")] * calls
+        + [("invoke_agent boss", None)]
+    )
+    for span in spans:
+        assert span.status.status_code.name == "UNSET", span.name
+        assert semconv.LLMTRACE_EVICTED not in attrs(span)
+    assert handler.open_runs() == 0

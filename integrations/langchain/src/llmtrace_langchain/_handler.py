@@ -58,6 +58,7 @@ _ABANDONED = (asyncio.CancelledError, GeneratorExit)
 """A task cancelled or a stream closed by its consumer: LangChain reports it to the chains that were
 running (``on_chain_error``) but not to the model or tool they were awaiting."""
 _PRUNE_CHILDREN_AT = 64
+_REFRESH_EVERY_S = 1.0
 
 RunKey = NewType("RunKey", object)
 """A run id as a key of the run map (only made by ``_key``)."""
@@ -88,20 +89,30 @@ class _Run:
         "in_tool",
         "inputs",
         "invocation",
+        "key",
         "metadata",
         "name",
         "parent",
+        "refreshed",
         "root",
         "start_ns",
         "state",
+        "up",
     )
 
-    def __init__(self, invocation: Invocation | None, parent: Invocation | None, agent: _Run | None) -> None:
+    def __init__(
+        self, invocation: Invocation | None, parent: Invocation | None, agent: _Run | None, up: _Run | None
+    ) -> None:
         self.invocation = invocation
         self.parent = parent
         """The nearest traced ancestor's invocation (children of a plumbing run hang there)."""
         self.agent = agent
         """The nearest agent run (itself for an agent)."""
+        self.up = up
+        """The parent run (traced or not), if known."""
+        self.key: RunKey | None = None
+        self.refreshed = 0.0
+        """``time.monotonic()`` when a run starting below this one last refreshed its expiry."""
         self.state = _TRACED if invocation is not None else _PLUMBING
         self.name: str | None = None
         self.metadata: Mapping[str, Any] | None = None
@@ -227,7 +238,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         """Register a model, tool or retriever run (first: whatever fails later, its span still ends)."""
         agent = parent_run.agent if parent_run is not None else None
         key = _key(run_id)
-        self._runs.put(key, _Run(invocation, parent, agent))
+        run = _Run(invocation, parent, agent, parent_run)
+        run.key = key
+        self._runs.put(key, run)
         if parent_run is not None:
             self._adopt(parent_run, key)
 
@@ -278,9 +291,31 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if parent_run_id is None:
                 return None
         run = self._runs.get(_key(parent_run_id))
-        if run is not None and run.state == _PENDING:
+        if run is None:
+            return None
+        if run.state == _PENDING:
             self._decide(run, child_metadata)
+        if run.up is not None:
+            self._refresh_ancestors(run)
         return run
+
+    def _refresh_ancestors(self, run: _Run) -> None:
+        """A run starts below ``run``: the runs above it are alive too, however many plumbing runs
+        lie between (a long tool keeps its agent alive). Refreshes their expiry up the chain, at
+        most once a second (or an eighth of the TTL) per run: the runs above one refreshed since
+        were refreshed with it."""
+        runs = self._runs
+        now = time.monotonic()
+        fresh = now - min(_REFRESH_EVERY_S, runs.ttl_s / 8)
+        if run.refreshed > fresh:
+            return
+        run.refreshed = now
+        ancestor = run.up
+        while ancestor is not None and ancestor.refreshed <= fresh:
+            ancestor.refreshed = now
+            if ancestor.key is not None:
+                runs.get(ancestor.key)
+            ancestor = ancestor.up
 
     def _decide(self, run: _Run, child_metadata: Mapping[str, Any] | None) -> None:
         """Decide what a pending chain is, now that its first child (or its end) is known.
@@ -332,7 +367,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         parent_run = self._parent(parent_run_id, md)
         parent = parent_run.span_parent if parent_run is not None else None
         agent_run = parent_run.agent if parent_run is not None else None
-        run = _Run(None, parent, agent_run)
+        run = _Run(None, parent, agent_run, parent_run)
         name = _extract.run_name(serialized, kwargs.get("name"))
         agent_name = md.get("lc_agent_name")
         # a graph a tool runs (an agent used as a tool) inherits the enclosing node's metadata
@@ -359,6 +394,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if _capturing():
                 run.inputs = inputs
         key = _key(run_id)
+        run.key = key
         self._runs.put(key, run)  # first: whatever fails below, the run's span still gets ended
         if parent_run is not None:
             self._adopt(parent_run, key)
