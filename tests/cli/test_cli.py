@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import llmtrace
 from llmtrace import semconv as sc
 from llmtrace.cli import cli
 from llmtrace.cli._app import parse_time
@@ -162,6 +163,10 @@ def test_export_is_loadable_otlp_json(demo_store, tmp_path):
         kv.key == sc.SERVICE_NAME and kv.value.string_value == "llmtrace-demo"
         for kv in resource.resource.attributes
     )
+    # llmtrace's own scope, with the version and schema URL its tracer was made with
+    (scope_spans,) = [ss for ss in resource.scope_spans if ss.scope.name == sc.INSTRUMENTATION_SCOPE]
+    assert (scope_spans.scope.version, scope_spans.schema_url) == (llmtrace.__version__, sc.SCHEMA_URL)
+    assert len(scope_spans.spans) == 6
     code, out, _ = run(store, "export", trace_id, "--encoding", "proto3")
     from google.protobuf import json_format
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -432,7 +437,8 @@ def test_a_read_only_store_too_old_to_read_says_so(shared_dir):
     store.chmod(0o644)
     result = _as_reader(store, "traces")
     assert result.returncode == 1
-    expected = f"error: {store} has schema version 1, older than this llmtrace reads (2)"
+    current = _schema.CURRENT_VERSION
+    expected = f"error: {store} has schema version 1, older than this llmtrace reads ({current})"
     assert result.stderr.startswith(expected), result.stderr
     assert result.stderr.count("\n") == 1
     assert (

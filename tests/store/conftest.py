@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -44,14 +44,23 @@ def _with_schema(url: str, schema: str) -> str:
 
 
 @pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> str:
-    """A URL whose tables live in a new, empty schema."""
+def new_postgres_url(postgres_url: str) -> Callable[[], str]:
+    """Makes URLs whose tables live in a new, empty schema (one per call)."""
     import psycopg
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    return _with_schema(postgres_url, schema)
+    def make() -> str:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        return _with_schema(postgres_url, schema)
+
+    return make
+
+
+@pytest.fixture
+def fresh_postgres_url(new_postgres_url: Callable[[], str]) -> str:
+    """A URL whose tables live in a new, empty schema."""
+    return new_postgres_url()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

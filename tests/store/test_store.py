@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from llmtrace import semconv
+from llmtrace.cli._otlp import trace_to_request
 from llmtrace.store import (
     InvalidCursor,
     InvalidFilter,
@@ -74,7 +77,9 @@ def test_whole_trace_round_trip(store: Store) -> None:
         "bools": (True, False),
         "ints": (1, 2, 3),
         "floats": (1.5, -2.25),
+        "large_floats": (1e16, -1e300, 1.7976931348623157e308),  # JSONB gave these back as integers
         "empty": (),
+        "nul\x00key": "a NUL in a key too",
         semconv.GEN_AI_OPERATION_NAME: semconv.OP_CHAT,
         semconv.GEN_AI_REQUEST_MODEL: "gpt-4o",
     }
@@ -115,8 +120,10 @@ def test_whole_trace_round_trip(store: Store) -> None:
     got = trace.spans[0]
     expected_attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
     expected_attrs["str"] = "héllo \ufffd wörld"  # NUL cannot be stored (PostgreSQL text/JSONB)
+    expected_attrs["nul\ufffdkey"] = expected_attrs.pop("nul\x00key")
     assert dict(got.attributes) == expected_attrs
     assert type(got.attributes["whole_float"]) is float and type(got.attributes["int"]) is int
+    assert [type(v) for v in got.attributes["large_floats"]] == [float, float, float]
     assert got.events == (
         SpanEvent("exception", T0 + S, {"exception.type": "ValueError", "exception.message": "bad"}),
         SpanEvent("step", T0 + 2 * S, {"index": 1, "ratio": 0.5, "tags": ["x"]}),
@@ -359,7 +366,7 @@ def test_older_schema_is_migrated(store_url: str) -> None:
     close()
     store = open_store(store_url)
     try:
-        assert store.schema_version() == _schema.CURRENT_VERSION == 2  # type: ignore[attr-defined]
+        assert store.schema_version() == _schema.CURRENT_VERSION == 3  # type: ignore[attr-defined]
         # the v2 migration indexed the old trace's model and provider
         assert [
             t.trace_id for t in store.list_traces(TraceFilter(model="gpt-4o", provider="openai")).items
@@ -369,9 +376,192 @@ def test_older_schema_is_migrated(store_url: str) -> None:
         store.close()
     execute, close = _raw_execute(store_url)
     try:
-        assert [r[0] for r in execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+        assert [r[0] for r in execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
     finally:
         close()
+
+
+_V2_WRITER_INSERT = (  # what a writer of schema version 2 inserts (it knows no later column)
+    "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, "
+    "status_message, attributes, events, links, resource, scope) VALUES "
+    "(?, ?, NULL, 'v2 span', 'INTERNAL', ?, ?, 'UNSET', '', '{}', '[[\"e\",5,{}]]', "
+    "'[[\"" + "1" * 32 + '","' + "2" * 16 + "\",{}]]', '{}', 'old.lib')"
+)
+
+
+def _v2_writer(url: str, stop: threading.Event, written: list[int], errors: list[BaseException]) -> None:
+    """An llmtrace of schema version 2 in another process, writing as its store does (exclusively)."""
+    try:
+        if url.startswith("postgresql://"):
+            import psycopg
+
+            from llmtrace.store._postgres import _WRITE_LOCK_KEY, _pg
+
+            with psycopg.connect(url) as conn:
+                while not stop.is_set():
+                    n = len(written) + 1
+                    with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_KEY,))
+                        conn.execute(_pg(_V2_WRITER_INSERT), (tid(77), sid(n), T0 + n, T0 + n + 1))
+                    written.append(n)
+                    time.sleep(0.002)
+        else:
+            lite = sqlite3.connect(url, isolation_level=None, timeout=10)
+            try:
+                while not stop.is_set():
+                    n = len(written) + 1
+                    lite.execute("BEGIN IMMEDIATE")
+                    lite.execute(_V2_WRITER_INSERT, (tid(77), sid(n), T0 + n, T0 + n + 1))
+                    lite.execute("COMMIT")
+                    written.append(n)
+                    time.sleep(0.002)
+            finally:
+                lite.close()
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_version_3_upgrades_in_place_while_an_older_writer_writes(store_url: str) -> None:
+    """Two stores (each with its own connections, as in two processes) upgrade a version-2 store at
+    once while a version-2 writer keeps writing: the upgrade runs once, no write is lost or refused,
+    and the old rows read and export without what version 3 adds."""
+    execute, close = _raw_execute(store_url)
+    if not store_url.startswith("postgresql://"):
+        execute("PRAGMA journal_mode = WAL", ())  # as every SqliteStore left it
+    _schema.migrate(execute, "postgresql" if store_url.startswith("postgresql://") else "sqlite", target=2)
+    close()
+    stop = threading.Event()
+    written: list[int] = []
+    errors: list[BaseException] = []
+    writer = threading.Thread(target=_v2_writer, args=(store_url, stop, written, errors))
+    writer.start()
+    try:
+        _wait_for(lambda: len(written) >= 5 or bool(errors), "the version-2 writer")
+        opened: list[Store] = []
+
+        def upgrade() -> None:
+            try:
+                opened.append(open_store(store_url))
+            except BaseException as exc:
+                errors.append(exc)
+
+        upgraders = [threading.Thread(target=upgrade) for _ in range(2)]
+        for thread in upgraders:
+            thread.start()
+        for thread in upgraders:
+            thread.join()
+        after_upgrade = len(written)
+        _wait_for(lambda: len(written) >= after_upgrade + 5 or bool(errors), "writes after the upgrade")
+    finally:
+        stop.set()
+        writer.join()
+    assert errors == []
+    for store in opened:
+        store.close()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == 3  # type: ignore[attr-defined]
+        spans = store.get_trace(tid(77)).spans
+        assert sorted(s.span_id for s in spans) == sorted(sid(n) for n in written)
+        old = spans[0]
+        assert (old.scope, old.scope_version, old.scope_schema_url, dict(old.scope_attributes)) == (
+            "old.lib",
+            None,
+            None,
+            {},
+        )
+        assert (old.resource_schema_url, old.trace_state, old.flags) == (None, None, None)
+        assert (old.dropped_attributes, old.dropped_events, old.dropped_links) == (0, 0, 0)
+        assert old.events == (SpanEvent("e", 5, {}),)
+        assert old.links == (SpanLink("1" * 32, "2" * 16, {}, dropped_attributes=0, flags=None),)
+        (resource_spans,) = trace_to_request(store.get_trace(tid(77))).resource_spans
+        (scope_spans,) = resource_spans.scope_spans
+        assert (scope_spans.scope.name, scope_spans.scope.version, scope_spans.schema_url) == (
+            "old.lib",
+            "",
+            "",
+        )
+        assert resource_spans.schema_url == "" and scope_spans.spans[0].flags == 0
+        assert scope_spans.spans[0].links[0].flags == 0
+        # a span written now keeps all of it, next to the old ones
+        new = replace(
+            span(tid(77), sid(999), None, T0, T0 + 1),
+            scope_version="1.0",
+            scope_schema_url="https://opentelemetry.io/schemas/1.26.0",
+            scope_attributes={"tier": "gold"},
+            resource_schema_url="https://opentelemetry.io/schemas/1.21.0",
+            trace_state="k=v",
+            flags=0x300,
+            dropped_attributes=1,
+            dropped_events=2,
+            dropped_links=3,
+            events=(SpanEvent("e", T0, {"a": 1}, dropped_attributes=4),),
+            links=(SpanLink("3" * 32, "4" * 16, {"b": 2}, dropped_attributes=5, flags=0x100),),
+        )
+        store.write([new], [])
+        (got,) = [s for s in store.get_trace(tid(77)).spans if s.span_id == sid(999)]
+        assert got == new
+    finally:
+        store.close()
+    execute, close = _raw_execute(store_url)
+    try:
+        assert [r[0] for r in execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+    finally:
+        close()
+
+
+def _span_columns(url: str) -> list[tuple[str, bool]]:
+    """(name, nullable) of each column of ``spans``, in order."""
+    execute, close = _raw_execute(url)
+    try:
+        if url.startswith("postgresql://"):
+            rows = execute(
+                "SELECT column_name, is_nullable FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = 'spans' ORDER BY ordinal_position",
+                (),
+            )
+            return [(name, nullable == "YES") for name, nullable in rows]
+        return [(row[1], not row[3]) for row in execute("PRAGMA table_info(spans)", ())]
+    finally:
+        close()
+
+
+def test_both_backends_and_upgraded_stores_have_the_same_columns(
+    tmp_path: Path, new_postgres_url: Callable[[], str]
+) -> None:
+    columns = []
+    for url, upgraded in (
+        (str(tmp_path / "fresh.db"), False),
+        (str(tmp_path / "upgraded.db"), True),
+        (new_postgres_url(), False),
+        (new_postgres_url(), True),
+    ):
+        if upgraded:  # created by an llmtrace of schema version 2, then opened by this one
+            execute, close = _raw_execute(url)
+            _schema.migrate(execute, "postgresql" if url.startswith("postgresql://") else "sqlite", target=2)
+            close()
+        open_store(url).close()
+        columns.append(_span_columns(url))
+    assert columns[1] == columns[2] == columns[3] == columns[0]
+    added = [
+        "scope_version",
+        "scope_schema_url",
+        "scope_attributes",
+        "resource_schema_url",
+        "trace_state",
+        "flags",
+        "dropped_attributes",
+        "dropped_events",
+        "dropped_links",
+    ]
+    assert columns[0][-len(added) :] == [(name, True) for name in added]
 
 
 def test_reopening_keeps_data_and_identity(store_url: str) -> None:

@@ -8,11 +8,18 @@ from typing import Any, Literal
 
 from google.protobuf import json_format  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+    KeyValueList,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from llmtrace.store._api import SpanRecord, Trace
+from llmtrace.store._sql import INT64_MAX, INT64_MIN
 
 Encoding = Literal["otlp", "proto3"]
 
@@ -28,24 +35,27 @@ _ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
 
 
 def _any_value(value: Any) -> AnyValue:
+    if value is None:  # an empty element of an attribute array
+        return AnyValue()
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
-        return AnyValue(int_value=value)
+        if INT64_MIN <= value <= INT64_MAX:
+            return AnyValue(int_value=value)
+        try:  # beyond int64: what OTLP can carry of it (a large float read from an older store)
+            return AnyValue(double_value=float(value))
+        except OverflowError:
+            return AnyValue(string_value=str(value))
     if isinstance(value, float):
         return AnyValue(double_value=value)
     if isinstance(value, str):
         return AnyValue(string_value=value)
     if isinstance(value, bytes):
         return AnyValue(bytes_value=value)
-    if isinstance(value, (list, tuple)):
-        result = AnyValue()
-        result.array_value.values.extend(_any_value(v) for v in value)
-        return result
+    if isinstance(value, (list, tuple)):  # set even when empty: an empty array is a value
+        return AnyValue(array_value=ArrayValue(values=[_any_value(v) for v in value]))
     if isinstance(value, Mapping):
-        result = AnyValue()
-        result.kvlist_value.values.extend(_key_values(value))
-        return result
+        return AnyValue(kvlist_value=KeyValueList(values=_key_values(value)))
     return AnyValue(string_value=str(value))
 
 
@@ -57,11 +67,16 @@ def _span(record: SpanRecord) -> Span:
     span = Span(
         trace_id=bytes.fromhex(record.trace_id),
         span_id=bytes.fromhex(record.span_id),
+        trace_state=record.trace_state or "",
         parent_span_id=bytes.fromhex(record.parent_span_id) if record.parent_span_id else b"",
+        flags=record.flags or 0,
         name=record.name,
         kind=_KINDS.get(record.kind.upper(), Span.SPAN_KIND_UNSPECIFIED),
         start_time_unix_nano=record.start_ns,
         end_time_unix_nano=record.end_ns,
+        dropped_attributes_count=record.dropped_attributes,
+        dropped_events_count=record.dropped_events,
+        dropped_links_count=record.dropped_links,
         status=Status(
             code=_STATUS.get(record.status_code.upper(), Status.STATUS_CODE_UNSET),
             message=record.status_message,
@@ -70,36 +85,60 @@ def _span(record: SpanRecord) -> Span:
     span.attributes.extend(_key_values(record.attributes))
     for event in record.events:
         span.events.add(
-            time_unix_nano=event.time_ns, name=event.name, attributes=_key_values(event.attributes)
+            time_unix_nano=event.time_ns,
+            name=event.name,
+            attributes=_key_values(event.attributes),
+            dropped_attributes_count=event.dropped_attributes,
         )
     for link in record.links:
         span.links.add(
             trace_id=bytes.fromhex(link.trace_id),
             span_id=bytes.fromhex(link.span_id),
             attributes=_key_values(link.attributes),
+            dropped_attributes_count=link.dropped_attributes,
+            flags=link.flags or 0,
         )
     return span
+
+
+def _key(attributes: Mapping[str, Any]) -> str:
+    return json.dumps(dict(attributes), sort_keys=True, default=str)
 
 
 def trace_to_request(
     trace: Trace, progress: Callable[[int], None] | None = None
 ) -> ExportTraceServiceRequest:
-    """One ResourceSpans per distinct resource, one ScopeSpans per scope within it."""
+    """One ResourceSpans per distinct resource (attributes and schema URL), one ScopeSpans per
+    instrumentation scope within it (name, version, schema URL and attributes), as the SDK groups them."""
     request = ExportTraceServiceRequest()
-    resources: dict[str, ResourceSpans] = {}
-    scopes: dict[tuple[str, str], ScopeSpans] = {}
+    resources: dict[tuple[str, str], ResourceSpans] = {}
+    scopes: dict[tuple[tuple[str, str], str, str, str, str], ScopeSpans] = {}
     for record in trace.spans:
-        resource_key = json.dumps(dict(record.resource), sort_keys=True, default=str)
+        resource_key = (_key(record.resource), record.resource_schema_url or "")
         resource_spans = resources.get(resource_key)
         if resource_spans is None:
             resource_spans = request.resource_spans.add(
-                resource=Resource(attributes=_key_values(record.resource))
+                resource=Resource(attributes=_key_values(record.resource)), schema_url=resource_key[1]
             )
             resources[resource_key] = resource_spans
-        scope_spans = scopes.get((resource_key, record.scope))
+        scope_key = (
+            resource_key,
+            record.scope,
+            record.scope_version or "",
+            record.scope_schema_url or "",
+            _key(record.scope_attributes),
+        )
+        scope_spans = scopes.get(scope_key)
         if scope_spans is None:
-            scope_spans = resource_spans.scope_spans.add(scope=InstrumentationScope(name=record.scope))
-            scopes[(resource_key, record.scope)] = scope_spans
+            scope_spans = resource_spans.scope_spans.add(
+                scope=InstrumentationScope(
+                    name=record.scope,
+                    version=scope_key[2],
+                    attributes=_key_values(record.scope_attributes),
+                ),
+                schema_url=scope_key[3],
+            )
+            scopes[scope_key] = scope_spans
         scope_spans.spans.append(_span(record))
         if progress is not None:
             progress(1)

@@ -41,6 +41,7 @@ class SpanEvent:
     name: str
     time_ns: int
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    dropped_attributes: int = 0  # attributes the SDK dropped (span limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class SpanLink:
     trace_id: str
     span_id: str
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    dropped_attributes: int = 0
+    flags: int | None = None  # OTLP ``Link.flags`` (bits 8-9: is the linked context remote); None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,17 @@ class SpanRecord:
     events: Sequence[SpanEvent]
     links: Sequence[SpanLink]
     resource: Mapping[str, Any]
-    scope: str
+    scope: str  # the instrumentation scope's name
+    # What OTLP carries besides; None (or 0) in records stored before schema version 3.
+    scope_version: str | None = None
+    scope_schema_url: str | None = None
+    scope_attributes: Mapping[str, Any] = field(default_factory=dict)
+    resource_schema_url: str | None = None
+    trace_state: str | None = None  # W3C ``tracestate`` header value ("k1=v1,k2=v2")
+    flags: int | None = None  # OTLP ``Span.flags`` (bits 8-9: is the parent remote); None: unknown
+    dropped_attributes: int = 0  # attributes, events and links the SDK dropped (span limits)
+    dropped_events: int = 0
+    dropped_links: int = 0
 
     @property
     def duration_ns(self) -> int:

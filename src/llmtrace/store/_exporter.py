@@ -12,6 +12,8 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext
 
 from llmtrace._usage import UsageRecord
 from llmtrace.store._api import SpanEvent, SpanLink, SpanRecord
@@ -28,6 +30,16 @@ def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return {str(key): _value(value) for key, value in (attributes or {}).items()}
 
 
+_NO_SCOPE = InstrumentationScope("")
+_HAS_IS_REMOTE = 0x100  # OTLP SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_IS_REMOTE = 0x200  # OTLP SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+
+
+def _flags(context: SpanContext | None) -> int:
+    """OTLP ``flags`` of a span (``context``: its parent's) or a link, as the SDK's OTLP exporter sets."""
+    return _HAS_IS_REMOTE | _IS_REMOTE if context is not None and context.is_remote else _HAS_IS_REMOTE
+
+
 def span_to_record(span: ReadableSpan) -> SpanRecord:
     """The store's record of one finished SDK span (ids as lowercase hex, times in ns)."""
     context = span.context
@@ -36,7 +48,7 @@ def span_to_record(span: ReadableSpan) -> SpanRecord:
     parent = span.parent
     start = span.start_time or 0
     end = span.end_time if span.end_time is not None else start
-    scope = span.instrumentation_scope
+    scope = span.instrumentation_scope or _NO_SCOPE
     return SpanRecord(
         trace_id=format(context.trace_id, "032x"),
         span_id=format(context.span_id, "016x"),
@@ -49,7 +61,12 @@ def span_to_record(span: ReadableSpan) -> SpanRecord:
         status_message=span.status.description or "",
         attributes=_attributes(span.attributes),
         events=[
-            SpanEvent(name=event.name, time_ns=event.timestamp, attributes=_attributes(event.attributes))
+            SpanEvent(
+                name=event.name,
+                time_ns=event.timestamp,
+                attributes=_attributes(event.attributes),
+                dropped_attributes=event.dropped_attributes,
+            )
             for event in span.events
         ],
         links=[
@@ -57,11 +74,22 @@ def span_to_record(span: ReadableSpan) -> SpanRecord:
                 trace_id=format(link.context.trace_id, "032x"),
                 span_id=format(link.context.span_id, "016x"),
                 attributes=_attributes(link.attributes),
+                dropped_attributes=link.dropped_attributes,
+                flags=_flags(link.context),
             )
             for link in span.links
         ],
         resource=_attributes(span.resource.attributes),
-        scope=scope.name if scope is not None else "",
+        scope=scope.name,
+        scope_version=scope.version or None,
+        scope_schema_url=scope.schema_url or None,
+        scope_attributes=_attributes(scope.attributes),
+        resource_schema_url=span.resource.schema_url or None,
+        trace_state=context.trace_state.to_header() or None,
+        flags=_flags(parent),
+        dropped_attributes=span.dropped_attributes,
+        dropped_events=span.dropped_events,
+        dropped_links=span.dropped_links,
     )
 
 

@@ -138,6 +138,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX usage_provider ON usage (provider, start_ns)",
         ),
     ),
+    Migration(
+        3,
+        "what OTLP export needs besides: scope version, schema URL and attributes, resource schema URL, "
+        "trace state, span flags, dropped attribute/event/link counts",
+        # Nullable columns without defaults: a metadata-only change on both backends, and writers
+        # of older versions that are still running keep inserting (their rows get NULLs).
+        tuple(
+            f"ALTER TABLE spans ADD COLUMN {column}"
+            for column in (
+                "scope_version TEXT",
+                "scope_schema_url TEXT",
+                "scope_attributes {json}",
+                "resource_schema_url TEXT",
+                "trace_state TEXT",
+                "flags {bigint}",
+                "dropped_attributes {bigint}",
+                "dropped_events {bigint}",
+                "dropped_links {bigint}",
+            )
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

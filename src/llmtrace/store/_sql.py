@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -87,15 +88,31 @@ class Tx(Protocol):
 # --------------------------------------------------------------------------------------
 # JSON values: OTel attribute values are str, bool, int, float or homogeneous sequences of them
 # --------------------------------------------------------------------------------------
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+_LARGE_FLOAT = 1e16
+"""From here on ``repr`` writes floats with an exponent (``1e+16``), which PostgreSQL's JSONB keeps as
+a numeric without a fraction and gives back as an integer; every float this large is whole."""
+_LARGE_FLOAT_MARK = "\x00"
+"""Starts the stand-in string of a large float: no cleaned string contains NUL (see ``_no_nul``)."""
+_LARGE_FLOAT_TOKEN = re.compile(r'"\\u0000(-?[0-9]+\.0)"')
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        return _no_nul(value)
     if isinstance(value, (bool, int)) or value is None:
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)  # JSON (and JSONB) have no NaN/inf
+        if not math.isfinite(value):
+            return str(value)  # JSON (and JSONB) have no NaN/inf
+        if abs(value) >= _LARGE_FLOAT:
+            return f"{_LARGE_FLOAT_MARK}{int(value)}.0"  # written as a number by dump_json
+        return value
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {_no_nul(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, bytes):
@@ -104,7 +121,11 @@ def _clean(value: Any) -> Any:
 
 
 def dump_json(value: Any) -> str:
-    return json.dumps(_clean(value), separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON that both backends give back with the same types (floats stay floats)."""
+    text = json.dumps(_clean(value), separators=(",", ":"), ensure_ascii=False)
+    if "\\u0000" in text:  # large floats, as decimals with a fraction: 1e16 -> 10000000000000000.0
+        text = _LARGE_FLOAT_TOKEN.sub(r"\1", text)
+    return text
 
 
 def load_json(value: Any) -> Any:
@@ -131,10 +152,13 @@ def _add(a: float | None, b: float | None) -> float | None:
 _SPAN_COLUMNS = (
     "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, "
     "attributes, events, links, resource, scope, service, operation, request_model, response_model, "
-    "provider, error_type, input_tokens, output_tokens, cost"
+    "provider, error_type, input_tokens, output_tokens, cost, "
+    # schema version 3
+    "scope_version, scope_schema_url, scope_attributes, resource_schema_url, trace_state, flags, "
+    "dropped_attributes, dropped_events, dropped_links"
 )
 _INSERT_SPAN = (
-    f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES ({', '.join('?' * 23)}) "
+    f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES ({', '.join('?' * (_SPAN_COLUMNS.count(',') + 1))}) "
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 _USAGE_COLUMNS = (
@@ -191,6 +215,33 @@ class _SpanFacts:
     row: tuple[Any, ...]
 
 
+def _event_json(event: SpanEvent) -> list[Any]:
+    """``[name, time, attributes]`` as before schema version 3, then the dropped count if any."""
+    item: list[Any] = [event.name, int(event.time_ns), event.attributes]
+    if event.dropped_attributes:
+        item.append(int(event.dropped_attributes))
+    return item
+
+
+def _span_event(name: str, time_ns: int, attributes: Mapping[str, Any], dropped: int = 0) -> SpanEvent:
+    return SpanEvent(name, int(time_ns), attributes, int(dropped))
+
+
+def _link_json(link: SpanLink) -> list[Any]:
+    """``[trace id, span id, attributes]`` as before schema version 3, then the dropped count and
+    the flags when known."""
+    item: list[Any] = [link.trace_id, link.span_id, link.attributes]
+    if link.dropped_attributes or link.flags is not None:
+        item += [int(link.dropped_attributes), link.flags]
+    return item
+
+
+def _span_link(
+    trace_id: str, span_id: str, attributes: Mapping[str, Any], dropped: int = 0, flags: int | None = None
+) -> SpanLink:
+    return SpanLink(trace_id, span_id, attributes, int(dropped), None if flags is None else int(flags))
+
+
 def _span_facts(span: SpanRecord) -> _SpanFacts:
     attrs = span.attributes
     operation = _text(attrs.get(semconv.GEN_AI_OPERATION_NAME))
@@ -207,8 +258,8 @@ def _span_facts(span: SpanRecord) -> _SpanFacts:
     cost = _cost(attrs.get(semconv.GEN_AI_USAGE_COST_AMOUNT)) if model_call else None
     if model_call and cost is None and attrs.get(semconv.LLMTRACE_CACHE_HIT) is True:
         cost = 0.0
-    events = [[e.name, int(e.time_ns), e.attributes] for e in span.events]
-    links = [[link.trace_id, link.span_id, link.attributes] for link in span.links]
+    events = [_event_json(e) for e in span.events]
+    links = [_link_json(link) for link in span.links]
     trace_id, span_id = span.trace_id.lower(), span.span_id.lower()
     parent = span.parent_span_id.lower() if span.parent_span_id else None
     row = (
@@ -235,6 +286,15 @@ def _span_facts(span: SpanRecord) -> _SpanFacts:
         input_tokens,
         output_tokens,
         cost,
+        span.scope_version,
+        span.scope_schema_url,
+        dump_json(span.scope_attributes) if span.scope_attributes else None,
+        span.resource_schema_url,
+        span.trace_state,
+        span.flags,
+        int(span.dropped_attributes),
+        int(span.dropped_events),
+        int(span.dropped_links),
     )
     return _SpanFacts(
         trace_id,
@@ -657,6 +717,8 @@ class SqlStore(ABC):
     @staticmethod
     def _span_record(row: Sequence[Any]) -> SpanRecord:
         attributes, events, links, resource = (load_json(v) for v in row[9:13])
+        # Rows written before schema version 3 have NULLs from column 23 on, and events and links
+        # without their dropped-attribute counts and flags.
         return SpanRecord(
             trace_id=row[0],
             span_id=row[1],
@@ -668,10 +730,19 @@ class SqlStore(ABC):
             status_code=row[7],
             status_message=row[8],
             attributes=attributes,
-            events=tuple(SpanEvent(name, int(time_ns), attrs) for name, time_ns, attrs in events),
-            links=tuple(SpanLink(t, s, attrs) for t, s, attrs in links),
+            events=tuple(_span_event(*event) for event in events),
+            links=tuple(_span_link(*link) for link in links),
             resource=resource,
             scope=row[13],
+            scope_version=row[23],
+            scope_schema_url=row[24],
+            scope_attributes=load_json(row[25]) if row[25] is not None else {},
+            resource_schema_url=row[26],
+            trace_state=row[27],
+            flags=None if row[28] is None else int(row[28]),
+            dropped_attributes=_int(row[29]),
+            dropped_events=_int(row[30]),
+            dropped_links=_int(row[31]),
         )
 
     def get_usage(self, trace_id: str) -> list[UsageRecord]:
