@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Annotated
 
 import pytest
 from langchain.agents import create_agent
@@ -13,10 +14,11 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.messages import ToolMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
-from langchain_core.tools import tool
+from langchain_core.tools import InjectedToolCallId, tool
 from langchain_core.tools.retriever import create_retriever_tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
 from llmtrace_langchain import LLMTraceCallbackHandler
 from typing_extensions import TypedDict
 
@@ -491,3 +493,30 @@ def test_busy_agent_outlives_the_ttl(handler, span_exporter):
         assert span.status.status_code.name == "UNSET", span.name
         assert semconv.LLMTRACE_EVICTED not in attrs(span)
     assert handler.open_runs() == 0
+
+
+def test_tool_returning_a_command_records_its_tool_message(handler, span_exporter, content_capture):
+    """A tool that updates the graph's state returns a ``Command``: its result is the ToolMessage
+    inside, not the serialised command."""
+
+    from langgraph.types import Command
+
+    from llmtrace import CaptureMode
+    from llmtrace._content import ContentPolicy
+
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY)
+
+    @tool
+    def remember(fact: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Remember a fact."""
+        return Command(update={"messages": [ToolMessage(f"noted: {fact}", tool_call_id=tool_call_id)]})
+
+    agent = create_agent(
+        ScriptedChatModel(script=[call(("remember", {"fact": "sky is blue"}, "c1")), answer("ok")]),
+        tools=[remember],
+        name="helper",
+    )
+    agent.invoke({"messages": [("user", "go")]}, config={"callbacks": [handler]})
+    tool_span = next(s for s in span_exporter.get_finished_spans() if s.name == "execute_tool remember")
+    assert attrs(tool_span)[semconv.GEN_AI_TOOL_CALL_RESULT] == "noted: sky is blue"
+    assert json.loads(attrs(tool_span)[semconv.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"fact": "sky is blue"}

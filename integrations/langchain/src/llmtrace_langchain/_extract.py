@@ -519,9 +519,17 @@ def output_messages(gens: Sequence[Any], finish_reasons: Sequence[str] | None) -
 
 
 def tool_result(output: Any) -> Any:
-    """The content of a tool's result (a ToolMessage's content, or the value)."""
+    """The content of a tool's result: a ToolMessage's content; for a LangGraph ``Command`` that
+    updates the messages (a handoff, a state update), the content of the ToolMessage in it; else
+    the value."""
     if hasattr(output, "content") and getattr(output, "type", None) == "tool":
         return output.content
+    update = getattr(output, "update", None) if type(output).__name__ == "Command" else None
+    messages = update.get("messages") if isinstance(update, Mapping) else None
+    if isinstance(messages, Sequence) and not isinstance(messages, str):
+        for message in messages:
+            if getattr(message, "type", None) == "tool" and hasattr(message, "content"):
+                return message.content
     return output
 
 
