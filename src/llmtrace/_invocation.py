@@ -427,8 +427,8 @@ class ModelInvocation(Invocation):
         )
         handler.instruments.record_usage(record)
         usage_sinks.emit(record)
-        if settings.content.mode.on_event:
-            handler.emit_inference_details(self)
+        if settings.content.mode.on_event and self.operation != semconv.OP_EMBEDDINGS:
+            handler.emit_inference_details(self)  # the conventions define it for inference only
 
 
 class ToolInvocation(Invocation):

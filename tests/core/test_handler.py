@@ -545,6 +545,22 @@ def test_inference_details_event_on_event_capture(
     assert record.attributes[sc.GEN_AI_INPUT_MESSAGES][0]["parts"][0]["content"] == "hello"
 
 
+def test_no_inference_details_event_for_embeddings(
+    telemetry_handler, span_exporter, log_exporter, content_capture
+):
+    """The details event is defined for inference calls (chat, completion) only."""
+    content_capture.content = ContentPolicy(mode=CaptureMode.EVENT_ONLY)
+    telemetry_handler.start_embeddings("text-embedding-3-small", provider="openai").stop()
+    chat = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    chat.stop()
+    assert [s.name for s in span_exporter.get_finished_spans()] == [
+        "embeddings text-embedding-3-small",
+        "chat gpt-4o",
+    ]
+    (log,) = log_exporter.get_finished_logs()
+    assert log.log_record.span_id == chat.span.get_span_context().span_id
+
+
 def test_unsampled_spans_still_record_metrics(meter_provider, metric_reader):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
