@@ -374,11 +374,7 @@ def test_older_schema_is_migrated(store_url: str) -> None:
         assert store.get_trace(tid(7)).spans[0].name == "old"
     finally:
         store.close()
-    execute, close = _raw_execute(store_url)
-    try:
-        assert [r[0] for r in execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
-    finally:
-        close()
+    assert _schema_versions(store_url) == [1, 2, 3]
 
 
 _V2_WRITER_INSERT = (  # what a writer of schema version 2 inserts (it knows no later column)
@@ -510,9 +506,13 @@ def test_version_3_upgrades_in_place_while_an_older_writer_writes(store_url: str
         assert got == new
     finally:
         store.close()
-    execute, close = _raw_execute(store_url)
+    assert _schema_versions(store_url) == [1, 2, 3]
+
+
+def _schema_versions(url: str) -> list[int]:
+    execute, close = _raw_execute(url)
     try:
-        assert [r[0] for r in execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        return [r[0] for r in execute("SELECT version FROM schema_version ORDER BY version")]
     finally:
         close()
 
