@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
-from llmtrace import semconv
+from llmtrace import _fork, semconv
 from llmtrace._content import ContentPolicy, parse_capture_mode
 from llmtrace._exporters import (
     BoundedBatchLogRecordProcessor,
@@ -35,6 +34,8 @@ from llmtrace._exporters import (
     jsonl_exporters,
 )
 from llmtrace._otlp import OtlpSettings, Protocol
+from llmtrace._runmap import end_open_runs
+from llmtrace._safety import report_internal_error
 from llmtrace._settings import ERROR_MESSAGES_ENV, env_flag, settings
 from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
 from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
@@ -80,6 +81,10 @@ class Pipeline:
         if not self.owns_providers or self._is_shut_down:
             return
         self._is_shut_down = True
+        try:
+            end_open_runs()  # runs still in flight: ended (llmtrace.evicted=shutdown) and exported
+        except Exception as exc:
+            report_internal_error(f"{__name__}.shutdown", exc)
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             stop = getattr(provider, "shutdown", None)
             if stop is not None:
@@ -91,7 +96,7 @@ class Pipeline:
             callback()
 
 
-_lock = threading.Lock()
+_lock = _fork.lock()
 _active: Pipeline | None = None
 _usage_log_sink = LogUsageSink()
 
@@ -321,6 +326,15 @@ def shutdown() -> None:
 
 
 _atexit_registered = False
+
+
+def _after_fork_in_child() -> None:
+    pipeline = _active
+    if pipeline is not None:
+        pipeline.stats.reset()
+
+
+_fork.in_child(_after_fork_in_child)
 
 
 def _register_atexit() -> None:

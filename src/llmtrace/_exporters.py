@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,26 +23,42 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.trace import ReadableSpan, Span
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from llmtrace import _fork
 from llmtrace._safety import report_internal_error
 
 
 @dataclass
+class _Queue:
+    """Spans waiting in one batch processor's queue (its exporter takes them out)."""
+
+    pending: int = 0
+
+
+@dataclass
 class ExportStats:
-    """What happened to ended spans: exported, failed in export, or dropped because the queue was full."""
+    """What happened to ended spans: exported, failed in export, or dropped because the queue was
+    full. With several exporters each counts per destination (a span sent to two counts twice)."""
 
     exported: int = 0
     failed: int = 0
     """Spans in batches the exporter could not deliver (collector down, refusing, timing out),
     including batches given up because a flush or the shutdown ran out of time."""
     dropped_queue_full: int = 0
-    """Spans the batch processor discarded because its queue was full."""
-    _pending: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Spans a batch processor discarded because its queue was full."""
+    _queues: list[_Queue] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=_fork.lock, repr=False)
 
     @property
     def dropped(self) -> int:
         """Every span that did not reach the collector."""
         return self.failed + self.dropped_queue_full
+
+    def queue(self) -> _Queue:
+        """A pending count for one more batch processor."""
+        made = _Queue()
+        with self._lock:
+            self._queues.append(made)
+        return made
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -50,8 +67,16 @@ class ExportStats:
                 "failed": self.failed,
                 "dropped_queue_full": self.dropped_queue_full,
                 "dropped": self.failed + self.dropped_queue_full,
-                "pending": self._pending,
+                "pending": sum(queue.pending for queue in self._queues),
             }
+
+    def reset(self) -> None:
+        """Start counting again (a forked child: the SDK empties its processors' queues there, and
+        what the parent exported is the parent's)."""
+        with self._lock:
+            self.exported = self.failed = self.dropped_queue_full = 0
+            for queue in self._queues:
+                queue.pending = 0
 
 
 SLOW_FAILURE_S = 0.5
@@ -73,7 +98,7 @@ class ExportDeadlines:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
         self._deadlines: list[float] = []
         self._failed = False
         self._failures_in_a_row = 0
@@ -139,13 +164,15 @@ class CountingSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
         self.inner = inner
         self._stats = stats
+        self.queue = stats.queue()
         self.deadlines = ExportDeadlines()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         count = len(spans)
         stats = self._stats
+        queue = self.queue
         with stats._lock:
-            stats._pending = max(0, stats._pending - count)
+            queue.pending = max(0, queue.pending - count)
         if self.deadlines.give_up():
             result = SpanExportResult.FAILURE
         else:
@@ -232,6 +259,7 @@ class CountingBatchSpanProcessor(_BoundedBatchProcessor, BatchSpanProcessor):
             export_timeout_millis=export_timeout_millis,
         )
         self._stats = stats
+        self._queue = exporter.queue
         self._max_queue = max_queue_size
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -241,11 +269,12 @@ class CountingBatchSpanProcessor(_BoundedBatchProcessor, BatchSpanProcessor):
         if not (span.context and span.context.trace_flags.sampled):
             return
         stats = self._stats
+        queue = self._queue
         with stats._lock:
-            if stats._pending >= self._max_queue:
+            if queue.pending >= self._max_queue:
                 stats.dropped_queue_full += 1
             else:
-                stats._pending += 1
+                queue.pending += 1
         super().on_end(span)
 
 
@@ -254,8 +283,16 @@ class _JsonlFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
         self._file: IO[str] | None = None
+        _jsonl_files.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """The inherited file object may hold part of a line the parent was writing: never flush
+        or close it here (that would write it twice); the child opens the file again."""
+        if self._file is not None:
+            _inherited_files.append(self._file)
+            self._file = None
 
     def write_lines(self, lines: list[str]) -> None:
         with self._lock:
@@ -336,6 +373,19 @@ class BoundedLogExporter(LogRecordExporter):
 class BoundedBatchLogRecordProcessor(_BoundedBatchProcessor, BatchLogRecordProcessor):
     """A BatchLogRecordProcessor whose flush and shutdown end in about the export timeout
     (give it a :class:`BoundedLogExporter`)."""
+
+
+_jsonl_files: weakref.WeakSet[_JsonlFile] = weakref.WeakSet()
+_inherited_files: list[IO[str]] = []
+"""Files a forked child inherited: kept so that their finalizers never flush them."""
+
+
+def _jsonl_after_fork_in_child() -> None:
+    for sink in list(_jsonl_files):
+        sink._after_fork_in_child()
+
+
+_fork.in_child(_jsonl_after_fork_in_child)
 
 
 def jsonl_exporters(path: str | os.PathLike[str]) -> tuple[JsonlSpanExporter, JsonlLogExporter]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +12,11 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-from llmtrace import semconv
+from llmtrace import _fork, semconv
 from llmtrace._handler import TelemetryHandler
 from llmtrace._invocation import AgentInvocation, ToolInvocation, safe_text
 
-_handler_lock = threading.Lock()
+_handler_lock = _fork.lock()
 _handler: TelemetryHandler | None = None
 _current_agent: contextvars.ContextVar[AgentInvocation | None] = contextvars.ContextVar(
     "llmtrace_current_agent", default=None

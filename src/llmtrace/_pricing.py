@@ -22,12 +22,13 @@ import logging
 import math
 import os
 import re
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
 from typing import Final, SupportsFloat
+
+from llmtrace import _fork
 
 __all__ = [
     "PRICES_CHECKED",
@@ -189,7 +190,7 @@ PRICES_CHECKED, _BUNDLED = _load_bundled()
 # User state: set_price, map_deployment, LLMTRACE_PRICES_FILE
 # --------------------------------------------------------------------------------------
 
-_lock = threading.RLock()
+_lock = _fork.rlock()
 _code_prices: dict[str, ModelPrice] = {}  # set_price
 _file_prices: dict[str, ModelPrice] = {}  # LLMTRACE_PRICES_FILE
 _user_prices: dict[str, ModelPrice] = {}  # both merged, set_price winning; replaced, never mutated

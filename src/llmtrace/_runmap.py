@@ -7,10 +7,15 @@ their last touch and the oldest is evicted beyond ``max_size``; an evicted value
 insert and by one shared background sweeper, so a quiet process also ends its stale runs.
 Work that must not run where it is noticed (a weakref callback, which may fire inside any code,
 even code holding this map's lock) is queued with :meth:`RunMap.later` and runs there too.
+
+Runs still open when the process shuts down (``llmtrace.shutdown()``, exit) are ended with
+``llmtrace.evicted=shutdown`` (:func:`end_open_runs`) so that they are exported. A forked child
+forgets the runs it inherited (the parent ends them) and starts its own sweeper.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import weakref
@@ -18,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from llmtrace import semconv
+from llmtrace import _fork, semconv
 from llmtrace._safety import report_internal_error
 from llmtrace._settings import settings
 
@@ -42,7 +47,7 @@ class RunMap(Generic[K, V]):
         self._ttl_s = ttl_s
         self._max_size = max_size
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
         self._later: deque[Callable[[], None]] = deque()
         _sweeper.register(self)
 
@@ -143,6 +148,11 @@ class RunMap(Generic[K, V]):
             self._entries.clear()
         self._evict(values)
 
+    def _forget(self) -> None:
+        """Drop every run without ending it (a forked child: they are the parent's to end)."""
+        self._entries = OrderedDict()
+        self._later = deque()
+
     def _collect(self, now: float) -> list[tuple[V, str]]:
         evicted: list[tuple[V, str]] = []
         entries = self._entries
@@ -173,15 +183,35 @@ class _Sweeper:
 
     def __init__(self) -> None:
         self._maps: weakref.WeakSet[RunMap[object, object]] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
         self._thread: threading.Thread | None = None
+        self._atexit = False
 
     def register(self, run_map: RunMap[K, V]) -> None:
         with self._lock:
             self._maps.add(run_map)  # type: ignore[arg-type]
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="llmtrace-runmap-sweeper", daemon=True)
-                self._thread.start()
+            self._start()
+            if not self._atexit:  # registered after the providers of the app: runs before their shutdown
+                atexit.register(end_open_runs)
+                self._atexit = True
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="llmtrace-runmap-sweeper", daemon=True)
+            self._thread.start()
+
+    def maps(self) -> list[RunMap[object, object]]:
+        with self._lock:
+            return list(self._maps)
+
+    def after_fork_in_child(self) -> None:
+        """The inherited runs are the parent's; the sweeper thread did not survive the fork."""
+        with self._lock:
+            for run_map in self._maps:
+                run_map._forget()
+            self._thread = None
+            if len(self._maps):
+                self._start()
 
     def _run(self) -> None:
         while True:
@@ -194,3 +224,13 @@ class _Sweeper:
 
 
 _sweeper = _Sweeper()
+_fork.in_child(_sweeper.after_fork_in_child)
+
+
+def end_open_runs(reason: str = semconv.EVICTED_SHUTDOWN) -> int:
+    """End every run still open in every run map (``llmtrace.shutdown()``, exit); how many."""
+    ended = 0
+    for run_map in _sweeper.maps():
+        ended += len(run_map)
+        run_map.clear(reason)
+    return ended

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar, overload
+
+from llmtrace import _fork
 
 logger = logging.getLogger("llmtrace")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_lock = threading.Lock()
+_lock = _fork.lock()
 _counts: dict[str, int] = {}
 
 

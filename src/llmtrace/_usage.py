@@ -7,13 +7,12 @@ import contextvars
 import json
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
-from llmtrace import semconv
+from llmtrace import _fork, semconv
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class _SinkRegistry:
 
     def __init__(self) -> None:
         self._sinks: tuple[UsageSink, ...] = ()
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
         self._failed: set[int] = set()
 
     def add(self, sink: UsageSink) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from collections.abc import Callable, Sized
 from contextvars import ContextVar, Token
 from typing import Any
@@ -37,6 +36,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import context as otel_context
 
+from llmtrace import _fork
 from llmtrace._handler import TelemetryHandler
 from llmtrace._invocation import Invocation, ModelInvocation, RetrievalInvocation
 from llmtrace._safety import report_internal_error
@@ -98,7 +98,7 @@ class _ClassPatcher:
         self.patched: list[tuple[type, str, Any, Function]] = []
         self.hook: classmethod[Any, Any, None] | None = None
         self.hook_original: Any = _MISSING
-        self.lock = threading.RLock()
+        self.lock = _fork.rlock()
 
     def install(self) -> None:
         with self.lock:
@@ -424,8 +424,6 @@ def _exit_retrieval(tokens: tuple[Token[_Scope | None], object]) -> None:
             _scope.reset(tokens[0])
     except Exception as exc:
         report_internal_error(f"{__name__}.retrieval_scope", exc)
-
-
 
 
 # ---- lifecycle ------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ Plumbing chains make no span and their children hang under the nearest traced an
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NewType, TypeVar
@@ -23,7 +22,7 @@ from langchain_core.globals import get_llm_cache
 from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import _logs, metrics, trace
 
-from llmtrace import semconv
+from llmtrace import _fork, semconv
 from llmtrace._errors import classify_error
 from llmtrace._handler import TelemetryHandler
 from llmtrace._invocation import (
@@ -70,7 +69,7 @@ def _key(run_id: object) -> RunKey:
     return RunKey(run_id.int if isinstance(run_id, UUID) else run_id)
 
 
-_DECIDE_LOCKS = tuple(threading.Lock() for _ in range(64))
+_DECIDE_LOCKS = tuple(_fork.lock() for _ in range(64))
 
 # chain states
 _PENDING = 0

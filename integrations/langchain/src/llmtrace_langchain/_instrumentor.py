@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from contextvars import ContextVar
 from typing import Any, cast
@@ -34,6 +33,7 @@ from langchain_core.globals import get_llm_cache
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+from llmtrace import _fork
 from llmtrace._invocation import ModelInvocation, ToolInvocation
 from llmtrace._safety import report_internal_error
 from llmtrace_langchain import _cache, _embeddings
@@ -45,7 +45,7 @@ _TOOLS = "langchain_core.tools.base"
 _CHAT = "langchain_core.language_models.chat_models"
 _LLMS = "langchain_core.language_models.llms"
 
-_state_lock = threading.Lock()
+_state_lock = _fork.lock()
 _stream_patched: list[tuple[type, str, Any]] = []
 _hook_registered = False
 

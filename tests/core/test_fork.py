@@ -1,0 +1,204 @@
+"""Forked children (gunicorn --preload, Celery prefork, multiprocessing 'fork') and process exit.
+
+A child has only the thread that forked. Locks other threads held stay held, threads are gone,
+and the state they owned is the parent's: llmtrace's locks are reset, the run maps forget the
+parent's runs (the parent ends them) and get a sweeper again, the JSONL sink reopens its file and
+export counts start from zero. Runs still open at shutdown or exit are ended and exported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from llmtrace import _fork, _runmap
+from llmtrace import semconv as sc
+from llmtrace._exporters import ExportStats, jsonl_exporters
+from llmtrace._invocation import Invocation
+from llmtrace._runmap import RunMap
+
+from .test_configure import _run_python
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def in_child(body: Callable[[], object], timeout_s: float = 10.0) -> object:
+    """Run ``body`` in a forked child; its JSON-able result, or fail if it hangs or raises."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            result = json.dumps({"ok": body()})
+        except BaseException as exc:  # reported to the parent
+            result, code = json.dumps({"error": repr(exc)}), 1
+        os.write(write_end, result.encode())
+        os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child hung for more than {timeout_s} s")
+        time.sleep(0.01)
+    with os.fdopen(read_end) as pipe:
+        payload = json.loads(pipe.read() or '{"error": "no result"}')
+    assert "error" not in payload, payload
+    return payload["ok"]
+
+
+def holding(lock: threading.Lock) -> Callable[[], None]:
+    """Hold ``lock`` from another thread (as a busy exporter or writer would); returns the release."""
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert taken.wait(5)
+
+    def done() -> None:
+        release.set()
+        thread.join(5)
+
+    return done
+
+
+def test_a_lock_held_by_another_thread_at_fork_is_free_in_the_child():
+    lock = _fork.lock()
+    release = holding(lock)
+    try:
+        assert in_child(lambda: lock.acquire(timeout=2)) is True
+    finally:
+        release()
+
+
+def test_child_forgets_the_parents_runs_and_sweeps_its_own(telemetry_handler, span_exporter):
+    runs: RunMap[str, Invocation] = RunMap(lambda inv, reason: inv.evict(reason), ttl_s=3600)
+    runs.put("parent's", telemetry_handler.start_chat("gpt-4o", provider="openai"))
+    release = holding(runs._lock)  # a callback of another thread was inside the map at fork time
+
+    def child() -> object:
+        forgotten = len(runs)
+        runs.put("child's", telemetry_handler.start_chat("gpt-4o-mini", provider="openai"))
+        sweeper = _runmap._sweeper._thread
+        runs.ttl_s = 0.0
+        swept = runs.sweep()
+        return [
+            forgotten,
+            sweeper is not None and sweeper.is_alive(),
+            swept,
+            len(span_exporter.get_finished_spans()),
+        ]
+
+    try:
+        # nothing of the parent's is ended (or exported) by the child; the child's own run is
+        forgotten, sweeper_alive, swept, exported = in_child(child)  # type: ignore[misc]
+    finally:
+        release()
+    assert [forgotten, sweeper_alive, swept, exported] == [0, True, 1, 1]
+    assert len(runs) == 1 and span_exporter.get_finished_spans() == ()  # the parent's run is still its own
+
+
+def test_jsonl_sink_in_a_child_forked_mid_write(tmp_path):
+    spans, _ = jsonl_exporters(tmp_path / "out.jsonl")
+    sink = spans._sink
+    sink.write_lines(['{"from": "parent"}'])
+    release = holding(sink._lock)
+    try:
+        in_child(lambda: sink.write_lines(['{"from": "child"}']))
+    finally:
+        release()
+    sink.write_lines(['{"from": "parent again"}'])
+    lines = [json.loads(line)["from"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(lines) == ["child", "parent", "parent again"]
+
+
+def test_export_counts_start_from_zero_in_a_child():
+    stats = ExportStats()
+    queue = stats.queue()
+    queue.pending, stats.exported = 3, 10
+
+    def child() -> object:
+        stats.reset()  # what configure's fork hook does for the active pipeline
+        return stats.snapshot()
+
+    assert in_child(child) == {
+        "exported": 0,
+        "failed": 0,
+        "dropped_queue_full": 0,
+        "dropped": 0,
+        "pending": 0,
+    }
+    assert stats.snapshot()["exported"] == 10
+
+
+def test_two_exporters_do_not_count_each_others_queue_as_full(tmp_path):
+    """Each batch processor has its own queue: with two exporters and a queue of 10, 8 spans are
+    8 pending in each, not 16 in one (which counted 6 false drops)."""
+    result = _run_python(
+        f"""
+        import llmtrace
+        llmtrace.configure(exporters=["jsonl", "otlp"], jsonl_path={str(tmp_path / "o.jsonl")!r},
+                           max_queue_size=10, schedule_delay_ms=60000, store=False)
+        handler = llmtrace.TelemetryHandler()
+        for _ in range(8):
+            handler.start_chat("gpt-4o", provider="openai").stop()
+        print(llmtrace.export_stats())
+        """,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+    )
+    assert result.returncode == 0, result.stderr
+    stats = eval(result.stdout.strip().splitlines()[0])  # a dict literal
+    assert stats["dropped_queue_full"] == 0 and stats["pending"] == 16
+
+
+def test_runs_open_at_exit_are_ended_and_exported(tmp_path):
+    """A stream never consumed when the process exits: its span is ended (evicted=shutdown) and
+    reaches the exporters, instead of vanishing."""
+    path = tmp_path / "o.jsonl"
+    result = _run_python(
+        f"""
+        import llmtrace
+        from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        from langchain_core.messages import AIMessage
+        llmtrace.configure(exporters="jsonl", jsonl_path={str(path)!r}, store=False)
+        llmtrace.instrument()
+        model = GenericFakeChatModel(messages=iter([AIMessage("done"), AIMessage("never read")]))
+        model.invoke("finished")
+        stream = model.stream("left open")
+        next(stream)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    spans = [json.loads(line) for line in path.read_text().splitlines() if '"name"' in line]
+    chats = [s for s in spans if s["name"].startswith("chat")]
+    assert len(chats) == 2
+    evicted = [s["attributes"].get(sc.LLMTRACE_EVICTED) for s in chats]
+    assert sorted(map(str, evicted)) == ["None", sc.EVICTED_SHUTDOWN]
+
+
+def test_explicit_shutdown_ends_open_runs(telemetry_handler, span_exporter):
+    runs: RunMap[str, Invocation] = RunMap(lambda inv, reason: inv.evict(reason), ttl_s=3600)
+    runs.put("open", telemetry_handler.start_chat("gpt-4o", provider="openai"))
+    assert _runmap.end_open_runs() >= 1
+    (span,) = span_exporter.get_finished_spans()
+    assert span.attributes[sc.LLMTRACE_EVICTED] == sc.EVICTED_SHUTDOWN
+    assert len(runs) == 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
