@@ -8,7 +8,17 @@ import pytest
 from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
 from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.llms import ChatMessage, MockFunctionCallingLLM, MockLLM
-from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
+from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import (
+    Context,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
+from llama_index.core.workflow.errors import WorkflowCancelledByUser
 from opentelemetry.trace import StatusCode
 
 from llmtrace import semconv
@@ -362,3 +372,94 @@ def test_run_children_are_pruned_as_they_end(instrumentor):
     state.adopt(kept_open)
     assert len(state.children) < 64 * 2
     assert kept_open in state.children
+
+
+# ---- human in the loop: a tool waiting for an event -----------------------------------------
+async def approve(ctx: Context, a: int) -> str:
+    """Asks a human first."""
+    answer = await ctx.wait_for_event(
+        HumanResponseEvent, waiter_id="approval", waiter_event=InputRequiredEvent(prefix="approve?")
+    )
+    return f"approved={answer.response} a={a}"
+
+
+approve.__annotations__["ctx"] = Context  # LlamaIndex finds the Context parameter by its annotation object
+
+
+HUMAN_DELAY_S = 0.2
+
+
+async def _answering(handler, response: str | None = "yes"):
+    """Consume a run's events, answering its input request after HUMAN_DELAY_S (or cancelling the
+    run if ``response`` is None)."""
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            await asyncio.sleep(HUMAN_DELAY_S)
+            if response is None:
+                await handler.cancel_run()
+                break
+            handler.ctx.send_event(HumanResponseEvent(response=response))
+    return await handler
+
+
+def test_tool_waiting_for_an_event_is_one_tool_call(instrumentor, capture, span_exporter, metric_reader):
+    """The workflow runs the call_tool step again once the event comes: one execute_tool span for the
+    call, covering the wait, counted once."""
+    llm = MockFunctionCallingLLM(response_generator=scripted([("call_1", "approve", {"a": 2})], "done"))
+    agent = FunctionAgent(name="careful", tools=[approve], llm=llm)
+    assert str(run(lambda: _answering(agent.run("go")))) == "done"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_agent careful", "  chat", "  execute_tool approve", "  chat"]
+    tool = one(spans, "execute_tool approve")
+    assert tool.status.status_code is StatusCode.UNSET
+    assert tool.attributes[semconv.GEN_AI_TOOL_CALL_ID] == "call_1"
+    assert tool.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] == "approved=yes a=2"
+    assert tool.end_time - tool.start_time >= HUMAN_DELAY_S * 1e9  # the wait is inside the call
+    agent_span = one(spans, "invoke_agent careful")
+    assert steps(agent_span) == [
+        (1, semconv.STEP_ACTION, "approve", "call_1"),
+        (2, semconv.STEP_OBSERVATION, "approve", "call_1"),
+        (3, semconv.STEP_FINAL, None, None),
+    ]
+    [tool_calls] = metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_TOOL_CALLS)
+    assert (tool_calls.count, tool_calls.sum) == (1, 1)
+    [tool_duration] = metric_points(metric_reader, semconv.METRIC_EXECUTE_TOOL_DURATION)
+    assert tool_duration.count == 1 and tool_duration.sum >= HUMAN_DELAY_S
+    assert len(open_runs()) == 0
+
+
+def test_tool_waiting_when_its_run_is_cancelled(instrumentor, span_exporter, metric_reader):
+    """Nobody answers and the run is cancelled: the waiting tool call ends with its run, once."""
+    llm = MockFunctionCallingLLM(response_generator=scripted([("call_1", "approve", {"a": 2})], "done"))
+    agent = FunctionAgent(name="careful", tools=[approve], llm=llm)
+    with pytest.raises(WorkflowCancelledByUser):
+        run(lambda: _answering(agent.run("go"), response=None))
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_agent careful", "  chat", "  execute_tool approve"]
+    tool = one(spans, "execute_tool approve")
+    assert tool.end_time - tool.start_time >= HUMAN_DELAY_S * 1e9
+    assert tool.end_time <= one(spans, "invoke_agent careful").end_time
+    [tool_duration] = metric_points(metric_reader, semconv.METRIC_EXECUTE_TOOL_DURATION)
+    assert tool_duration.count == 1
+    assert len(open_runs()) == 0
+
+
+# ---- return_direct: the tool's output is the answer ------------------------------------------
+def lookup(a: int) -> str:
+    """Looks up an answer the user gets verbatim."""
+    return f"answer {a}"
+
+
+def test_return_direct_tool_records_the_final_step(instrumentor, span_exporter):
+    llm = MockFunctionCallingLLM(response_generator=scripted([("call_1", "lookup", {"a": 2})]))
+    tool = FunctionTool.from_defaults(lookup, return_direct=True)
+    agent = FunctionAgent(name="direct", tools=[tool], llm=llm)
+    assert str(run(lambda: agent.run("go"))) == "answer 2"
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == ["invoke_agent direct", "  chat", "  execute_tool lookup"]
+    assert steps(one(spans, "invoke_agent direct")) == [
+        (1, semconv.STEP_ACTION, "lookup", "call_1"),
+        (2, semconv.STEP_OBSERVATION, "lookup", "call_1"),
+        (3, semconv.STEP_FINAL, None, None),
+    ]
+    assert len(open_runs()) == 0

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from llmtrace import semconv
+from llmtrace._runmap import _sweeper
 from llmtrace._safety import internal_error_counts
 from tests.llama_index.conftest import (
     UsageStreamLLM,
@@ -157,13 +158,14 @@ def test_streamed_query_dropped_unread_ends_as_cancelled(index, instrumentor, sp
     engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
     response = engine.query("sky?")
     ref = weakref.ref(response.response_gen)
-    dropped_after = time.time_ns()
-    del response
-    gc.collect()
-    dropped_before = time.time_ns()
-    assert ref() is None
-    # nothing ended inside the GC callback: the work waits for the map's next sweep or insert
-    assert by_name(span_exporter.get_finished_spans(), "invoke_workflow RetrieverQueryEngine") == []
+    with _sweeper._lock:  # holds off the background sweep (every 5 s), which would run the queued work
+        dropped_after = time.time_ns()
+        del response
+        gc.collect()
+        dropped_before = time.time_ns()
+        assert ref() is None
+        # nothing ended inside the GC callback: the work waits for the map's next sweep or insert
+        assert by_name(span_exporter.get_finished_spans(), "invoke_workflow RetrieverQueryEngine") == []
     time.sleep(0.01)
     open_runs().sweep()
     spans = span_exporter.get_finished_spans()

@@ -47,9 +47,20 @@ from llama_index.core.llms import (
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.schema import NodeWithScore, QueryBundle
-from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
+from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import (
+    Context,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    step,
+)
 from llmtrace_langchain import LLMTraceCallbackHandler
+from pydantic import BaseModel
 from tenacity import Future, RetryCallState, Retrying
 
 from tests.langchain.fakes import ScriptedChatModel, SlowChatModel, answer, call
@@ -375,6 +386,68 @@ def li_multi_agent() -> AgentWorkflow:
     return AgentWorkflow(agents=[front, math], root_agent="front")
 
 
+async def li_approve(ctx: Context, a: int) -> str:
+    """Asks a human first (human in the loop: the call_tool step runs again once the answer comes)."""
+    answer = await ctx.wait_for_event(
+        HumanResponseEvent, waiter_id="approval", waiter_event=InputRequiredEvent(prefix="approve?")
+    )
+    return f"approved={answer.response} a={a}"
+
+
+li_approve.__annotations__["ctx"] = Context  # LlamaIndex finds the Context parameter by its annotation object
+
+
+async def li_hitl() -> str:
+    llm = MockFunctionCallingLLM(response_generator=scripted([("h1", "li_approve", {"a": 2})], "approved"))
+    handler = FunctionAgent(name="careful", tools=[li_approve], llm=llm).run("go")
+    async for event in handler.stream_events():
+        if isinstance(event, InputRequiredEvent):
+            handler.ctx.send_event(HumanResponseEvent(response="yes"))
+    return str(await handler)
+
+
+def li_lookup(a: int) -> str:
+    """An answer the user gets verbatim."""
+    return f"answer {a}"
+
+
+def li_direct_agent() -> FunctionAgent:
+    llm = MockFunctionCallingLLM(response_generator=scripted([("d1", "li_lookup", {"a": 2})]))
+    direct = FunctionTool.from_defaults(li_lookup, return_direct=True)
+    return FunctionAgent(name="direct", tools=[direct], llm=llm)
+
+
+class LIInvoice(BaseModel):
+    total: int
+
+
+def li_predicting_llm() -> MockFunctionCallingLLM:
+    """predict_and_call (a model call and the tool it chose), then structured_predict (its output
+    class run as a tool: response parsing)."""
+    return MockFunctionCallingLLM(
+        response_generator=scripted(
+            [("p1", "li_add", {"a": 1, "b": 2})],
+            [("s1", "LIInvoice", {"total": 3})],
+            [("p2", "li_add", {"a": 2, "b": 3})],
+            [("s2", "LIInvoice", {"total": "many"})],
+        )
+    )
+
+
+async def li_predict_workload() -> list[Any]:
+    out: list[Any] = []
+    llm = li_predicting_llm()
+    tools = [FunctionTool.from_defaults(li_add)]
+    prompt = PromptTemplate("the invoice of {text}")
+    out.append(outcome(lambda: str(llm.predict_and_call(tools, "1 + 2?"))))
+    out.append(outcome(lambda: llm.structured_predict(LIInvoice, prompt, text="x").total))
+    out.append(await aoutcome(lambda: _astr(llm.apredict_and_call(tools, "2 + 3?"))))
+    out.append(await aoutcome(lambda: _astr(llm.astructured_predict(LIInvoice, prompt, text="y"))))
+    out.append(await aoutcome(li_hitl))
+    out.append(await aoutcome(lambda: _astr(li_direct_agent().run("go"))))
+    return out
+
+
 class UsageLLM2(CustomLLM):
     """A completion model reporting OpenAI-style raw usage, whose stream breaks after one chunk."""
 
@@ -453,6 +526,7 @@ async def li_workload_async() -> list[Any]:
     out.append(await aoutcome(lambda: _astream(achat_engine.astream_chat("hi"))))
     out.append(await aoutcome(lambda: _astr(li_agent().run("compute"))))
     out.append(await aoutcome(lambda: _astr(li_multi_agent().run(user_msg="2+2?"))))
+    out.extend(await li_predict_workload())
     llm = MockLLM(max_tokens=2)
     messages = [ChatMessage(role="user", content="hi")]
     out.append(outcome(lambda: llm.chat(messages).message.content))

@@ -18,6 +18,7 @@ from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.chat_engine.types import BaseChatEngine
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.tools.types import BaseTool
+from llama_index.core.types import BasePydanticProgram
 from llama_index.core.workflow import Workflow
 
 from llmtrace._objects import BoundedCache
@@ -36,6 +37,13 @@ class Kind(enum.Enum):
     STEP = "step"
     POSTPROCESSOR = "postprocessor"
     """A node postprocessor: plumbing, unless it reports a rerank (``ReRankStartEvent``)."""
+    STRUCTURED = "structured"
+    """``structured_predict`` and the pydantic programs behind it: plumbing, and the tool calls
+    made inside are response parsing (``FunctionCallingProgram`` turns the output class into a
+    tool), not tool executions."""
+    PREDICT_AND_CALL = "predict_and_call"
+    """``predict_and_call``: ``invoke_workflow predict_and_call`` outside any traced operation
+    (a model call and the tools it chose, in one trace), plumbing inside one."""
     OTHER = "other"
 
 
@@ -57,6 +65,11 @@ RETRIEVAL_METHODS = frozenset({"retrieve", "aretrieve"})
 QUERY_METHODS = frozenset({"query", "aquery"})
 CHAT_ENGINE_METHODS = CHAT_METHODS
 TOOL_METHODS = frozenset({"call", "acall", "__call__"})
+STRUCTURED_METHODS = frozenset(
+    {"structured_predict", "astructured_predict", "stream_structured_predict", "astream_structured_predict"}
+)
+PREDICT_AND_CALL_METHODS = frozenset({"predict_and_call", "apredict_and_call"})
+PROGRAM_METHODS = frozenset({"__call__", "acall", "stream_call", "astream_call"})
 POSTPROCESS_METHODS = frozenset(
     {"postprocess_nodes", "apostprocess_nodes", "_postprocess_nodes", "_apostprocess_nodes"}
 )
@@ -99,6 +112,10 @@ def _classify(instance: Any, method: str) -> Kind:
             return Kind.CHAT
         if method in COMPLETION_METHODS:
             return Kind.COMPLETION
+        if method in STRUCTURED_METHODS:
+            return Kind.STRUCTURED
+        if method in PREDICT_AND_CALL_METHODS:
+            return Kind.PREDICT_AND_CALL
         return Kind.OTHER
     if isinstance(instance, BaseEmbedding):
         return Kind.EMBEDDING if method in EMBEDDING_METHODS else Kind.OTHER
@@ -112,6 +129,8 @@ def _classify(instance: Any, method: str) -> Kind:
         return Kind.POSTPROCESSOR if method in POSTPROCESS_METHODS else Kind.OTHER
     if isinstance(instance, BaseTool):
         return Kind.TOOL if method in TOOL_METHODS else Kind.OTHER
+    if isinstance(instance, BasePydanticProgram):
+        return Kind.STRUCTURED if method in PROGRAM_METHODS else Kind.OTHER
     if isinstance(instance, Workflow) and method == "run":
         if isinstance(instance, BaseWorkflowAgent):
             return Kind.AGENT_RUN

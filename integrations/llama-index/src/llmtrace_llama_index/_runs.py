@@ -25,7 +25,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler
+from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler, ToolInvocation
 from llmtrace._runmap import RunMap
 from llmtrace_llama_index._classify import ENGINE_KINDS, Kind
 from llmtrace_llama_index._lazy import LazyStreams, response_generator
@@ -45,10 +45,30 @@ class RunState:
     children: list[Invocation] = field(default_factory=list)
     """Invocations started for steps of this run (ended with the run if still open). Ended ones
     are dropped whenever the list reaches a power of two from ``_PRUNE_CHILDREN_AT`` on."""
+    waiting: dict[str, ToolInvocation] | None = None
+    """Tool calls waiting for an event (``ctx.wait_for_event``, human in the loop), by call id (else
+    tool name): the workflow runs their ``call_tool`` step again once the event comes, and that run
+    continues the same invocation."""
 
     @property
     def current(self) -> Invocation:
         return self.agent or self.invocation
+
+    def hold(self, tool: ToolInvocation) -> None:
+        """A tool call of this run waits for an event: its span stays open for the step's next run."""
+        if self.waiting is None:
+            self.waiting = {}
+        self.waiting[tool.call_id or tool.name] = tool
+
+    def holds(self, tool: ToolInvocation) -> bool:
+        waiting = self.waiting
+        return waiting is not None and waiting.get(tool.call_id or tool.name) is tool
+
+    def resume(self, key: str) -> ToolInvocation | None:
+        """The open invocation of a tool call that waited for an event, if ``key`` names one."""
+        waiting = self.waiting
+        tool = waiting.pop(key, None) if waiting else None
+        return tool if tool is not None and not tool.ended else None
 
     def adopt(self, invocation: Invocation) -> None:
         children = self.children
@@ -132,6 +152,9 @@ class Node:
     generator until its first chunk (see ``Runs.pending_stream``)."""
     refreshed: float = 0.0
     """``time.monotonic()`` when a span starting below this node last refreshed its expiry."""
+    parsing: bool = False
+    """Inside ``structured_predict`` or a pydantic program: a tool called here builds the output
+    object (response parsing), it is not a tool execution."""
 
     @property
     def effective(self) -> Invocation | None:

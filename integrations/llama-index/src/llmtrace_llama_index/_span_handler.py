@@ -4,7 +4,10 @@ What becomes which span (see ``_classify``):
 
 - ``LLM.chat/achat/stream_chat/astream_chat`` -> ``chat {model}``; ``complete`` family ->
   ``text_completion {model}``. ``predict``, ``structured_predict`` and the other wrappers get
-  no span: the model call they make is the one model span. A model call made inside another
+  no span: the model call they make is the one model span. The tool call a pydantic program
+  makes with its output class (``FunctionCallingProgram``) is response parsing: no span.
+  ``predict_and_call`` outside any traced operation -> ``invoke_workflow predict_and_call`` over
+  its model call and the tools it runs (plumbing inside one). A model call made inside another
   one (``MockLLM.chat`` -> ``complete``, ``StructuredLLM.chat`` -> inner LLM, a ``CustomLLM``'s
   ``astream_*`` -> its sync ``stream_*`` made by the returned generator, see ``Runs.pending_stream``)
   is merged into the outer span: one span, one usage record.
@@ -12,7 +15,8 @@ What becomes which span (see ``_classify``):
 - query and chat engines, ``Workflow.run`` -> ``invoke_workflow {class}``.
 - agents (``FunctionAgent``, ``ReActAgent``...) ``run`` -> ``invoke_agent {name}``; in an
   ``AgentWorkflow`` each acting agent gets its own ``invoke_agent`` span under the workflow.
-- the ``call_tool`` step (or ``BaseTool.call/acall`` outside an agent) -> ``execute_tool {tool}``.
+- the ``call_tool`` step (or ``BaseTool.call/acall`` outside an agent) -> ``execute_tool {tool}``;
+  a tool waiting for an event (``WaitingForEvent``) keeps its span for the step's next run.
 - node postprocessors that report a rerank (``ReRankStartEvent``) -> ``rerank {model}``, started
   by the event handler inside the postprocessor's dispatcher span.
 
@@ -25,9 +29,13 @@ the model call starts only as the caller iterates the response (``_lazy`` finds 
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any, cast
 
+from llama_index.core.tools import calling as _tool_calling
+from llama_index.core.workflow import StopEvent
 from llama_index_instrumentation.span.base import BaseSpan
 from llama_index_instrumentation.span_handlers.base import BaseSpanHandler
 from pydantic import Field
@@ -198,7 +206,14 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             node = Node(kind, None, parent, instance_id, run, component=instance)
         elif parent_node is not None and instance_id is not None and parent_node.owner_id == instance_id:
             node = Node(Kind.OTHER, None, parent, instance_id, run)  # the component's inner method
-        elif kind is Kind.TOOL and isinstance(parent, ToolInvocation):
+        elif kind is Kind.TOOL and parent_node is not None and parent_node.parsing:
+            node = Node(Kind.OTHER, None, parent, instance_id, run)  # builds a structured output object
+        elif (
+            kind is Kind.TOOL
+            and isinstance(parent, ToolInvocation)
+            and parent_node is not None
+            and parent_node.kind is not Kind.PREDICT_AND_CALL
+        ):
             node = Node(Kind.TOOL, None, parent, instance_id, run)  # the tool behind a call_tool step
         elif kind is Kind.STEP:
             node = self._enter_step(id_, bound_args, parent, run)
@@ -206,8 +221,26 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             if parent is None and run is None:
                 return  # plumbing outside any operation: nothing to parent
             node = Node(kind, None, parent, parent_node.owner_id if parent_node else None, run)
+        elif kind is Kind.STRUCTURED:
+            # plumbing, kept even outside any operation: its tool calls are response parsing
+            node = Node(kind, None, parent, parent_node.owner_id if parent_node else None, run)
+            node.parsing = True
+        elif kind is Kind.PREDICT_AND_CALL and (
+            parent is not None or run is not None or (parent_node is not None and parent_node.parsing)
+        ):
+            node = Node(kind, None, parent, parent_node.owner_id if parent_node else None, run)
+        elif kind is Kind.PREDICT_AND_CALL:
+            # outside any operation: the model call and the tools it chose get a root of their own
+            workflow = self.runs.handler.start_workflow("predict_and_call", parent=None)
+            if capture_content():
+                workflow.input_messages = _call_messages(bound_args)
+            node = Node(kind, workflow, None, None, None)  # owns no component: its model call is traced
+            runs.attach(node)
         else:
-            invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run)
+            call_id = None
+            if kind is Kind.TOOL and parent_node is not None and parent_node.kind is Kind.PREDICT_AND_CALL:
+                call_id = _selected_call_id()  # a tool the model chose: its call id is on the stack
+            invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run, call_id)
             if run is not None and child_run is run:
                 run.adopt(invocation)  # ended with the run if still open then
             node = Node(kind, invocation, parent, instance_id, child_run)
@@ -216,6 +249,8 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             node.host_id = host_id
         if lazy_host is not None:
             node.lazy_host = lazy_host
+        if parent_node is not None and parent_node.parsing and node.invocation is None:
+            node.parsing = True
         runs.nodes.put(id_, node)
         if lazy_host is not None and isinstance(node.invocation, ModelInvocation):
             runs.open_lazy(node)  # the engine that returned the stream waits for this call
@@ -228,6 +263,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         instance: Any,
         parent: Invocation | None,
         run: RunState | None,
+        call_id: str | None = None,
     ) -> tuple[Invocation, RunState | None]:
         handler = self.runs.handler
         capture = capture_content()
@@ -267,7 +303,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             name = _extract.get(metadata, "name") or type(instance).__name__
             description = _extract.get(metadata, "description")
             tool = handler.start_tool(
-                str(name), description=description if isinstance(description, str) else None, parent=parent
+                str(name),
+                call_id=call_id,
+                description=description if isinstance(description, str) else None,
+                parent=parent,
             )
             if capture:
                 tool.arguments = _argument(bound_args, "kwargs") or _argument(bound_args, "args")
@@ -347,12 +386,14 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if run.multi_agent and step in ("setup_agent", "run_agent_step"):
             self._switch_agent(run, _extract.get(event, "current_agent_name"))
         if step == "call_tool" and isinstance(_extract.get(event, "tool_name"), str):
-            tool = self.runs.handler.start_tool(
-                event.tool_name, call_id=_extract.get(event, "tool_id") or None, parent=run.current
-            )
-            if capture_content():
-                tool.arguments = _extract.get(event, "tool_kwargs")
-            run.adopt(tool)
+            call_id = _extract.get(event, "tool_id") or None
+            # a tool call that waited for an event (human in the loop) runs its step again: same span
+            tool = run.resume(str(call_id) if call_id else event.tool_name) if run.waiting else None
+            if tool is None:
+                tool = self.runs.handler.start_tool(event.tool_name, call_id=call_id, parent=run.current)
+                if capture_content():
+                    tool.arguments = _extract.get(event, "tool_kwargs")
+                run.adopt(tool)
             node = Node(Kind.TOOL, tool, run.current, None, run)
             self.runs.attach(node)
             return node
@@ -403,6 +444,9 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if node.kind in ENGINE_KINDS and self.runs.defer(node, result):
             nodes.get(id_)  # returning is news: its wait for the stream counts from now
             return  # the engine returned a stream of its own: it ends when that stream does
+        if node.kind is Kind.TOOL and _held(node, invocation):
+            nodes.pop(id_)
+            return  # its tool waits for an event: the step's next run goes on with this invocation
         _finish(node, invocation, result)
         nodes.pop(id_)
         self.runs.forget_lazy(node)
@@ -426,9 +470,19 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             # the tool behind a call_tool step raised or was cancelled (a workflow timeout): the step
             # itself may still return normally, with no result, so the execute_tool span fails here
             tool.fail(err)
+        elif isinstance(tool, ToolInvocation) and _waits_for_event(err):
+            # the tool waits for an event: the workflow runs its call_tool step again when it comes
+            step = nodes.peek(node.host_id) if node.host_id is not None else None
+            if step is not None and step.invocation is tool and _is_tool_step(step) and step.run is not None:
+                step.run.hold(tool)
         invocation = node.invocation
+        run = node.run
+        paused = _is_tool_step(node) and _waits_for_event(err)
+        if paused and isinstance(invocation, ToolInvocation) and run is not None:
+            run.hold(invocation)  # the step itself was paused: its next run goes on with this invocation
+            nodes.pop(id_)
+            return
         if invocation is not None:
-            run = node.run
             owns_run = run is not None and run.invocation is invocation
             if err is None or is_control_flow(err):
                 if owns_run and run is not None:
@@ -455,6 +509,63 @@ def _lazy_host(parent_id: str | None, parent: Node | None) -> str | None:
     return None
 
 
+def _waits_for_event(err: BaseException | None) -> bool:
+    """``WaitingForEvent``: a step paused until an event comes (``ctx.wait_for_event``)."""
+    return err is not None and any(cls.__name__ == "WaitingForEvent" for cls in type(err).__mro__)
+
+
+def _is_tool_step(node: Node) -> bool:
+    """A ``call_tool`` workflow step's node (a tool node of no component)."""
+    return node.kind is Kind.TOOL and node.owner_id is None
+
+
+def _held(node: Node, invocation: Invocation) -> bool:
+    """Whether a call_tool step's invocation waits for an event (kept open for the step's next run)."""
+    run = node.run
+    if run is None or run.waiting is None or not isinstance(invocation, ToolInvocation):
+        return False
+    return run.holds(invocation)
+
+
+_SELECTION_CODES = frozenset(
+    code
+    for code in (
+        getattr(getattr(_tool_calling, name, None), "__code__", None)
+        for name in ("call_tool_with_selection", "acall_tool_with_selection")
+    )
+    if code is not None
+)
+_SELECTION_DEPTH = 32
+"""Frames walked up from a tool span started by ``predict_and_call`` to the call that runs it."""
+
+
+def _selected_call_id() -> str | None:
+    """The id of the model's tool call that ``predict_and_call`` is running: the ``tool_call``
+    (``ToolSelection``) argument of LlamaIndex's ``call_tool_with_selection`` or its async twin,
+    a few frames up the stack (the tool's own dispatcher span carries no call id)."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_SELECTION_DEPTH):
+        if frame is None:
+            return None
+        if frame.f_code in _SELECTION_CODES:
+            call_id = _extract.get(frame.f_locals.get("tool_call"), "tool_id")
+            return call_id if isinstance(call_id, str) and call_id else None
+        frame = frame.f_back
+    return None
+
+
+def _call_messages(bound_args: inspect.BoundArguments | None) -> list[dict[str, Any]]:
+    """The chat history and user message of a ``predict_and_call`` (content capture only)."""
+    history = _argument(bound_args, "chat_history")
+    messages, _ = _extract.input_messages(history if isinstance(history, list) else [])
+    user_msg = _argument(bound_args, "user_msg")
+    if isinstance(user_msg, str):
+        messages.extend(_extract.prompt_messages(user_msg))
+    elif user_msg is not None:
+        messages.extend(_extract.input_messages([user_msg])[0])
+    return messages
+
+
 def _agent_name(instance: Any) -> str:
     name = _extract.get(instance, "name")
     return name if isinstance(name, str) and name else type(instance).__name__
@@ -463,7 +574,13 @@ def _agent_name(instance: Any) -> str:
 def _record_step(run: RunState, step: str, result: Any) -> None:
     """Agent step events from the outputs of the agent's workflow steps."""
     agent = run.agent
-    if agent is None or step != "run_agent_step":
+    if agent is None:
+        return
+    if step == "aggregate_tool_results":
+        if isinstance(result, StopEvent):  # a return_direct tool's output is the run's answer
+            agent.step(semconv.STEP_FINAL)
+        return
+    if step != "run_agent_step":
         return
     tool_calls = _extract.get(result, "tool_calls")
     if tool_calls:
@@ -526,11 +643,12 @@ def _finish(node: Node, invocation: Invocation, result: Any) -> None:
         if capture:
             final = _extract.get(result, "result")  # StopEvent
             _set_output(invocation, final if final is not None else result)
-    elif node.kind in (Kind.QUERY_ENGINE, Kind.CHAT_ENGINE) and capture:
+    elif node.kind in _OUTPUT_KINDS and capture:
         _set_output(invocation, result)
     invocation.stop()
 
 
+_OUTPUT_KINDS = frozenset({Kind.QUERY_ENGINE, Kind.CHAT_ENGINE, Kind.PREDICT_AND_CALL})
 _STREAM_FIELDS = ("response_gen", "async_response_gen", "chat_stream", "achat_stream")
 
 
