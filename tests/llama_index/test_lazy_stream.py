@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import threading
 import time
 import weakref
@@ -612,3 +613,38 @@ def test_internal_failure_in_lazy_stream_tracing_changes_nothing(
     assert _streamed_workload(index) == expected
     assert _streamed_workload(index) == expected
     assert internal_error_counts()  # it failed, and was only counted
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_forgets_the_parents_open_stream_and_traces_its_own(index, instrumentor, span_exporter):
+    """A worker forked while a streamed response of the parent waits unread (gunicorn --preload):
+    the child neither ends nor walks for the parent's stream, and its own queries are traced."""
+    from tests.core.test_fork import in_child
+
+    engine = index.as_query_engine(llm=MockLLM(max_tokens=3), streaming=True)
+    waiting = engine.query("parent's, never read")
+    assert len(open_runs()) == 1 and len(lazy_streams()) == 1
+
+    def child() -> object:
+        forgotten = [len(open_runs()), len(lazy_streams())]
+        before = len(span_exporter.get_finished_spans())  # the parent's, copied by the fork
+        response = engine.query("child's")
+        tokens = list(response.response_gen)
+        names = [s.name for s in span_exporter.get_finished_spans()[before:]]
+        return [forgotten, tokens, names, len(open_runs())]
+
+    forgotten, tokens, names, still_open = in_child(child)  # type: ignore[misc]
+    assert forgotten == [0, 0]
+    assert tokens == ["text ", "text ", "text"]
+    assert sorted(names) == sorted(
+        [
+            "embeddings",
+            "retrieval SimpleVectorStore",
+            "text_completion",
+            "invoke_workflow RetrieverQueryEngine",
+        ]
+    )
+    assert still_open == 0
+    assert len(open_runs()) == 1 and waiting is not None  # the parent's stream is still the parent's
+    assert list(waiting.response_gen) == ["text ", "text ", "text"]
+    assert_nothing_open()

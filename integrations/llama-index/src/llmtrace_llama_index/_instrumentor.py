@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection
 from typing import Any
 
 from llama_index_instrumentation import get_dispatcher
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from llmtrace import TelemetryHandler, semconv
+from llmtrace import TelemetryHandler, _fork, semconv
 from llmtrace_llama_index._classify import clear_cache
 from llmtrace_llama_index._event_handler import LlamaIndexEventHandler
 from llmtrace_llama_index._runs import Runs
@@ -27,7 +26,7 @@ class LlamaIndexInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     this class added them); ``uninstrument()`` removes them and ends every span still open.
     """
 
-    _lock = threading.Lock()
+    _lock = _fork.lock()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS

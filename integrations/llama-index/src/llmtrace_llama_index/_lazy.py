@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ from typing import Any
 
 from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 
+from llmtrace import _fork
 from llmtrace._safety import report_internal_error
 from llmtrace._settings import settings
 
@@ -84,7 +84,8 @@ class LazyStreams:
 
     def __init__(self) -> None:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = _fork.lock()
+        _all.add(self)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -171,3 +172,15 @@ def _callback(on_collected: Callable[[], None] | None) -> Callable[[weakref.ref[
             report_internal_error(f"{__name__}.collected", exc)
 
     return collected
+
+
+_all: weakref.WeakSet[LazyStreams] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """A forked child: the remembered streams are the parent's (their engines are forgotten too)."""
+    for streams in list(_all):
+        streams._entries = OrderedDict()
+
+
+_fork.in_child(_forget_in_child)

@@ -25,7 +25,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler, ToolInvocation
+from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler, ToolInvocation, _fork
 from llmtrace._runmap import RunMap
 from llmtrace_llama_index._classify import ENGINE_KINDS, Kind
 from llmtrace_llama_index._lazy import LazyStreams, response_generator
@@ -233,7 +233,7 @@ class Runs:
     def __init__(self, handler: TelemetryHandler) -> None:
         self.handler = handler
         self.nodes: RunMap[str, Node] = RunMap(self._evict)
-        self._streams_lock = threading.Lock()
+        self._streams_lock = _fork.lock()
         self.streams = LazyStreams()
         """Generators returned by model stream calls that have not yielded a chunk yet, keyed by
         frame (see ``pending_stream``)."""
