@@ -5,7 +5,9 @@ transaction-level advisory lock, so trace summaries stay exact), one autocommit 
 reads (under its own lock). A broken connection is replaced on the next call: a write that fails
 because the server went away raises ``psycopg.OperationalError`` (the writer retries), and the
 next write reconnects. :meth:`PostgresStore.cancel` interrupts a write that waits (for a lock,
-a slow server) from another thread, so the writer's shutdown deadline holds.
+a slow server) from another thread, so the writer's shutdown deadline holds. In a forked child
+both connections are opened anew when next needed; the parent's are neither used nor closed
+there (closing one would end the parent's session: libpq sends the server a Terminate message).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
+from llmtrace import _fork
 from llmtrace.store import _schema
 from llmtrace.store._api import StoreError
 from llmtrace.store._sql import SqlStore, Tx
@@ -73,8 +77,9 @@ class PostgresStore(SqlStore):
         self._read_lock = threading.Lock()
         self._rconn: psycopg.Connection[Any] | None = None
         message = f"cannot open the PostgreSQL store {self.url}"
+        self._wconn: psycopg.Connection[Any] | None = None  # None: connected on next use (a forked child)
         try:
-            self._wconn: psycopg.Connection[Any] = self._connect(autocommit=False)
+            wconn = self._wconn = self._connect(autocommit=False)
         except psycopg.errors.ConnectionTimeout as exc:
             raise StoreConnectTimeout(f"{message}: {exc}".strip()) from exc
         except psycopg.OperationalError as exc:
@@ -85,10 +90,11 @@ class PostgresStore(SqlStore):
             with self._transaction() as tx:
                 self._store_id = _schema.migrate(tx.execute, "postgresql")
         except BaseException as exc:
-            self._wconn.close()  # never leak the connection of a store that did not open
+            wconn.close()  # never leak the connection of a store that did not open
             if isinstance(exc, psycopg.Error):
                 raise StoreError(f"{message}: {exc}".strip()) from exc
             raise
+        _live.add(self)
 
     def _connect(self, *, autocommit: bool) -> psycopg.Connection[Any]:
         return psycopg.connect(
@@ -102,9 +108,10 @@ class PostgresStore(SqlStore):
     def _transaction(self) -> Iterator[Tx]:
         with self._write_lock:
             self._check_open()
-            if self._wconn.closed or self._wconn.broken:
-                self._wconn = self._connect(autocommit=False)
-            with self._wconn.transaction(), self._wconn.cursor() as cur:
+            conn = self._wconn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._wconn = self._connect(autocommit=False)
+            with conn.transaction(), conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_KEY,))
                 yield _PgTx(cur)
 
@@ -113,7 +120,7 @@ class PostgresStore(SqlStore):
 
         The waiting write then fails with ``QueryCanceled`` (a ``timeout``)."""
         conn = self._wconn
-        if conn.closed or conn.broken:
+        if conn is None or conn.closed or conn.broken:
             return
         with contextlib.suppress(Exception):
             cancel_safe = getattr(conn, "cancel_safe", None)  # psycopg >= 3.2
@@ -149,9 +156,23 @@ class PostgresStore(SqlStore):
             if self._closed:
                 return
             self._closed = True
-            self._wconn.close()
-            if self._rconn is not None:
-                self._rconn.close()
+            for conn in (self._wconn, self._rconn):
+                if conn is not None:
+                    conn.close()
+
+    def _start_afresh_in_child(self) -> None:
+        """In a forked child (at-fork hook): new locks, and the parent's connections abandoned."""
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        conns = (self._wconn, self._rconn)
+        self._wconn = self._rconn = None
+        for conn in conns:
+            if conn is not None:
+                _fork.keep_forever(conn)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
+
+
+_live: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+_fork.each_in_child(f"{__name__}.PostgresStore", _live, PostgresStore._start_afresh_in_child)

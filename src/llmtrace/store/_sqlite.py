@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from llmtrace import _fork
 from llmtrace.store import _schema
 from llmtrace.store._api import StoreError
 from llmtrace.store._sql import SqlStore, Tx
+
+FORK_WAIT_S: Final = 1.0
+"""How long ``os.fork()`` waits, at most, for the SQLite stores' writes in progress to commit."""
 
 
 class _SqliteTx:
@@ -34,6 +41,12 @@ class SqliteStore(SqlStore):
 
     ``busy_timeout_ms`` is how long a write waits for another process's lock before
     ``sqlite3.OperationalError('database is locked')`` is raised.
+
+    In a forked child the store opens a connection of its own when it is next used; the one
+    inherited from the parent is neither used nor closed there (SQLite forbids both). SQLite keeps
+    one table of file locks per process, which the child inherits: a fork therefore waits (at most
+    ``FORK_WAIT_S``) for a write in progress to commit, or the child would inherit the write lock,
+    held for ever by a connection nobody uses, and could never write.
     """
 
     dialect = "sqlite"
@@ -54,32 +67,64 @@ class SqliteStore(SqlStore):
         # A reader (create=False) of a file it may not write opens it read-only: no journal-mode
         # switch, no migration, no write lock (a store written by another account stays readable).
         self.read_only = not create and not os.access(self.path, os.W_OK)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None  # None: (re)opened on first use (a forked child)
         try:
-            if self.read_only:
-                self._conn = self._connect_read_only(busy_timeout_ms)
-            else:
-                self._conn = sqlite3.connect(
-                    self.path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-                )
+            conn = self._conn = self._connect()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._set_pragmas(conn)
             if self.read_only:
                 self._store_id = self._read_only_identity()
             else:
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
                 with self._transaction() as tx:
                     self._store_id = _schema.migrate(tx.execute, "sqlite")
         except sqlite3.DatabaseError as exc:
-            self._conn.close()
+            conn.close()
             hint = " (opened read-only: you may read but not write this file)" if self.read_only else ""
             raise StoreError(f"{self.path} is not a usable llmtrace store{hint}: {exc}") from exc
         except StoreError:
-            self._conn.close()
+            conn.close()
             raise
+        _live.add(self)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect_read_only(self._busy_timeout_ms)
+        return sqlite3.connect(
+            self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+        )
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        if not self.read_only:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (call under ``_lock``); a forked child opens its own on first use."""
+        conn = self._conn
+        if conn is None:
+            try:
+                conn = self._connect()
+            except sqlite3.Error as exc:  # the cause keeps its SQLite error code for the writer
+                raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+            try:
+                self._set_pragmas(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return conn
+
+    def _start_afresh_in_child(self) -> None:
+        """In a forked child (at-fork hook): a new lock, and the parent's connection abandoned."""
+        self._lock = threading.RLock()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _fork.keep_forever(conn)
 
     def _connect_read_only(self, busy_timeout_ms: int) -> sqlite3.Connection:
         def connect(options: str) -> sqlite3.Connection:
@@ -128,18 +173,19 @@ class SqliteStore(SqlStore):
     def _transaction(self) -> Iterator[Tx]:
         with self._lock:
             self._check_open()
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _SqliteTx(self._conn)
+                yield _SqliteTx(conn)
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             self._check_open()
-            return self._conn.execute(sql, tuple(params)).fetchall()
+            return self._connection().execute(sql, tuple(params)).fetchall()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -152,7 +198,40 @@ class SqliteStore(SqlStore):
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._conn.close()
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.close()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.url!r})"
+
+
+_live: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+_fork.each_in_child(f"{__name__}.SqliteStore", _live, SqliteStore._start_afresh_in_child)
+_held_over_fork: list[threading.RLock] = []
+
+
+def _before_fork() -> None:
+    """Take every store's lock (waiting at most FORK_WAIT_S in all), so no write is half done."""
+    deadline = time.monotonic() + FORK_WAIT_S
+    with contextlib.suppress(Exception):  # never fails a fork: at worst the child cannot write
+        for store in list(_live):
+            lock = store._lock
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                _held_over_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    with contextlib.suppress(Exception):
+        while _held_over_fork:
+            _held_over_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    _held_over_fork.clear()  # the stores' locks are new in the child (SqliteStore._start_afresh_in_child)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )

@@ -19,6 +19,11 @@ by reason:
 Transient failures (``connection``, ``timeout``, ``contention``) are retried with bounded
 exponential backoff while the queue holds the items; a connection failure also reopens the
 store when the writer was given a way to open it.
+
+In a forked child every writer starts afresh (an at-fork hook, :func:`llmtrace._fork.each_in_child`): new
+locks, an empty queue and zeroed counters (the parent writes what it had queued; the child's
+books cover its own items), a thread of its own started with the first item, and a status
+file named after the child's pid. The stores open connections of their own there.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,7 +47,8 @@ from urllib.parse import urlsplit, urlunsplit
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from llmtrace import semconv
+from llmtrace import _fork, semconv
+from llmtrace._safety import report_internal_error
 from llmtrace._usage import UsageRecord
 from llmtrace.store._api import SpanRecord, Store
 
@@ -232,6 +239,15 @@ def status_path_for(url: str) -> Path | None:
     return status_dir_for(url) / f"writer-{os.getpid()}.json"
 
 
+def _status_path_in_child(path: Path | None, parent_pid: int, pid: int) -> Path | None:
+    """A forked child's own status file: ``writer-<parent pid>.json`` becomes ``writer-<pid>.json``
+    (any other name gets ``-<pid>`` added), so parent and child never overwrite each other's."""
+    if path is None:
+        return None
+    stem = path.stem.removesuffix(f"-{parent_pid}")
+    return path.with_name(f"{stem}-{pid}{path.suffix}")
+
+
 def _without_password(url: str) -> str:
     try:
         parts = urlsplit(url)
@@ -327,7 +343,18 @@ class StoreWriter:
         self.flush_interval_s = flush_interval_s
         self._convert_span = convert_span
         self._status_path = Path(status_path) if status_path is not None else None
+        self._pid = os.getpid()
+        self._closed = False
+        self._deadline: float | None = None
+        self._start_afresh()
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="llmtrace-store-writer", daemon=True
+        )
+        self._thread.start()
+        _live.add(self)
 
+    def _start_afresh(self) -> None:
+        """New locks, an empty queue, zeroed counters (in ``__init__``, and in a forked child)."""
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -353,14 +380,39 @@ class StoreWriter:
         self._last_error_time: float | None = None
         self._last_write_time: float | None = None
         self._logged_classes: set[str] = set()
-        self._closed = False
         self._stopping = False
-        self._stopped = False  # the writer thread has done its last write (set in _run's finally)
-        self._deadline: float | None = None
+        # the writer thread has done its last write (set in _run's finally), or a writer that was
+        # shut down before a fork has nothing to do in the child
+        self._stopped = self._closed
+        if not self._closed:
+            self._deadline = None
         self._status_written = 0.0
 
-        self._thread = threading.Thread(target=self._run, name="llmtrace-store-writer", daemon=True)
-        self._thread.start()
+    def _start_afresh_in_child(self) -> None:
+        """In a forked child (the at-fork hook; nothing here blocks or raises).
+
+        The parent's thread is gone and its locks may be held for ever: everything starts again,
+        empty. What the parent had queued is the parent's to write (the child would write it twice),
+        so the child's counters cover its own items only. A writer shut down before the fork stays
+        shut down. The thread starts with the child's first item (a child that writes nothing, or
+        only execs, starts none); the store opens its own connection (its own at-fork hook)."""
+        parent_pid, self._pid = self._pid, os.getpid()
+        self._thread = None
+        self._start_afresh()
+        self._status_path = _status_path_in_child(self._status_path, parent_pid, self._pid)
+
+    def _start_thread(self) -> None:
+        """Start the writer thread of a forked child, once (never raises)."""
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            thread = threading.Thread(target=self._run, name="llmtrace-store-writer", daemon=True)
+            try:
+                thread.start()
+            except Exception as exc:  # at interpreter shutdown (Python 3.12+), or out of threads
+                report_internal_error(f"{__name__}.StoreWriter.start", exc)
+                return  # the items wait; the next one tries again, shutdown drops them
+            self._thread = thread
 
     # ---------------------------------------------------------------- application side
     def submit_span(self, span: Any) -> bool:
@@ -393,6 +445,8 @@ class StoreWriter:
                 continue
             queue.append(item)
             queued += 1
+        if self._thread is None and queued:
+            self._start_thread()  # in a forked child, with its first item
         if queued and len(queue) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
         return queued
@@ -402,11 +456,14 @@ class StoreWriter:
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._lock:
             target = self._taken + len(self._queue)
+        if self._thread is None and target > 0:
+            self._start_thread()
         self._wake.set()
         with self._done:
             while self._finished < target:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
+                thread = self._thread
+                if remaining <= 0 or thread is None or not thread.is_alive():
                     return False
                 self._done.wait(min(remaining, 0.1))
         return True
@@ -422,25 +479,36 @@ class StoreWriter:
                 self._stopping = True
                 self._deadline = time.monotonic() + max(0.0, timeout_s)
             deadline = self._deadline
+            thread = self._thread  # None: a forked child's writer that never started (nothing to write)
         self._wake.set()
         assert deadline is not None
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if thread is None:
+            self._drop_what_is_left()
+            self._maybe_write_status(force=True)
+        else:
+            self._join(thread, deadline)
+        if thread is None or not thread.is_alive():
+            self._close_store()
+        snap = self.snapshot()
+        return snap.pending == 0 and snap.dropped_by_reason["shutdown"] == 0
+
+    def _join(self, thread: threading.Thread, deadline: float) -> None:
+        thread.join(max(0.0, deadline - time.monotonic()))
         # A write still waiting at the deadline (a table lock, a hung server) is cancelled, if the
         # store can do that, so it fails, is counted as dropped, and the thread ends in time.
         # (On a thread of its own: a cancel request opens a connection, which can hang too.)
         grace_end = max(time.monotonic(), deadline) + SHUTDOWN_GRACE_S
         canceller: threading.Thread | None = None
-        while self._thread.is_alive() and time.monotonic() < grace_end:
+        while thread.is_alive() and time.monotonic() < grace_end:
             if canceller is None or not canceller.is_alive():  # again: a cancel between statements is lost
                 canceller = threading.Thread(
                     target=self._cancel_write, name="llmtrace-store-cancel", daemon=True
                 )
-                canceller.start()
-            self._thread.join(min(0.2, max(0.0, grace_end - time.monotonic())))
-        if not self._thread.is_alive():
-            self._close_store()
-        snap = self.snapshot()
-        return snap.pending == 0 and snap.dropped_by_reason["shutdown"] == 0
+                try:
+                    canceller.start()
+                except RuntimeError:  # at interpreter shutdown (Python 3.12+): cancel from here
+                    self._cancel_write()
+            thread.join(min(0.2, max(0.0, grace_end - time.monotonic())))
 
     # ---------------------------------------------------------------- observability
     def snapshot(self) -> WriterSnapshot:
@@ -455,11 +523,12 @@ class StoreWriter:
             self._high_water = max(self._high_water, pending)
             if self._saturated:
                 self._high_water = max(self._high_water, self.capacity)
+            thread = self._thread
             state: Literal["running", "stopping", "stopped"] = (
                 "running"
                 if not self._closed
                 else "stopped"
-                if self._stopped or not self._thread.is_alive()
+                if self._stopped or thread is None or not thread.is_alive()
                 else "stopping"
             )
             return WriterSnapshot(
@@ -552,16 +621,19 @@ class StoreWriter:
             with self._lock:
                 self._stopping = True
         finally:
-            with self._lock:
-                self._closed = True
-                left = len(self._queue)
-                self._queue.clear()
-                self._dropped["shutdown"] += left
-                self._taken += left
-                self._finished += left
-                self._stopped = True  # its last write is done: the snapshot saved next is the final one
-                self._done.notify_all()
+            self._drop_what_is_left()
             self._maybe_write_status(force=True)
+
+    def _drop_what_is_left(self) -> None:
+        with self._lock:
+            self._closed = True
+            left = len(self._queue)
+            self._queue.clear()
+            self._dropped["shutdown"] += left
+            self._taken += left
+            self._finished += left
+            self._stopped = True  # its last write is done: the snapshot saved next is the final one
+            self._done.notify_all()
 
     def _take(self) -> list[tuple[int, Any]]:
         with self._lock:
@@ -729,3 +801,7 @@ class StoreWriter:
             for old in path.parent.glob("writer-*.json"):
                 if old.stat().st_mtime < cutoff:
                     old.unlink()
+
+
+_live: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
+_fork.each_in_child(f"{__name__}.StoreWriter", _live, StoreWriter._start_afresh_in_child)
