@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -22,6 +21,7 @@ from llmtrace import semconv as sc
 from llmtrace._exporters import ExportStats, jsonl_exporters
 from llmtrace._invocation import Invocation
 from llmtrace._runmap import RunMap
+from tests.forking import run_in_child
 
 from .test_configure import _run_python
 
@@ -29,32 +29,8 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
 def in_child(body: Callable[[], object], timeout_s: float = 10.0) -> object:
-    """Run ``body`` in a forked child; its JSON-able result, or fail if it hangs or raises."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 0
-        try:
-            result = json.dumps({"ok": body()})
-        except BaseException as exc:  # reported to the parent
-            result, code = json.dumps({"error": repr(exc)}), 1
-        os.write(write_end, result.encode())
-        os._exit(code)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the forked child hung for more than {timeout_s} s")
-        time.sleep(0.01)
-    with os.fdopen(read_end) as pipe:
-        payload = json.loads(pipe.read() or '{"error": "no result"}')
-    assert "error" not in payload, payload
-    return payload["ok"]
+    """Run ``body`` in a forked child; its JSON-able result (fails the test if it hangs or raises)."""
+    return run_in_child(body, timeout_s)[0]
 
 
 def holding(lock: threading.Lock) -> Callable[[], None]:

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import traceback
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -31,6 +28,7 @@ from typing import Any
 import pytest
 
 from llmtrace.store import StoreWriter, open_store
+from tests.forking import run_in_child
 from tests.store_writer.test_writer_queue import span, usage
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
@@ -115,51 +113,11 @@ def _held_by_another_thread(*locks: Any) -> Iterator[None]:
         holder.join(10)
 
 
-def _wait_or_kill(pid: int, timeout_s: float) -> int | None:
-    """The child's exit code, or None when it was still running after ``timeout_s`` (then killed)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.01)
-
-
 def _in_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``body`` in a forked child that ends with ``os._exit``; what it returned, plus ``took_s``.
-
-    Fails the test if the child raised, or was still running after WATCHDOG_S (it is killed)."""
-    read_end, write_end = os.pipe()
-    started = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "use of fork() may lead to deadlocks"
-        pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            message = json.dumps({"ok": body()})
-            code = 0
-        except BaseException:
-            message = json.dumps({"error": traceback.format_exc()})
-        finally:
-            try:
-                os.write(write_end, message.encode())
-            finally:
-                os._exit(code)
-    os.close(write_end)
-    code = _wait_or_kill(pid, WATCHDOG_S)
-    took = time.monotonic() - started
-    with os.fdopen(read_end, "rb") as pipe:
-        report = pipe.read().decode()
-    assert code is not None, f"the forked child did not exit within {WATCHDOG_S:.0f} s (killed)"
-    result = json.loads(report)
-    assert code == 0, result.get("error")
-    return {**result["ok"], "pid": pid, "took_s": took}
+    """Run ``body`` in a forked child that ends with ``os._exit``; what it returned, plus ``pid`` and
+    ``took_s``. Fails the test if the child raised, or was still running after WATCHDOG_S (killed)."""
+    result, pid, took = run_in_child(body, WATCHDOG_S)
+    return {**result, "pid": pid, "took_s": took}
 
 
 def _balanced(snap: dict[str, Any]) -> dict[str, Any]:
