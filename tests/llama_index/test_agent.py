@@ -108,6 +108,8 @@ def test_function_agent_with_two_tools(instrumentor, span_exporter, metric_reade
     assert tool.attributes[semconv.GEN_AI_TOOL_NAME] == "add"
     assert tool.attributes[semconv.GEN_AI_TOOL_CALL_ID] == "call_1"
     assert tool.attributes[semconv.GEN_AI_AGENT_NAME] == "calculator"
+    # what the agent told the model about the tool (LlamaIndex puts the signature first)
+    assert tool.attributes[semconv.GEN_AI_TOOL_DESCRIPTION].endswith(") -> 'int'\nAdd two numbers.")
     assert semconv.GEN_AI_TOOL_CALL_ARGUMENTS not in tool.attributes
     for chat in by_name(spans, "chat"):
         assert is_child(chat, agent_span)
@@ -203,6 +205,10 @@ def test_agent_workflow_handoff_keeps_agents_under_workflow(instrumentor, span_e
         for p in metric_points(metric_reader, semconv.METRIC_INVOKE_AGENT_INFERENCE_CALLS)
     }
     assert calls == {"front": 1, "math": 2}
+    # the acting agent's own tool has its description; the workflow's handoff tool is no agent's
+    add_span = one(spans, "execute_tool add")
+    assert add_span.attributes[semconv.GEN_AI_TOOL_DESCRIPTION].endswith(") -> 'int'\nAdd two numbers.")
+    assert semconv.GEN_AI_TOOL_DESCRIPTION not in one(spans, "execute_tool handoff").attributes
 
 
 def test_react_agent(instrumentor, span_exporter):

@@ -390,7 +390,12 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             # a tool call that waited for an event (human in the loop) runs its step again: same span
             tool = run.resume(str(call_id) if call_id else event.tool_name) if run.waiting else None
             if tool is None:
-                tool = self.runs.handler.start_tool(event.tool_name, call_id=call_id, parent=run.current)
+                tool = self.runs.handler.start_tool(
+                    event.tool_name,
+                    call_id=call_id,
+                    description=_tool_description(run, event.tool_name),
+                    parent=run.current,
+                )
                 if capture_content():
                     tool.arguments = _extract.get(event, "tool_kwargs")
                 run.adopt(tool)
@@ -564,6 +569,23 @@ def _call_messages(bound_args: inspect.BoundArguments | None) -> list[dict[str, 
     elif user_msg is not None:
         messages.extend(_extract.input_messages([user_msg])[0])
     return messages
+
+
+def _tool_description(run: RunState, name: str) -> str | None:
+    """The description the acting agent gives the model for its tool ``name``, if it has one."""
+    owner = run.workflow
+    if run.multi_agent:
+        agents = _extract.get(owner, "agents")
+        owner = agents.get(run.agent_name) if isinstance(agents, Mapping) and run.agent_name else None
+    tools = _extract.get(owner, "tools")
+    if not isinstance(tools, (list, tuple)):
+        return None
+    for tool in tools:
+        metadata = _extract.get(tool, "metadata")
+        if _extract.get(metadata, "name") == name:
+            description = _extract.get(metadata, "description")
+            return description if isinstance(description, str) and description else None
+    return None
 
 
 def _agent_name(instance: Any) -> str:
