@@ -197,10 +197,17 @@ def configure(
         existing = trace.get_tracer_provider()
         if tracer_provider is None and set_global and isinstance(existing, TracerProvider):
             if _active is not None and _active.tracer_provider is existing:
-                logger.warning(
-                    "llmtrace.configure() was already called; keeping the first pipeline "
-                    "(only the content and run settings given to this call apply)"
-                )
+                if _active._is_shut_down:
+                    logger.warning(
+                        "llmtrace.configure() after llmtrace.shutdown(): the pipeline is shut down and "
+                        "exports nothing more; OpenTelemetry allows one global TracerProvider per "
+                        "process, so it cannot be replaced (pass set_global=False for a new one)"
+                    )
+                else:
+                    logger.warning(
+                        "llmtrace.configure() was already called; keeping the first pipeline "
+                        "(only the content and run settings given to this call apply)"
+                    )
                 return _active
             logger.info(
                 "llmtrace: a global TracerProvider already exists; using it as is (no exporters added)"

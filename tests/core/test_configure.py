@@ -450,6 +450,21 @@ def test_a_later_configure_changes_only_what_it_is_given():
     assert "already called" in result.stderr
 
 
+def test_configure_after_shutdown_says_the_pipeline_is_shut_down():
+    result = _run_python(
+        """
+        import llmtrace
+        first = llmtrace.configure(exporters="none")
+        llmtrace.shutdown()
+        assert llmtrace.configure(exporters="console") is first
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert "after llmtrace.shutdown()" in result.stderr and "already called" not in result.stderr
+
+
 def test_error_messages_switch_from_the_environment():
     result = _run_python(
         """
