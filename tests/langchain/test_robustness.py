@@ -203,7 +203,7 @@ def test_instrument_is_idempotent_and_uninstrument_restores(tracer_provider, spa
     assert CallbackManager.configure().handlers == []
     FakeListLLM(responses=["x"]).invoke("p")
     assert span_exporter.get_finished_spans() == ()
-    assert LangChainInstrumentor().instrumentation_dependencies() == ("langchain-core >= 0.3",)
+    assert LangChainInstrumentor().instrumentation_dependencies() == ("langchain-core >= 1.1.2",)
     instrumentor.instrument(tracer_provider=tracer_provider)  # again after uninstrument: traced again
     try:
         FakeListLLM(responses=["x"]).invoke("p")

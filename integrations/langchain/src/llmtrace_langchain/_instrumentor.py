@@ -60,7 +60,7 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _handler: _AutoHandler | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ("langchain-core >= 0.3",)
+        return ("langchain-core >= 1.1.2",)
 
     def _instrument(self, **kwargs: Any) -> None:
         handler = _AutoHandler(

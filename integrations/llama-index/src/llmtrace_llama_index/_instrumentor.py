@@ -15,7 +15,7 @@ from llmtrace_llama_index._runs import Runs
 from llmtrace_llama_index._span_handler import LlamaIndexSpanHandler
 
 FRAMEWORK = "llama_index"
-_INSTRUMENTS = ("llama-index-core >= 0.12",)
+_INSTRUMENTS = ("llama-index-core >= 0.14",)
 
 
 class LlamaIndexInstrumentor(BaseInstrumentor):  # type: ignore[misc]
