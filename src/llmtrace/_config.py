@@ -81,10 +81,6 @@ class Pipeline:
         if not self.owns_providers or self._is_shut_down:
             return
         self._is_shut_down = True
-        try:
-            end_open_runs()  # runs still in flight: ended (llmtrace.evicted=shutdown) and exported
-        except Exception as exc:
-            report_internal_error(f"{__name__}.shutdown", exc)
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             stop = getattr(provider, "shutdown", None)
             if stop is not None:
@@ -349,8 +345,20 @@ def _register_atexit() -> None:
     if not _atexit_registered:
         import atexit
 
-        atexit.register(shutdown)
+        atexit.register(_at_exit)
         _atexit_registered = True
+
+
+def _at_exit() -> None:
+    """The process ends: runs still open in any handler (a stream never consumed, a call in flight
+    in another thread) are ended (``llmtrace.evicted=shutdown``) while they can still be exported,
+    then the pipeline is flushed and shut down. (An explicit ``shutdown()`` leaves runs alone: other
+    handlers of the process may still be running them.)"""
+    try:
+        end_open_runs()
+    except Exception as exc:
+        report_internal_error(f"{__name__}.at_exit", exc)
+    shutdown()
 
 
 def _apply_settings(

@@ -8,8 +8,8 @@ insert and by one shared background sweeper, so a quiet process also ends its st
 Work that must not run where it is noticed (a weakref callback, which may fire inside any code,
 even code holding this map's lock) is queued with :meth:`RunMap.later` and runs there too.
 
-Runs still open when the process shuts down (``llmtrace.shutdown()``, exit) are ended with
-``llmtrace.evicted=shutdown`` (:func:`end_open_runs`) so that they are exported. A forked child
+Runs still open when the process exits are ended with ``llmtrace.evicted=shutdown``
+(:func:`end_open_runs`, before the pipeline's own exit hook) so that they are exported. A forked child
 forgets the runs it inherited (the parent ends them) and starts its own sweeper.
 """
 
@@ -228,7 +228,7 @@ _fork.in_child(_sweeper.after_fork_in_child)
 
 
 def end_open_runs(reason: str = semconv.EVICTED_SHUTDOWN) -> int:
-    """End every run still open in every run map (``llmtrace.shutdown()``, exit); how many."""
+    """End every run still open in every run map (at exit); how many."""
     ended = 0
     for run_map in _sweeper.maps():
         ended += len(run_map)

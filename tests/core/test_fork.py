@@ -167,7 +167,25 @@ def test_runs_open_at_exit_are_ended_and_exported(tmp_path):
     assert sorted(map(str, evicted)) == ["None", sc.EVICTED_SHUTDOWN]
 
 
-def test_explicit_shutdown_ends_open_runs(telemetry_handler, span_exporter):
+def test_an_explicit_shutdown_leaves_other_handlers_runs_alone():
+    """``llmtrace.shutdown()`` stops llmtrace's pipeline; runs of handlers wired to other providers
+    (a test's, an app's own) are not its to end. Only the process's exit ends them all."""
+    result = _run_python(
+        """
+        import llmtrace
+        from llmtrace._runmap import RunMap
+        llmtrace.configure(exporters="none", store=False)
+        runs = RunMap(lambda inv, reason: inv.evict(reason), ttl_s=3600)
+        runs.put("open", llmtrace.TelemetryHandler().start_chat("gpt-4o", provider="openai"))
+        llmtrace.shutdown()
+        print(len(runs))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+def test_end_open_runs_ends_every_open_run(telemetry_handler, span_exporter):
     runs: RunMap[str, Invocation] = RunMap(lambda inv, reason: inv.evict(reason), ttl_s=3600)
     runs.put("open", telemetry_handler.start_chat("gpt-4o", provider="openai"))
     assert _runmap.end_open_runs() >= 1
