@@ -378,14 +378,7 @@ class BoundedBatchLogRecordProcessor(_BoundedBatchProcessor, BatchLogRecordProce
 _jsonl_files: weakref.WeakSet[_JsonlFile] = weakref.WeakSet()
 _inherited_files: list[IO[str]] = []
 """Files a forked child inherited: kept so that their finalizers never flush them."""
-
-
-def _jsonl_after_fork_in_child() -> None:
-    for sink in list(_jsonl_files):
-        sink._after_fork_in_child()
-
-
-_fork.in_child(_jsonl_after_fork_in_child)
+_fork.each_in_child(f"{__name__}._JsonlFile", _jsonl_files, _JsonlFile._after_fork_in_child)
 
 
 def jsonl_exporters(path: str | os.PathLike[str]) -> tuple[JsonlSpanExporter, JsonlLogExporter]:

@@ -520,3 +520,23 @@ def test_tool_returning_a_command_records_its_tool_message(handler, span_exporte
     tool_span = next(s for s in span_exporter.get_finished_spans() if s.name == "execute_tool remember")
     assert attrs(tool_span)[semconv.GEN_AI_TOOL_CALL_RESULT] == "noted: sky is blue"
     assert json.loads(attrs(tool_span)[semconv.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"fact": "sky is blue"}
+
+
+def test_a_paused_tool_records_no_observation_a_handoff_does(handler, span_exporter):
+    """An interrupt pauses the tool (no result yet, and the agent is not finished); a handoff
+    (``ParentCommand``, a tool returning ``Command(graph=PARENT)``) is the tool's result."""
+    from langgraph.errors import GraphInterrupt, ParentCommand
+
+    def run_agent(error: BaseException) -> list[str]:
+        manager = CallbackManager(handlers=[handler], inheritable_handlers=[handler])
+        run = manager.on_chain_start({"name": "AgentExecutor"}, {"input": "q"}, name="AgentExecutor")
+        tool_run = run.get_child().on_tool_start({"name": "transfer"}, "{}")
+        tool_run.on_tool_error(error)
+        run.on_chain_end({"output": ""})
+        agent = span_exporter.get_finished_spans()[-1]
+        span_exporter.clear()
+        return [e[1][semconv.LLMTRACE_AGENT_STEP_KIND] for e in events(agent)]
+
+    assert run_agent(GraphInterrupt(())) == []
+    assert run_agent(ParentCommand(Command(graph=Command.PARENT, goto="other"))) == ["observation", "final"]
+    assert handler.open_runs() == 0

@@ -102,7 +102,7 @@ LI_ENTRY_POINTS = frozenset(
         "clear_cache",  # _classify: called by instrument()
         "LazyStreams.__init__",
         "LazyStreams.clear",
-        "_forget_in_child",  # _lazy: a fork hook (lifecycle, never inside a framework call)
+        "LazyStreams._forget",  # a fork hook (lifecycle, never inside a framework call)
         "LlamaIndexSpanHandler.model_post_init",
         "LlamaIndexEventHandler.model_post_init",
         "Kind._generate_next_value_",

@@ -15,17 +15,20 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import sqlite3
 import sys
 import threading
 import time
 import warnings
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import llmtrace
 from llmtrace.store._writer import status_dir_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run by path: the checkout's tests/
+from tests.forking import wait_or_kill
 
 FOREIGN_CLOSES = os.environ.get("FORK_CHILD_FOREIGN_CLOSES", os.devnull)
 
@@ -60,19 +63,6 @@ def calls(handler: llmtrace.TelemetryHandler, origin: str, count: int) -> None:
         chat.set_usage(input_tokens=10, output_tokens=1)
         chat.stop()
         agent.stop()
-
-
-def wait_or_kill(pid: int, timeout_s: float) -> int | None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.01)
 
 
 def main(url: str, watchdog_s: float) -> None:

@@ -636,9 +636,10 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if run is None or not isinstance(run.invocation, ToolInvocation):
             return
         try:
-            if not _not_an_error(error):  # an interrupt or a handoff: the tool gave no result
+            if _is_interrupt(error):  # paused for human input: the tool gave no result (yet)
+                _note_interrupt(run, error)
+            else:
                 self._observation(run, run.invocation)
-            _note_interrupt(run, error)
         finally:
             self._end_failed(run, error)
 
@@ -759,7 +760,7 @@ def _note_interrupt(run: _Run, error: BaseException) -> None:
     """A run raised ``interrupt()``'s pause: its agent has not finished (no ``final`` step)."""
     agent_run = run.agent
     if agent_run is not None and _is_interrupt(error):
-        agent_run.final = True
+        agent_run.final = True  # nothing more to add when it ends
 
 
 def _agent_name(run: _Run) -> str | None:

@@ -156,6 +156,10 @@ class LazyStreams:
                 if entry is not None and entry.host_id == host_id:
                     del self._entries[key]
 
+    def _forget(self) -> None:
+        """A forked child: the remembered streams are the parent's (their engines are forgotten too)."""
+        self._entries = OrderedDict()
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -175,12 +179,4 @@ def _callback(on_collected: Callable[[], None] | None) -> Callable[[weakref.ref[
 
 
 _all: weakref.WeakSet[LazyStreams] = weakref.WeakSet()
-
-
-def _forget_in_child() -> None:
-    """A forked child: the remembered streams are the parent's (their engines are forgotten too)."""
-    for streams in list(_all):
-        streams._entries = OrderedDict()
-
-
-_fork.in_child(_forget_in_child)
+_fork.each_in_child(f"{__name__}.LazyStreams", _all, LazyStreams._forget)
