@@ -18,7 +18,7 @@ import pytest
 
 from llmtrace import _fork, _runmap
 from llmtrace import semconv as sc
-from llmtrace._exporters import ExportStats, jsonl_exporters
+from llmtrace._exporters import jsonl_exporters
 from llmtrace._invocation import Invocation
 from llmtrace._runmap import RunMap
 from tests.forking import run_in_child
@@ -103,23 +103,21 @@ def test_jsonl_sink_in_a_child_forked_mid_write(tmp_path):
     assert sorted(lines) == ["child", "parent", "parent again"]
 
 
-def test_export_counts_start_from_zero_in_a_child():
-    stats = ExportStats()
-    queue = stats.queue()
-    queue.pending, stats.exported = 3, 10
+def test_export_counts_start_from_zero_in_a_child(monkeypatch):
+    """The active pipeline's counts are the parent's: configure's fork hook resets them."""
+    from opentelemetry import _logs, metrics, trace
 
-    def child() -> object:
-        stats.reset()  # what configure's fork hook does for the active pipeline
-        return stats.snapshot()
+    import llmtrace
+    from llmtrace import _config
 
-    assert in_child(child) == {
-        "exported": 0,
-        "failed": 0,
-        "dropped_queue_full": 0,
-        "dropped": 0,
-        "pending": 0,
-    }
-    assert stats.snapshot()["exported"] == 10
+    pipeline = _config.Pipeline(
+        trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), _logs.NoOpLoggerProvider(), (), False
+    )
+    pipeline.stats.queue().pending, pipeline.stats.exported = 3, 10
+    monkeypatch.setattr(_config, "_active", pipeline)
+    zero = {"exported": 0, "failed": 0, "dropped_queue_full": 0, "dropped": 0, "pending": 0}
+    assert in_child(llmtrace.export_stats) == zero
+    assert llmtrace.export_stats()["exported"] == 10 and llmtrace.export_stats()["pending"] == 3
 
 
 def test_two_exporters_do_not_count_each_others_queue_as_full(tmp_path):
