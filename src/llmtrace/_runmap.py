@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from llmtrace import _fork, semconv
 from llmtrace._safety import report_internal_error
@@ -29,8 +29,35 @@ from llmtrace._settings import settings
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 SWEEP_INTERVAL_S = 5.0
+REFRESH_EVERY_S = 1.0
+"""A run refreshes the runs above it at most this often (or an eighth of the TTL)."""
+MAX_REFRESHED = 256
+"""At most this many runs refreshed up one chain (a bound, should a chain ever loop)."""
+PRUNE_CHILDREN_AT = 64
+
+
+class _Refreshable(Protocol):
+    refreshed: float
+    """``time.monotonic()`` when a run starting below this one last refreshed its expiry."""
+
+
+R = TypeVar("R", bound=_Refreshable)
+
+
+def add_child(children: list[T], child: T, is_open: Callable[[T], object]) -> list[T]:
+    """``children`` with ``child`` appended, the list a run keeps of the runs started under it (to
+    end them if it is abandoned). Whenever the list reaches a power of two from
+    ``PRUNE_CHILDREN_AT`` on, a new list without the ended ones is returned, so a long-lived run
+    keeps about as many as it has open children. A child appended by another thread during a prune
+    may be dropped: it then ends by its own callback or, if abandoned, by its run map's expiry."""
+    children.append(child)
+    size = len(children)
+    if size >= PRUNE_CHILDREN_AT and size & (size - 1) == 0:
+        return [c for c in children if is_open(c)]
+    return children
 
 
 class RunMap(Generic[K, V]):
@@ -122,6 +149,25 @@ class RunMap(Generic[K, V]):
             del entries[key]
             entries[key] = (entry[0], time.monotonic())  # re-inserted last: most recently touched
             return entry[0]
+
+    def refresh_up(self: RunMap[K, R], key: K | None, up: Callable[[R], K | None]) -> None:
+        """A run starts below the run ``key``: it and the runs above it (``up`` gives a run's
+        parent key) are alive, however many plumbing runs lie between (a long tool keeps its
+        agent alive). Refreshes their expiry up the chain, stopping at one refreshed in the last
+        ``REFRESH_EVERY_S`` (or eighth of the TTL): the runs above it were refreshed with it."""
+        now = time.monotonic()
+        fresh = now - min(REFRESH_EVERY_S, self.ttl_s / 8)
+        entries = self._entries
+        for _ in range(MAX_REFRESHED):
+            if key is None:
+                return
+            entry = entries.get(key)
+            if entry is None or entry[0].refreshed > fresh:
+                return
+            run = entry[0]
+            run.refreshed = now
+            self.get(key)
+            key = up(run)
 
     def peek(self, key: K) -> V | None:
         entry = self._entries.get(key)

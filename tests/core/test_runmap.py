@@ -105,3 +105,53 @@ def test_memory_stays_flat_for_runs_that_never_end(telemetry_handler, span_expor
     assert len(runs) == 200
     assert first > 50_000  # the 200 open runs themselves are seen
     assert second - first < 64 * 1024  # 4,000 more abandoned runs: no growth beyond noise
+
+
+class _Node:
+    def __init__(self, up: str | None) -> None:
+        self.up = up
+        self.refreshed = 0.0
+
+
+def test_refresh_up_keeps_the_chain_above_a_busy_run_alive():
+    runs: RunMap[str, _Node] = RunMap(lambda node, reason: None, ttl_s=0.4, max_size=100)
+    runs.put("agent", _Node(None))
+    runs.put("plumbing", _Node("agent"))
+    runs.put("tool", _Node("plumbing"))
+    runs.put("other", _Node(None))
+    time.sleep(0.3)
+    runs.refresh_up("tool", lambda node: node.up)  # something starts under the tool
+    time.sleep(0.2)
+    runs.sweep()
+    assert sorted(runs._entries) == ["agent", "plumbing", "tool"]  # "other" expired, the chain did not
+    stamped = {key: node.refreshed for key, (node, _) in runs._entries.items()}
+    assert len(set(stamped.values())) == 1 and stamped["agent"] > 0
+
+
+def test_refresh_up_stops_at_a_run_refreshed_since_and_at_a_loop():
+    runs: RunMap[str, _Node] = RunMap(lambda node, reason: None, ttl_s=3600, max_size=100)
+    runs.put("a", _Node("b"))
+    runs.put("b", _Node("a"))  # a loop: bounded, never spins
+    runs.put("c", _Node("a"))
+    runs.refresh_up("a", lambda node: node.up)
+    first = runs.peek("a").refreshed
+    assert first > 0 and runs.peek("b").refreshed == first
+    runs.refresh_up("c", lambda node: node.up)  # "a" is fresh: the walk stops there
+    assert runs.peek("c").refreshed > first and runs.peek("a").refreshed == first
+    runs.refresh_up("missing", lambda node: node.up)  # unknown key: nothing to do
+    runs.refresh_up(None, lambda node: node.up)
+
+
+def test_add_child_drops_ended_children_at_powers_of_two():
+    from llmtrace._runmap import PRUNE_CHILDREN_AT, add_child
+
+    open_ones = {0, 1, PRUNE_CHILDREN_AT - 1}
+    children: list[int] = []
+    for i in range(PRUNE_CHILDREN_AT - 1):
+        children = add_child(children, i, open_ones.__contains__)
+    assert len(children) == PRUNE_CHILDREN_AT - 1  # below the first prune: kept as they come
+    children = add_child(children, PRUNE_CHILDREN_AT - 1, open_ones.__contains__)
+    assert children == [0, 1, PRUNE_CHILDREN_AT - 1]
+    for i in range(PRUNE_CHILDREN_AT, 4 * PRUNE_CHILDREN_AT):
+        children = add_child(children, i, open_ones.__contains__)
+    assert len(children) < 2 * PRUNE_CHILDREN_AT and children[:3] == [0, 1, PRUNE_CHILDREN_AT - 1]

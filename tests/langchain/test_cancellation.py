@@ -22,11 +22,12 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
 from llmtrace_langchain import LangChainInstrumentor
-from llmtrace_langchain._handler import _PRUNE_CHILDREN_AT, _key
+from llmtrace_langchain._handler import _key
 from opentelemetry.trace import StatusCode
 
 import llmtrace
 from llmtrace import UsageRecord, semconv
+from llmtrace._runmap import PRUNE_CHILDREN_AT
 from llmtrace.testing import metric_points
 
 from .conftest import attrs, tree
@@ -211,5 +212,5 @@ def test_a_long_lived_parent_keeps_only_its_open_children(handler, span_exporter
     RunnableLambda(many_calls).with_config(run_name="loop").invoke(None, config={"callbacks": [handler]})
     assert len(span_exporter.get_finished_spans()) == 301
     assert kept[:3] == [1, 2, 3]
-    assert max(kept) < 2 * _PRUNE_CHILDREN_AT  # ended children are dropped: not one key per call ever made
+    assert max(kept) < 2 * PRUNE_CHILDREN_AT  # ended children are dropped: not one key per call ever made
     assert handler.open_runs() == 0

@@ -32,7 +32,7 @@ from llmtrace._invocation import (
     RetrievalInvocation,
     ToolInvocation,
 )
-from llmtrace._runmap import RunMap
+from llmtrace._runmap import RunMap, add_child
 from llmtrace._safety import never_raise
 from llmtrace._settings import settings
 from llmtrace_langchain import _extract
@@ -56,8 +56,6 @@ _LEAF_KINDS = (ModelInvocation, ToolInvocation, RetrievalInvocation)
 _ABANDONED = (asyncio.CancelledError, GeneratorExit)
 """A task cancelled or a stream closed by its consumer: LangChain reports it to the chains that were
 running (``on_chain_error``) but not to the model or tool they were awaiting."""
-_PRUNE_CHILDREN_AT = 64
-_REFRESH_EVERY_S = 1.0
 
 RunKey = NewType("RunKey", object)
 """A run id as a key of the run map (only made by ``_key``)."""
@@ -130,6 +128,11 @@ class _Run:
     @property
     def span_parent(self) -> Invocation | None:
         return self.invocation if self.invocation is not None else self.parent
+
+
+def _up_key(run: _Run) -> RunKey | None:
+    up = run.up
+    return None if up is None else up.key
 
 
 def _capturing() -> bool:
@@ -244,21 +247,12 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             self._adopt(parent_run, key)
 
     def _adopt(self, parent_run: _Run, key: RunKey) -> None:
-        """Remember ``key`` as a child of ``parent_run`` (to end it if the parent is abandoned).
-
-        Keys of ended children are dropped whenever the list reaches a power of two from
-        ``_PRUNE_CHILDREN_AT`` on, so a long-lived parent keeps about as many keys as it has open
-        children. A key appended by another thread during a prune may be dropped: that child then
-        ends by its own callback or, if abandoned, by the run map's expiry, as before."""
+        """Remember ``key`` as a child of ``parent_run`` (to end it if the parent is abandoned)."""
         children = parent_run.children
         if children is None:
             parent_run.children = [key]
-            return
-        children.append(key)
-        size = len(children)
-        if size >= _PRUNE_CHILDREN_AT and size & (size - 1) == 0:
-            peek = self._runs.peek
-            parent_run.children = [k for k in children if peek(k) is not None]
+        else:
+            parent_run.children = add_child(children, key, self._runs.peek)
 
     def _end_abandoned(self, run: _Run, error: BaseException) -> None:
         """End the runs still open below ``run``, deepest first, as ``run`` ends with ``error``."""
@@ -295,26 +289,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if run.state == _PENDING:
             self._decide(run, child_metadata)
         if run.up is not None:
-            self._refresh_ancestors(run)
+            self._runs.refresh_up(run.key, _up_key)
         return run
-
-    def _refresh_ancestors(self, run: _Run) -> None:
-        """A run starts below ``run``: the runs above it are alive too, however many plumbing runs
-        lie between (a long tool keeps its agent alive). Refreshes their expiry up the chain, at
-        most once a second (or an eighth of the TTL) per run: the runs above one refreshed since
-        were refreshed with it."""
-        runs = self._runs
-        now = time.monotonic()
-        fresh = now - min(_REFRESH_EVERY_S, runs.ttl_s / 8)
-        if run.refreshed > fresh:
-            return
-        run.refreshed = now
-        ancestor = run.up
-        while ancestor is not None and ancestor.refreshed <= fresh:
-            ancestor.refreshed = now
-            if ancestor.key is not None:
-                runs.get(ancestor.key)
-            ancestor = ancestor.up
 
     def _decide(self, run: _Run, child_metadata: Mapping[str, Any] | None) -> None:
         """Decide what a pending chain is, now that its first child (or its end) is known.

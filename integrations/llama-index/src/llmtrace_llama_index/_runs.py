@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler, ToolInvocation, _fork
-from llmtrace._runmap import RunMap
+from llmtrace._runmap import RunMap, add_child
 from llmtrace_llama_index._classify import ENGINE_KINDS, Kind
 from llmtrace_llama_index._lazy import LazyStreams, response_generator
 
@@ -44,7 +44,7 @@ class RunState:
     workflow: Any = None
     children: list[Invocation] = field(default_factory=list)
     """Invocations started for steps of this run (ended with the run if still open). Ended ones
-    are dropped whenever the list reaches a power of two from ``_PRUNE_CHILDREN_AT`` on."""
+    are dropped whenever the list reaches a power of two from 64 on (``add_child``)."""
     waiting: dict[str, ToolInvocation] | None = None
     """Tool calls waiting for an event (``ctx.wait_for_event``, human in the loop), by call id (else
     tool name): the workflow runs their ``call_tool`` step again once the event comes, and that run
@@ -71,14 +71,11 @@ class RunState:
         return tool if tool is not None and not tool.ended else None
 
     def adopt(self, invocation: Invocation) -> None:
-        children = self.children
-        children.append(invocation)
-        size = len(children)
-        if size >= _PRUNE_CHILDREN_AT and size & (size - 1) == 0:
-            self.children = [child for child in children if not child.ended]
+        self.children = add_child(self.children, invocation, _is_open)
 
 
-_PRUNE_CHILDREN_AT = 64
+def _is_open(invocation: Invocation) -> bool:
+    return not invocation.ended
 
 
 class Node:
@@ -214,9 +211,10 @@ _current_rerank: ContextVar[RerankInvocation | None] = ContextVar("llmtrace_llam
 
 _MAX_NESTING = 8
 """Engines returning an inner engine's stream: at most this many refreshed per stream chunk."""
-_MAX_HOSTS = 32
-"""Enclosing invocations refreshed when a span starts (agents, tools, engines nest this deep)."""
-_REFRESH_EVERY_S = 1.0
+
+
+def _host_of(node: Node) -> str | None:
+    return node.host_id
 
 
 def _where() -> tuple[int, object]:
@@ -271,22 +269,8 @@ class Runs:
 
     def refresh_hosts(self, host_id: str) -> None:
         """A span starts under the node ``host_id``: it and the invocations around it (engine,
-        tool, agent run...) are alive, whatever plumbing spans lie between. Their expiry is
-        refreshed up the chain of hosts, stopping at one refreshed in the last second (or eighth
-        of the TTL): the hosts above it were refreshed with it."""
-        nodes = self.nodes
-        now = time.monotonic()
-        fresh = now - min(_REFRESH_EVERY_S, nodes.ttl_s / 8)
-        next_id: str | None = host_id
-        for _ in range(_MAX_HOSTS):
-            if next_id is None:
-                return
-            host = nodes.peek(next_id)
-            if host is None or host.refreshed > fresh:
-                return
-            host.refreshed = now
-            nodes.get(next_id)
-            next_id = host.host_id
+        tool, agent run...) are alive, whatever plumbing spans lie between."""
+        self.nodes.refresh_up(host_id, _host_of)
 
     def attach(self, node: Node, invocation: Invocation | None = None) -> None:
         invocation = invocation or node.invocation
