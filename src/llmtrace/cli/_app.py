@@ -67,7 +67,10 @@ class _Console(Console):
 def _console(err: bool = False) -> Console:
     stream = sys.stderr if err else sys.stdout
     terminal = stream.isatty()
-    return _Console(file=stream, width=None if terminal else 200, soft_wrap=False, highlight=False)
+    # no markup: a "[link=...]" in a span name is text, not a link
+    return _Console(
+        file=stream, width=None if terminal else 200, soft_wrap=False, highlight=False, markup=False
+    )
 
 
 @contextlib.contextmanager
@@ -485,11 +488,11 @@ def prices(models: tuple[str, ...]) -> None:
     for model in models:
         price = lookup_price(model)
         if price is None:
-            table.add_row(model, "unknown", render.NONE, *([render.NONE] * 5))
+            table.add_row(render.clean(model), "unknown", render.NONE, *([render.NONE] * 5))
             continue
         table.add_row(
-            model,
-            normalize_model_name(model),
+            render.clean(model),
+            render.clean(normalize_model_name(model)),
             price.provider or render.NONE,
             per_million(price.input, price.input),
             per_million(price.cache_read, price.input),
@@ -645,7 +648,7 @@ def diagnostics(ctx: click.Context, limit: int, as_json: bool) -> None:
         failures = {k: v for k, v in (snap.get("write_failures") or {}).items() if v}
         table.add_row(
             str(snap.get("pid")),
-            snap["process"],
+            render.clean(snap["process"]),
             f"{render.fmt_duration_s(snap['age_s'])} ago",
             render.fmt_int(snap.get("accepted")),
             render.fmt_int(snap.get("written")),
@@ -654,6 +657,6 @@ def diagnostics(ctx: click.Context, limit: int, as_json: bool) -> None:
             str(snap.get("pressure")),
             f"{snap.get('high_water_mark')}/{snap.get('queue_capacity')}",
             ", ".join(f"{k}={v}" for k, v in failures.items()) or "none",
-            str(snap.get("last_error") or render.NONE)[:80],
+            render.clean(str(snap.get("last_error") or render.NONE)[:80]),
         )
     console.print(table)

@@ -30,6 +30,20 @@ from llmtrace.store._api import (
 
 NONE = "-"
 
+# Control characters (C0, DEL, C1) and bidirectional overrides, shown escaped: span names, error
+# messages and model names come from the traced application and may carry terminal escape
+# sequences (a model's output echoed in an exception) that would clear the screen, retitle the
+# window or forge links in the operator's terminal.
+_UNSAFE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def clean(value: object) -> str:
+    """``value`` as text that is safe to print on a terminal (control characters escaped)."""
+    return str(value).translate(_UNSAFE)
+
 
 # --------------------------------------------------------------------------------------
 # Formatting
@@ -100,8 +114,8 @@ def traces_table(items: Sequence[TraceSummary], *, title: str | None = None) -> 
         table.add_row(
             item.trace_id,
             fmt_time(item.start_ns),
-            item.service or NONE,
-            item.root_name,
+            clean(item.service or NONE),
+            clean(item.root_name),
             fmt_duration(item.duration_ns),
             str(item.span_count),
             f"{item.input_tokens:,} / {item.output_tokens:,}",
@@ -121,7 +135,7 @@ def _attr(span: SpanRecord, key: str) -> Any:
 def _span_label(span: SpanRecord) -> Text:
     text = Text()
     error = span.status_code == "ERROR"
-    text.append(span.name, style="bold red" if error else "bold")
+    text.append(clean(span.name), style="bold red" if error else "bold")
     text.append(f"  {fmt_duration(span.duration_ns)}", style="cyan")
     details: list[str] = []
     model = _attr(span, semconv.GEN_AI_RESPONSE_MODEL) or _attr(span, semconv.GEN_AI_REQUEST_MODEL)
@@ -151,11 +165,12 @@ def _span_label(span: SpanRecord) -> Text:
     if docs is not None:
         details.append(f"documents={docs}")
     if details:
-        text.append("  " + "  ".join(details), style="dim" if not error else "red")
+        text.append(clean("  " + "  ".join(details)), style="dim" if not error else "red")
     if error:
         error_type = _attr(span, semconv.ERROR_TYPE)
         message = span.status_message
-        text.append(f"  ERROR {error_type or ''}{': ' + message if message else ''}".rstrip(), style="red")
+        line = f"  ERROR {error_type or ''}{': ' + message if message else ''}".rstrip()
+        text.append(clean(line), style="red")
     return text
 
 
@@ -163,20 +178,20 @@ def _event_label(event: SpanEvent, span_start_ns: int) -> Text | None:
     attrs = event.attributes
     offset = f"+{fmt_duration(event.time_ns - span_start_ns)}"
     if event.name == semconv.LLMTRACE_AGENT_STEP_EVENT:
-        text = Text(f"step {attrs.get(semconv.LLMTRACE_AGENT_STEP_INDEX, '?')}: ", style="magenta")
-        text.append(str(attrs.get(semconv.LLMTRACE_AGENT_STEP_KIND, "?")), style="magenta bold")
+        text = Text(clean(f"step {attrs.get(semconv.LLMTRACE_AGENT_STEP_INDEX, '?')}: "), style="magenta")
+        text.append(clean(attrs.get(semconv.LLMTRACE_AGENT_STEP_KIND, "?")), style="magenta bold")
         tool = attrs.get(semconv.GEN_AI_TOOL_NAME)
         if tool:
-            text.append(f" tool={tool}", style="magenta")
+            text.append(clean(f" tool={tool}"), style="magenta")
         text.append(f"  {offset}", style="dim")
         return text
     if event.name == semconv.EVENT_EXCEPTION:
-        text = Text(f"exception {attrs.get(semconv.EXCEPTION_TYPE, '')}", style="red")
+        text = Text(clean(f"exception {attrs.get(semconv.EXCEPTION_TYPE, '')}"), style="red")
         message = attrs.get(semconv.EXCEPTION_MESSAGE)
         if message:
-            text.append(f": {str(message)[:200]}", style="red")
+            text.append(clean(f": {str(message)[:200]}"), style="red")
         return text
-    return Text(f"event {event.name}  {offset}", style="dim")
+    return Text(clean(f"event {event.name}  {offset}"), style="dim")
 
 
 def trace_tree(trace: Trace) -> Tree:
@@ -236,7 +251,7 @@ def trace_header(trace: Trace) -> Table:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("trace", trace.trace_id)
-    table.add_row("service", str(service or NONE))
+    table.add_row("service", clean(service or NONE))
     table.add_row("start", fmt_time(start))
     table.add_row("duration", fmt_duration(end - start))
     table.add_row("spans", f"{len(spans)} ({tools} tool calls, {cache_hits} cache hits, {errors} errors)")
@@ -288,8 +303,8 @@ def model_stats_table(stats: Sequence[ModelStats], *, title: str = "Per model") 
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in stats:
         table.add_row(
-            row.model,
-            row.provider,
+            clean(row.model),
+            clean(row.provider),
             fmt_int(row.calls),
             fmt_int(row.input_tokens),
             fmt_int(row.output_tokens),
@@ -309,7 +324,7 @@ def series_table(points: Sequence[SeriesPoint], *, group_by: str, bucket: str, t
     for point in points:
         table.add_row(
             fmt_time(point.bucket_start_ns, tz),
-            point.group,
+            clean(point.group),
             fmt_int(point.calls),
             fmt_int(point.input_tokens),
             fmt_int(point.output_tokens),
@@ -325,7 +340,7 @@ def percentiles_table(rows: Sequence[Percentiles], *, by: str) -> Table:
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
-            row.key,
+            clean(row.key),
             fmt_int(row.count),
             fmt_duration_s(row.p50_s),
             fmt_duration_s(row.p90_s),
@@ -340,7 +355,7 @@ def error_rates_table(rows: Sequence[ErrorRate], *, by: str) -> Table:
     for name in ("calls", "errors", "rate"):
         table.add_column(name, justify="right")
     for row in rows:
-        table.add_row(row.key, fmt_int(row.calls), fmt_int(row.errors), f"{row.rate:.1%}")
+        table.add_row(clean(row.key), fmt_int(row.calls), fmt_int(row.errors), f"{row.rate:.1%}")
     return table
 
 
@@ -353,5 +368,5 @@ def kv_table(rows: Mapping[str, Any], *, title: str | None = None) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows.items():
-        table.add_row(key, NONE if value is None else str(value))
+        table.add_row(key, NONE if value is None else clean(value))
     return table
