@@ -637,3 +637,19 @@ def test_postgres_password_is_redacted() -> None:
 
     assert redact("postgresql://user:s3cret@db:5432/x") == "postgresql://user:***@db:5432/x"
     assert redact("postgresql://db/x") == "postgresql://db/x"
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """It may hold prompts (content capture on): not world-readable, whatever the umask; a store
+    the user made readable to others keeps its mode."""
+    from llmtrace.store._sqlite import SqliteStore
+
+    path = tmp_path / "new" / "traces.db"
+    store = SqliteStore(path)
+    store.write([root_span(TRACE_A)], all_usage()[:1])
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert (Path(f"{path}-wal").stat().st_mode & 0o777) == 0o600  # SQLite's journal follows the file
+    store.close()
+    path.chmod(0o644)
+    SqliteStore(path).close()
+    assert (path.stat().st_mode & 0o777) == 0o644

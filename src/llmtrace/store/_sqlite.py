@@ -64,6 +64,10 @@ class SqliteStore(SqlStore):
                     "or point LLMTRACE_STORE (or --store) at an existing store"
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # readable by its owner only (it may hold prompts); SQLite's journals follow it. If it
+            # cannot be created here, connecting says what is wrong.
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         # A reader (create=False) of a file it may not write opens it read-only: no journal-mode
         # switch, no migration, no write lock (a store written by another account stays readable).
         self.read_only = not create and not os.access(self.path, os.W_OK)
