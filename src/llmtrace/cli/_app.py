@@ -152,17 +152,45 @@ def parse_time(value: str, *, now: dt.datetime | None = None, name: str = "time"
 
 
 def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters of ``traces``: they select traces."""
+    return _filter_options(
+        fn,
+        service="Only traces of this service.name.",
+        model="Only traces with a call to this model (request or response model).",
+        provider="Only traces with a call to this provider (openai, anthropic, ...).",
+        status="Only ok or failed traces.",
+        since="Traces that start at or after: ISO time (UTC if no offset) or an age (30m, 1h, 2d).",
+        until="Traces that start before: ISO time or an age.",
+        min_cost="Minimum cost of a trace (USD).",
+        min_duration="Minimum duration of a trace (seconds).",
+    )
+
+
+def _call_filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The same filters for ``stats``: they select model calls, not traces."""
+    return _filter_options(
+        fn,
+        service="Only model calls of this service.name.",
+        model="Only calls to this model (request or response model).",
+        provider="Only calls to this provider (openai, anthropic, ...).",
+        status="Only calls that succeeded (ok) or failed (error).",
+        since="Calls that start at or after: ISO time (UTC if no offset) or an age (30m, 1h, 2d).",
+        until="Calls that start before: ISO time or an age.",
+        min_cost="Minimum cost of a call (USD).",
+        min_duration="Minimum duration of a call (seconds).",
+    )
+
+
+def _filter_options(fn: Callable[..., Any], **help: str) -> Callable[..., Any]:
     options = [
-        click.option("--service", help="Only traces of this service.name."),
-        click.option("--model", help="Only traces with a call to this model (request or response model)."),
-        click.option("--provider", help="Only traces with a call to this provider (openai, anthropic, ...)."),
-        click.option("--status", type=click.Choice(["ok", "error"]), help="Only ok or failed traces."),
-        click.option(
-            "--since", help="Start at or after: ISO time (UTC if no offset) or an age (30m, 1h, 2d)."
-        ),
-        click.option("--until", help="Start before: ISO time or an age."),
-        click.option("--min-cost", type=click.FloatRange(min=0), help="Minimum cost of a trace (USD)."),
-        click.option("--min-duration", type=click.FloatRange(min=0), help="Minimum duration (seconds)."),
+        click.option("--service", help=help["service"]),
+        click.option("--model", help=help["model"]),
+        click.option("--provider", help=help["provider"]),
+        click.option("--status", type=click.Choice(["ok", "error"]), help=help["status"]),
+        click.option("--since", help=help["since"]),
+        click.option("--until", help=help["until"]),
+        click.option("--min-cost", type=click.FloatRange(min=0), help=help["min_cost"]),
+        click.option("--min-duration", type=click.FloatRange(min=0), help=help["min_duration"]),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -363,7 +391,7 @@ def show(ctx: click.Context, trace_id: str) -> None:
 # stats
 # --------------------------------------------------------------------------------------
 @cli.command()
-@_filters
+@_call_filters
 @click.option(
     "--by",
     "group_by",

@@ -194,35 +194,68 @@ def _event_label(event: SpanEvent, span_start_ns: int) -> Text | None:
     return Text(clean(f"event {event.name}  {offset}"), style="dim")
 
 
+MAX_TREE_DEPTH = 200
+
+
 def trace_tree(trace: Trace) -> Tree:
     """The span tree: each span with its duration, model, tokens, cost, cache hits, tool calls,
-    errors, and its agent-step and exception events."""
-    spans = list(trace.spans)
+    errors, and its agent-step and exception events. Every span is shown once: spans whose parent
+    never arrived at the top, spans caught in a parent loop (malformed data) from the earliest,
+    and what lies deeper than ``MAX_TREE_DEPTH`` is counted, not dropped in silence."""
+    spans = sorted(trace.spans, key=lambda s: (s.start_ns, s.span_id))
     ids = {span.span_id for span in spans}
     children: dict[str | None, list[SpanRecord]] = {}
     for span in spans:
         parent = span.parent_span_id if span.parent_span_id in ids else None
         children.setdefault(parent, []).append(span)
-    for group in children.values():
-        group.sort(key=lambda s: (s.start_ns, s.span_id))
-    root = Tree(Text(f"trace {trace.trace_id}", style="bold"), guide_style="dim")
+    root = Tree(Text(clean(f"trace {trace.trace_id}"), style="bold"), guide_style="dim")
+    shown: set[str] = set()
 
-    def add(node: Tree, span: SpanRecord, depth: int) -> None:
-        branch = node.add(_span_label(span))
-        entries: list[tuple[int, Any]] = [(e.time_ns, e) for e in span.events]
-        entries += [(c.start_ns, c) for c in children.get(span.span_id, [])]
-        entries.sort(key=lambda pair: pair[0])
-        for _, entry in entries:
-            if isinstance(entry, SpanEvent):
-                label = _event_label(entry, span.start_ns)
-                if label is not None:
-                    branch.add(label)
-            elif depth < 200:
-                add(branch, entry, depth + 1)
+    def add(node: Tree, top: SpanRecord) -> None:
+        shown.add(top.span_id)
+        pending = [(node.add(_span_label(top)), top, 0)]  # iterative: no recursion limit
+        while pending:
+            branch, span, depth = pending.pop()
+            entries: list[tuple[int, int, Any]] = [(e.time_ns, 0, e) for e in span.events]
+            entries += [(c.start_ns, 1, c) for c in children.get(span.span_id, ())]
+            entries.sort(key=lambda entry: entry[:2])
+            hidden = 0
+            for _, _, entry in entries:
+                if isinstance(entry, SpanEvent):
+                    label = _event_label(entry, span.start_ns)
+                    if label is not None:
+                        branch.add(label)
+                elif entry.span_id in shown:
+                    continue
+                elif depth + 1 < MAX_TREE_DEPTH:  # its branch now, in time order; its contents later
+                    shown.add(entry.span_id)
+                    pending.append((branch.add(_span_label(entry)), entry, depth + 1))
+                else:
+                    hidden += _count_below(entry, children, shown)
+            if hidden:
+                branch.add(Text(f"… {hidden} more span(s) nested deeper, not shown", style="dim"))
 
     for top in children.get(None, []):
-        add(root, top, 0)
+        add(root, top)
+    for span in spans:  # in a parent loop: reachable from no top-level span
+        if span.span_id not in shown:
+            add(root, span)
     return root
+
+
+def _count_below(
+    top: SpanRecord, children: Mapping[str | None, Sequence[SpanRecord]], shown: set[str]
+) -> int:
+    """How many spans ``top`` and its descendants hold (marked shown: counted, not drawn)."""
+    count, pending = 0, [top]
+    while pending:
+        span = pending.pop()
+        if span.span_id in shown:
+            continue
+        shown.add(span.span_id)
+        count += 1
+        pending.extend(children.get(span.span_id, ()))
+    return count
 
 
 def trace_header(trace: Trace) -> Table:
@@ -230,17 +263,27 @@ def trace_header(trace: Trace) -> Table:
     start = min(s.start_ns for s in spans)
     end = max(s.end_ns for s in spans)
     service = next((s.resource.get(semconv.SERVICE_NAME) for s in spans if s.resource), None)
-    tokens_in = tokens_out = 0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
     cost: float | None = None
-    tools = errors = cache_hits = 0
+    tools = errors = cache_hits = unpriced = 0
     for span in spans:
-        operation = span.attributes.get(semconv.GEN_AI_OPERATION_NAME)
-        if operation in semconv.MODEL_OPERATIONS:
-            tokens_in += int(span.attributes.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) or 0)
-            tokens_out += int(span.attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS) or 0)
-            amount = span.attributes.get(semconv.GEN_AI_USAGE_COST_AMOUNT)
-            if isinstance(amount, (int, float)):
+        attrs = span.attributes
+        operation = attrs.get(semconv.GEN_AI_OPERATION_NAME)
+        # llmtrace's own model spans only, as the store counts them: a provider SDK's GenAI span
+        # nested under one carries the same tokens again
+        if operation in semconv.MODEL_OPERATIONS and span.scope == semconv.INSTRUMENTATION_SCOPE:
+            count_in = _count(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS))
+            count_out = _count(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
+            if count_in is not None:
+                tokens_in = (tokens_in or 0) + count_in
+            if count_out is not None:
+                tokens_out = (tokens_out or 0) + count_out
+            amount = attrs.get(semconv.GEN_AI_USAGE_COST_AMOUNT)
+            if isinstance(amount, (int, float)) and not isinstance(amount, bool):
                 cost = (cost or 0.0) + float(amount)
+            elif attrs.get(semconv.LLMTRACE_COST_UNPRICED):
+                unpriced += 1
         if operation == semconv.OP_EXECUTE_TOOL:
             tools += 1
         if span.attributes.get(semconv.LLMTRACE_CACHE_HIT):
@@ -256,8 +299,13 @@ def trace_header(trace: Trace) -> Table:
     table.add_row("duration", fmt_duration(end - start))
     table.add_row("spans", f"{len(spans)} ({tools} tool calls, {cache_hits} cache hits, {errors} errors)")
     table.add_row("tokens", fmt_tokens(tokens_in, tokens_out))
-    table.add_row("cost", fmt_cost(cost))
+    table.add_row("cost", fmt_cost(cost) + (f" (+ {unpriced} unpriced call(s))" if unpriced else ""))
     return table
+
+
+def _count(value: object) -> int | None:
+    """A token count as recorded (an int), else None (not reported, or not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def render_trace(trace: Trace) -> RenderableType:
