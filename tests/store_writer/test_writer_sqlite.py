@@ -202,3 +202,33 @@ def test_shutdown_flushes_pending_spans(tmp_path, after_shutdown):
     assert snap.written == 300 and snap.pending == 0
     assert snap.dropped == (1 if after_shutdown else 0)
     assert _rows(path) == 300
+
+
+def test_a_full_disk_keeps_the_items_until_space_returns(tmp_path):
+    """SQLite's "database or disk is full" (here: a page limit, the same SQLITE_FULL a full file
+    system gives) is not a bad item: nothing is split off and dropped, the writer retries with
+    backoff (no burst of failing writes), and everything queued is written once space returns."""
+    path = str(tmp_path / "traces.db")
+    store = SqliteStore(path)
+    conn = store._conn
+    assert conn is not None
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+    writer = store_writer(store, store_url=path, max_queue_size=5_000)
+    processor = StoreSpanProcessor(writer)
+    for span in _spans(3, 3_000):
+        processor.on_end(span)
+    deadline = time.monotonic() + 20
+    while writer.snapshot().write_failures.get("disk_full", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    snap = writer.snapshot()
+    assert snap.write_failures.get("disk_full", 0) >= 3 and snap.write_failures.get("unknown", 0) == 0
+    assert snap.dropped == 0 and snap.pending == 3_000 - snap.written
+    assert snap.retries < 40  # backed off, not split into thousands of single-item writes
+    with store._lock:
+        conn.execute("PRAGMA max_page_count = 1073741823")
+    assert processor.force_flush(20_000)
+    snap = writer.snapshot()
+    assert snap.written == 3_000 and snap.dropped == 0
+    writer.shutdown(5)
+    assert _rows(path) == 3_000

@@ -16,9 +16,11 @@ by reason:
 - ``invalid``: the item could not be converted to a store record;
 - ``shutdown``: still pending when the shutdown deadline passed, or handed over after shutdown.
 
-Transient failures (``connection``, ``timeout``, ``contention``) are retried with bounded
-exponential backoff while the queue holds the items; a connection failure also reopens the
-store when the writer was given a way to open it.
+Transient failures (``connection``, ``timeout``, ``contention``, ``disk_full``) are retried with
+bounded exponential backoff while the queue holds the items (a full disk is not a bad item: the
+batch is kept whole until space returns, and items beyond the queue are dropped as
+``queue_full``); a connection failure also reopens the store when the writer was given a way to
+open it.
 
 In a forked child every writer starts afresh (an at-fork hook, :func:`llmtrace._fork.each_in_child`): new
 locks, an empty queue and zeroed counters (the parent writes what it had queued; the child's
@@ -29,6 +31,7 @@ file named after the child's pid. The stores open connections of their own there
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -54,7 +57,7 @@ from llmtrace.store._api import SpanRecord, Store
 
 logger = logging.getLogger("llmtrace")
 
-FailureClass = Literal["connection", "timeout", "contention", "constraint", "unknown"]
+FailureClass = Literal["connection", "timeout", "contention", "disk_full", "constraint", "unknown"]
 Pressure = Literal["ok", "elevated", "high", "saturated"]
 DropReason = Literal["queue_full", "write_failed", "invalid", "shutdown"]
 
@@ -62,10 +65,11 @@ FAILURE_CLASSES: Final[tuple[FailureClass, ...]] = (
     "connection",
     "timeout",
     "contention",
+    "disk_full",
     "constraint",
     "unknown",
 )
-TRANSIENT_FAILURES: Final = frozenset({"connection", "timeout", "contention"})
+TRANSIENT_FAILURES: Final = frozenset({"connection", "timeout", "contention", "disk_full"})
 DROP_REASONS: Final[tuple[DropReason, ...]] = ("queue_full", "write_failed", "invalid", "shutdown")
 
 DEFAULT_MAX_QUEUE_SIZE: Final = 10_000
@@ -86,9 +90,20 @@ _USAGE: Final = 1
 # --------------------------------------------------------------------------------------
 # Failure classification (no driver imports: types are matched by name, codes and messages)
 # --------------------------------------------------------------------------------------
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_CONSTRAINT = 5, 6, 10, 14, 19
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 5, 6, 10, 13, 14
+_SQLITE_CONSTRAINT = 19
 
 _MESSAGE_RULES: Final[tuple[tuple[FailureClass, tuple[str, ...]], ...]] = (
+    (
+        "disk_full",
+        (
+            "database or disk is full",
+            "no space left on device",
+            "could not extend file",
+            "disk quota exceeded",
+            "disk full",
+        ),
+    ),
     (
         "contention",
         (
@@ -143,6 +158,8 @@ def _by_code(exc: BaseException) -> FailureClass | None:
     if isinstance(sqlstate, str) and len(sqlstate) == 5:
         if sqlstate in ("40001", "40P01", "55P03"):
             return "contention"
+        if sqlstate == "53100":  # disk_full
+            return "disk_full"
         if sqlstate == "57014":
             return "timeout"
         if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
@@ -155,6 +172,8 @@ def _by_code(exc: BaseException) -> FailureClass | None:
             primary = code & 0xFF
             if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
                 return "contention"
+            if primary == _SQLITE_FULL:
+                return "disk_full"
             if primary == _SQLITE_CONSTRAINT:
                 return "constraint"
             if primary in (_SQLITE_IOERR, _SQLITE_CANTOPEN):
@@ -165,6 +184,8 @@ def _by_code(exc: BaseException) -> FailureClass | None:
 
 
 def _by_type(exc: BaseException) -> FailureClass | None:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full"
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, (ConnectionError, BrokenPipeError)):
@@ -194,7 +215,7 @@ def classify_failure(exc: BaseException) -> FailureClass:
     """The class of a store write failure, from the exception and its causes.
 
     ``contention`` (SQLite busy/locked, PostgreSQL serialization failures, deadlocks, lock
-    timeouts), ``connection``, ``timeout`` and ``constraint`` are recognised from SQLSTATE
+    timeouts), ``disk_full``, ``connection``, ``timeout`` and ``constraint`` are recognised from SQLSTATE
     codes, SQLite error codes, exception type names and messages, without importing any
     database driver; anything else is ``unknown``.
     """
