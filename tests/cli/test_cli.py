@@ -150,11 +150,12 @@ def test_prices():
 def test_export_is_loadable_otlp_json(demo_store, tmp_path):
     store, _ = demo_store
     trace_id = agent_trace(store)
-    target = tmp_path / "trace.json"
+    target = tmp_path / "trace.jsonl"
     code, _, err = run(store, "export", trace_id, "-o", str(target))
     assert code == 0 and "wrote 6 spans" in err  # agent, 2 chats, tool, retrieval, its query embedding
     text = target.read_text()
-    assert f'"traceId": "{trace_id}"' in text  # OTLP/JSON: hex ids
+    assert text.endswith("\n") and text.count("\n") == 1  # the OTLP file format: JSON Lines
+    assert f'"traceId":"{trace_id}"' in text  # OTLP/JSON: hex ids
     request = parse_otlp_json(text)
     spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert len(spans) == 6 and {s.trace_id.hex() for s in spans} == {trace_id}

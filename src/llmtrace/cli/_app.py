@@ -548,8 +548,8 @@ def prices(models: tuple[str, ...]) -> None:
     type=click.Choice(["otlp", "proto3"]),
     default="otlp",
     show_default=True,
-    help="otlp: OTLP/JSON (hex ids, as the Collector and Jaeger read it); "
-    "proto3: plain protobuf JSON mapping (base64 ids).",
+    help="otlp: the OTLP file format, one JSON line with hex ids (the Collector's otlpjsonfile "
+    "receiver and Jaeger read it); proto3: plain protobuf JSON mapping (base64 ids, indented).",
 )
 @click.pass_context
 def export(ctx: click.Context, trace_id: str, output: str, encoding: Any) -> None:

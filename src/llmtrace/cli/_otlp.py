@@ -165,15 +165,16 @@ def _b64_to_hex(value: str) -> str:
 def request_to_json(request: ExportTraceServiceRequest, encoding: Encoding = "otlp") -> str:
     """JSON of the request.
 
-    ``otlp``: the OTLP/JSON file format (what the OpenTelemetry Collector's ``otlpjsonfile``
-    receiver and Jaeger's JSON upload read): the protobuf JSON mapping with trace and span ids as
-    hex strings and enums as integers, as the OTLP specification requires. ``proto3``: the plain
-    protobuf JSON mapping (``MessageToJson``: ids in base64), readable by ``json_format.Parse``.
+    ``otlp``: the OTLP file format (what the OpenTelemetry Collector's ``otlpjsonfile`` receiver
+    and Jaeger's JSON upload read): one line of JSON Lines (the file exporter specification), the
+    protobuf JSON mapping with trace and span ids as hex strings and enums as integers, as the OTLP
+    specification requires. ``proto3``: the plain protobuf JSON mapping (``MessageToJson``: ids
+    in base64, indented), readable by ``json_format.Parse``.
     """
     if encoding == "proto3":
         return str(json_format.MessageToJson(request, indent=2))
     data = json_format.MessageToDict(request, use_integers_for_enums=True)
-    return json.dumps(_hex_ids(data), indent=2)
+    return json.dumps(_hex_ids(data), separators=(",", ":"))  # one line; the C encoder (no indent)
 
 
 def parse_otlp_json(text: str) -> ExportTraceServiceRequest:
