@@ -9,7 +9,7 @@ import httpx
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
-from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
@@ -17,6 +17,11 @@ from llmtrace import semconv
 
 from .conftest import attrs
 from .wire_server import EMBEDDING_DIMENSIONS, EMBEDDINGS_MODEL, WireServer
+
+try:  # httpx2, the HTTP client of recent anthropic SDKs: instrumented since 0.65b0
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+except ImportError:  # older instrumentation (as at the OpenTelemetry floors), whose anthropic SDK uses httpx
+    HTTPX2ClientInstrumentor = None
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +39,14 @@ def httpx_on(tracer_provider, instrumented) -> Iterator[None]:
     _client_utils._get_default_httpx_client.cache_clear()
     _client_utils._get_default_async_httpx_client.cache_clear()
     # the openai SDK uses httpx, the anthropic SDK its successor httpx2: instrument both
-    HTTPXClientInstrumentor().instrument(tracer_provider=tracer_provider)
-    HTTPX2ClientInstrumentor().instrument(tracer_provider=tracer_provider)
+    instrumentors = [HTTPXClientInstrumentor()]
+    if HTTPX2ClientInstrumentor is not None:
+        instrumentors.append(HTTPX2ClientInstrumentor())
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=tracer_provider)
     yield
-    HTTPXClientInstrumentor().uninstrument()
-    HTTPX2ClientInstrumentor().uninstrument()
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
 
 
 def openai(server: WireServer, **kw) -> ChatOpenAI:
@@ -107,7 +115,7 @@ def test_openai_tool_call(server, httpx_on, span_exporter):
     msg = openai(server).invoke("use a tool")
     assert msg.tool_calls[0]["id"] == "call_abc"
     a = attrs(model_and_http(span_exporter.get_finished_spans()))
-    assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
+    assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_call",)  # OpenAI's tool_calls, normalised
 
 
 class Person(BaseModel):
@@ -150,7 +158,7 @@ def test_anthropic_with_cache_usage(server, httpx_on, span_exporter, tracer_prov
     a = attrs(model_and_http(span_exporter.get_finished_spans()))
     assert a[semconv.GEN_AI_PROVIDER_NAME] == semconv.PROVIDER_ANTHROPIC
     assert a[semconv.GEN_AI_RESPONSE_ID] == "msg_1"
-    assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("end_turn",)
+    assert a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)  # Anthropic's end_turn, normalised
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 130
     assert a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 100
     assert a[semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] == 20

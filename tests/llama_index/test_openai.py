@@ -111,7 +111,8 @@ def test_async_stream_with_tool_calls(instrumentor, openai_server, span_exporter
     chunks = asyncio.run(run())
     assert chunks[-1].message.additional_kwargs["tool_calls"][0].function.name == "add"
     chat = one(span_exporter.get_finished_spans(), "chat gpt-4o-mini")
-    assert chat.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
+    # OpenAI's "tool_calls", as the conventions name it
+    assert chat.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_call",)
     assert chat.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 12
 
 
@@ -126,7 +127,7 @@ def test_tool_call_content(instrumentor, openai_server, span_exporter, capture):
         {
             "role": "assistant",
             "parts": [{"type": "tool_call", "id": "call_1", "name": "add", "arguments": {"a": 1, "b": 2}}],
-            "finish_reason": "tool_calls",
+            "finish_reason": "tool_call",
         }
     ]
 

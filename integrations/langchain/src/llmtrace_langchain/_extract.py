@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from llmtrace import semconv
+from llmtrace import _parts, semconv
+from llmtrace._content import MAX_ITEMS
 from llmtrace._formats import output_type
 from llmtrace._invocation import MAX_NAME_LENGTH, ModelInvocation
 from llmtrace._objects import attribute, host_port, url_host_port
@@ -257,8 +258,34 @@ def generations(response: Any) -> list[Any]:
     return result
 
 
+def _raw_finish_reason(meta: Mapping[str, Any], info: Mapping[str, Any] | None) -> object:
+    """The finish reason a provider integration reported, under whichever key it uses."""
+    reason = _first(
+        meta.get("finish_reason"),
+        meta.get("stop_reason"),
+        info.get("finish_reason") if info else None,
+        info.get("stop_reason") if info else None,
+        meta.get("done_reason"),
+    )
+    if reason is None and "stopReason" in meta:  # Bedrock Converse
+        reason = meta["stopReason"]
+    return reason
+
+
+def generation_finish_reason(gen: Any) -> str | None:
+    """The normalised finish reason one generation reports (see ``_parts.finish_reason``), if any."""
+    meta = getattr(getattr(gen, "message", None), "response_metadata", None)
+    info = getattr(gen, "generation_info", None)
+    if not isinstance(meta, Mapping):
+        meta = {}
+    return _parts.finish_reason(_raw_finish_reason(meta, info if isinstance(info, Mapping) else None))
+
+
 def response_fields(response: Any, gens: Sequence[Any]) -> tuple[str | None, str | None, list[str] | None]:
-    """(response id, response model, finish reasons) from the message metadata or ``llm_output``."""
+    """(response id, response model, finish reasons) from the message metadata or ``llm_output``.
+
+    Finish reasons are the ones reported, normalised to the conventions' values; a generation that
+    reports none adds none (output messages derive one, see ``output_messages``)."""
     llm_output = getattr(response, "llm_output", None) or {}
     response_id: str | None = None
     model: str | None = None
@@ -279,14 +306,8 @@ def response_fields(response: Any, gens: Sequence[Any]) -> tuple[str | None, str
             candidate = _first(meta.get("model_name"), meta.get("model"), info.get("model"))
             if isinstance(candidate, str) and candidate:
                 model = candidate
-        reason = _first(
-            meta.get("finish_reason"),
-            meta.get("stop_reason"),
-            info.get("finish_reason"),
-            info.get("stop_reason"),
-            meta.get("done_reason"),
-        )
-        if isinstance(reason, str) and reason:
+        reason = _parts.finish_reason(_raw_finish_reason(meta, info))
+        if reason is not None:
             reasons.append(reason)
     if isinstance(llm_output, Mapping):
         if response_id is None and isinstance(llm_output.get("id"), str):
@@ -410,8 +431,160 @@ _ROLES = {
     "tool": "tool",
     "function": "tool",
     "developer": "system",
-    "chat": "user",
+    "HumanMessageChunk": "user",
+    "AIMessageChunk": "assistant",
+    "SystemMessageChunk": "system",
+    "ToolMessageChunk": "tool",
+    "FunctionMessageChunk": "tool",
 }
+"""Conventions' roles by LangChain message type; a ``ChatMessage`` (type ``chat``) carries its own
+role, read through the same table (``ChatMessage(role="human")`` is a user's)."""
+_OWN_ROLE = frozenset({"chat", "ChatMessageChunk"})
+
+_TOOL_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call", "tool_call_chunk"})
+"""Content blocks that repeat the message's ``tool_calls`` (reported from there)."""
+_REASONING_BLOCKS = frozenset({"reasoning", "thinking", "reasoning_content"})
+_MEDIA_BLOCKS = frozenset({"image", "audio", "video", "file", "document", "text-plain", "media"})
+_OWN_MODALITY = frozenset({"image", "audio", "video"})
+
+
+def _role(message: Any, kind: object) -> str:
+    if kind in _OWN_ROLE:
+        role = getattr(message, "role", None)
+        if isinstance(role, str) and role:
+            return _ROLES.get(role, role)
+        return "user"
+    found = _ROLES.get(str(kind))
+    if found is not None:
+        return found
+    role = getattr(message, "role", None)
+    return str(role or kind or "user")
+
+
+def _reasoning_text(block: Mapping[str, Any]) -> str:
+    """The text of a reasoning block: LangChain's standard ``reasoning``, Anthropic's ``thinking``,
+    Bedrock's ``reasoning_content.text``, OpenAI Responses' ``summary`` list ("" if it has none:
+    encrypted or summarised away)."""
+    for key in ("reasoning", "thinking", "text"):
+        value = block.get(key)
+        if isinstance(value, str):
+            return value
+    nested = block.get("reasoning_content")
+    if isinstance(nested, Mapping) and isinstance(nested.get("text"), str):
+        return str(nested["text"])
+    summary = block.get("summary")
+    if isinstance(summary, list):
+        texts = (item.get("text") for item in summary if isinstance(item, Mapping))
+        return "\n\n".join(text for text in texts if isinstance(text, str))
+    return ""
+
+
+def _source_part(kind: str | None, source: Mapping[str, Any], mime_type: object) -> dict[str, Any] | None:
+    """Anthropic's ``{"type": "image" | "document", "source": {...}}``."""
+    source_type = source.get("type")
+    mime = source.get("media_type") or mime_type
+    if source_type == "base64" and isinstance(source.get("data"), str):
+        return _parts.blob_part(kind, source["data"], mime)
+    if source_type == "url":
+        return _parts.url_part(kind, source.get("url"), mime)
+    if source_type == "file" and isinstance(source.get("file_id"), str):
+        return _parts.file_part(kind, source["file_id"], mime)
+    if source_type == "text" and isinstance(source.get("data"), str):
+        return {"type": "text", "content": source["data"]}
+    return None
+
+
+def _file_fields(file_id: object, data: object, url: object, mime_type: object) -> dict[str, Any] | None:
+    """OpenAI's file inputs: an uploaded file's id, inline data (a data: URL or base64), or a link."""
+    if isinstance(file_id, str) and file_id:
+        return _parts.file_part(None, file_id, mime_type)
+    if isinstance(data, str) and data:
+        if data[:5].lower() == "data:":
+            return _parts.url_part(None, data, mime_type)
+        return _parts.blob_part(None, data, mime_type)
+    return _parts.url_part(None, url, mime_type)
+
+
+def _media_part(kind: str, block: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A ``blob``, ``uri`` or ``file`` part for an image, audio, video or file block, in LangChain's
+    standard form (v1 ``{"type": "image", "base64" | "url" | "file_id": ...}``, v0 ``source_type``),
+    OpenAI's (``image_url``, ``input_audio``, ``file``, Responses ``input_*``), Anthropic's
+    (``source``) or Google's (``media``). None if ``block`` is none of these."""
+    if kind == "image_url":
+        value = block.get("image_url")
+        return _parts.url_part("image", value.get("url") if isinstance(value, Mapping) else value)
+    if kind == "input_image":
+        file_id = block.get("file_id")
+        if isinstance(file_id, str) and file_id:
+            return _parts.file_part("image", file_id)
+        return _parts.url_part("image", block.get("image_url"))
+    if kind == "input_audio":
+        value = block.get("input_audio")
+        data = value.get("data") if isinstance(value, Mapping) else None
+        if not isinstance(data, str):
+            return None
+        audio_format = value.get("format") if isinstance(value, Mapping) else None
+        mime = f"audio/{audio_format}" if isinstance(audio_format, str) and audio_format else None
+        return _parts.blob_part("audio", data, mime)
+    if kind == "input_file":
+        return _file_fields(block.get("file_id"), block.get("file_data"), block.get("file_url"), None)
+    if kind == "file" and isinstance(block.get("file"), Mapping):
+        value = block["file"]
+        return _file_fields(value.get("file_id"), value.get("file_data"), None, None)
+    if kind not in _MEDIA_BLOCKS:
+        return None
+    modality = kind if kind in _OWN_MODALITY else None
+    mime = block.get("mime_type")
+    source = block.get("source")
+    if isinstance(source, Mapping):
+        return _source_part(modality, source, mime)
+    text = block.get("text")
+    if kind == "text-plain" and isinstance(text, str):
+        return {"type": "text", "content": text}
+    source_type = block.get("source_type")  # LangChain v0 multimodal blocks
+    if source_type == "base64":
+        data = block.get("data")
+        return _parts.blob_part(modality, data, mime) if isinstance(data, str) else None
+    if source_type == "url":
+        return _parts.url_part(modality, block.get("url"), mime)
+    if source_type == "id":
+        file_id = block.get("id")
+        return _parts.file_part(modality, file_id, mime) if isinstance(file_id, str) else None
+    data = block.get("base64")
+    if isinstance(data, str):
+        return _parts.blob_part(modality, data, mime)
+    url = block.get("url", block.get("file_uri"))
+    if isinstance(url, str) and url:
+        return _parts.url_part(modality, url, mime)
+    file_id = block.get("file_id")
+    if isinstance(file_id, str) and file_id:
+        return _parts.file_part(modality, file_id, mime)
+    data = block.get("data")  # Google's media blocks: base64 text or bytes
+    if isinstance(data, (str, bytes)):
+        part = _parts.blob_part(modality, "", mime)
+        part["content"] = data  # bytes are written as base64 by the content serialiser
+        return part
+    return None
+
+
+def _block_part(block: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The conventions' part for one content block (None for blocks that repeat the tool calls)."""
+    kind = block.get("type")
+    if kind == "text" or kind is None:
+        text = block.get("text")
+        if isinstance(text, str):
+            return {"type": "text", "content": text}
+        if kind is None:
+            return {"type": "unknown"}
+    if kind in _REASONING_BLOCKS:
+        return {"type": "reasoning", "content": _reasoning_text(block)}
+    if kind in _TOOL_CALL_BLOCKS:
+        return None
+    if isinstance(kind, str):
+        media = _media_part(kind, block)
+        if media is not None:
+            return media
+    return {"type": str(kind)}
 
 
 def _parts_of_content(content: Any) -> list[dict[str, Any]]:
@@ -423,17 +596,25 @@ def _parts_of_content(content: Any) -> list[dict[str, Any]]:
             if isinstance(block, str):
                 parts.append({"type": "text", "content": block})
             elif isinstance(block, Mapping):
-                kind = block.get("type")
-                if kind == "text" and isinstance(block.get("text"), str):
-                    parts.append({"type": "text", "content": block["text"]})
-                elif kind in ("reasoning", "thinking"):
-                    text = _first(block.get("reasoning"), block.get("thinking"), block.get("text"))
-                    parts.append({"type": "reasoning", "content": text})
-                elif kind in ("tool_use", "tool_call", "function_call"):
-                    continue  # reported from message.tool_calls
-                else:
-                    parts.append({"type": str(kind or "unknown")})
+                part = _block_part(block)
+                if part is not None:
+                    parts.append(part)
     return parts
+
+
+def _extra_reasoning(message: Any) -> list[dict[str, Any]]:
+    """Reasoning a provider integration keeps outside the content: ``reasoning_content`` (DeepSeek,
+    xAI, OpenAI-compatible servers), OpenAI Responses' ``reasoning`` item (output version v0)."""
+    extra = getattr(message, "additional_kwargs", None)
+    if not isinstance(extra, Mapping) or not extra:
+        return []
+    text = extra.get("reasoning_content")
+    if isinstance(text, str) and text:
+        return [{"type": "reasoning", "content": text}]
+    reasoning = extra.get("reasoning")
+    if isinstance(reasoning, Mapping):
+        return [{"type": "reasoning", "content": _reasoning_text(reasoning)}]
+    return []
 
 
 def message_to_json(message: Any) -> dict[str, Any]:
@@ -443,19 +624,19 @@ def message_to_json(message: Any) -> dict[str, Any]:
     if kind is None and isinstance(message, (tuple, list, Mapping)):
         message = _as_message(message)  # ("user", "hi") or {"role": "user", "content": "hi"}
         kind = getattr(message, "type", None)
-    role = _ROLES.get(str(kind), str(getattr(message, "role", None) or kind or "user"))
+    role = _role(message, kind)
+    content = getattr(message, "content", None)
     if role == "tool":
-        return {
-            "role": "tool",
-            "parts": [
-                {
-                    "type": "tool_call_response",
-                    "id": getattr(message, "tool_call_id", None),
-                    "response": getattr(message, "content", None),
-                }
-            ],
-        }
-    parts = _parts_of_content(getattr(message, "content", None))
+        # a list of content blocks (images a tool returned...) as parts, like any message's content
+        response = _parts_of_content(content) if isinstance(content, list) else content
+        call_id = getattr(message, "tool_call_id", None)
+        part = {"type": "tool_call_response", "id": call_id, "response": response}
+        return {"role": "tool", "parts": [part]}
+    parts = _parts_of_content(content)
+    if role == "assistant":
+        reasoning = _extra_reasoning(message)
+        if reasoning:
+            parts[:0] = reasoning
     for call in getattr(message, "tool_calls", None) or ():
         if isinstance(call, Mapping):
             parts.append(
@@ -483,39 +664,84 @@ def _as_message(message: Any) -> Any:
         return message
 
 
-def input_messages(
-    batches: Sequence[Sequence[Any]],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """(messages, system instructions) of the first prompt of a chat call."""
+def newest_messages(messages: Sequence[Any]) -> tuple[list[dict[str, Any]], int]:
+    """(messages in the conventions' shape, in the order sent; how many of the oldest were left out).
+
+    The content serialiser keeps :data:`~llmtrace._content.MAX_ITEMS` items of a list: of a longer
+    history only the newest are converted (the ones that matter), after a marker item standing for
+    the others, so the cost does not grow with the history."""
+    total = len(messages)
+    if total <= MAX_ITEMS:
+        return [message_to_json(m) for m in messages], 0
+    keep = MAX_ITEMS - 1
+    dropped = total - keep
+    converted: list[Any] = [_parts.dropped_marker(dropped)]
+    converted.extend(message_to_json(m) for m in messages[dropped:])
+    return converted, dropped
+
+
+def input_messages(batches: Sequence[Sequence[Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The messages of the first prompt of a chat call, system messages included, in the order sent
+    (instructions that travel in the history belong there; ``gen_ai.system_instructions`` is for
+    instructions given apart from it), and how many of the oldest were left out."""
     messages = batches[0] if batches else []
-    converted: list[dict[str, Any]] = []
-    system: list[dict[str, Any]] = []
-    for message in messages:
-        item = message_to_json(message)
-        if item["role"] == "system":
-            system.extend(item["parts"])
-        else:
-            converted.append(item)
-    return converted, system or None
+    return newest_messages(messages if isinstance(messages, Sequence) else list(messages))
 
 
 def prompt_messages(prompts: Sequence[str]) -> list[dict[str, Any]]:
     return [{"role": "user", "parts": [{"type": "text", "content": p}]} for p in prompts[:1]]
 
 
-def output_messages(gens: Sequence[Any], finish_reasons: Sequence[str] | None) -> list[dict[str, Any]]:
+def output_messages(gens: Sequence[Any]) -> list[dict[str, Any]]:
+    """One assistant message per generation, each with its finish reason (see ``finish_reason``)."""
     result: list[dict[str, Any]] = []
-    for i, gen in enumerate(gens):
+    for gen in gens:
         message = getattr(gen, "message", None)
         if message is not None:
             item = message_to_json(message)
         else:
             item = {"role": "assistant", "parts": [{"type": "text", "content": getattr(gen, "text", "")}]}
         item["role"] = "assistant"
-        if finish_reasons and i < len(finish_reasons):
-            item["finish_reason"] = finish_reasons[i]
+        item["finish_reason"] = _parts.output_finish_reason(generation_finish_reason(gen), item["parts"])
         result.append(item)
     return result
+
+
+def agent_output_message(message: Any) -> dict[str, Any]:
+    """An agent's answer (the last message of its state) as an output message, with a finish reason."""
+    item = message_to_json(message)
+    meta = getattr(message, "response_metadata", None)
+    reported = _raw_finish_reason(meta, None) if isinstance(meta, Mapping) else None
+    item["finish_reason"] = _parts.output_finish_reason(_parts.finish_reason(reported), item["parts"])
+    return item
+
+
+def tool_definitions(tools: object) -> list[dict[str, Any]] | None:
+    """``gen_ai.tool.definitions`` of the tools bound to a chat call (``invocation_params["tools"]``:
+    the provider's format, or LangChain tools for models that keep them so)."""
+    return _parts.tool_definitions(tools, _tool_object_definition)
+
+
+def _tool_object_definition(tool: Any) -> dict[str, Any] | None:
+    try:
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        converted = convert_to_openai_tool(tool)
+    except Exception:  # not a tool LangChain can describe: its name at most
+        name = getattr(tool, "name", None)
+        return {"type": "function", "name": name} if isinstance(name, str) and name else None
+    found = _parts.tool_definitions([converted])
+    return found[0] if found else None
+
+
+def declared_tool_names(tools: object) -> frozenset[str] | None:
+    """Names of the tools bound to a model call, or None if not all of them are known."""
+    return _parts.declared_names(tools, _tool_object_name)
+
+
+def _tool_object_name(tool: Any) -> str | None:
+    name = getattr(tool, "name", None)
+    return name if isinstance(name, str) else None
 
 
 def tool_result(output: Any) -> Any:

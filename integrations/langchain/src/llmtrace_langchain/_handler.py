@@ -22,7 +22,7 @@ from langchain_core.globals import get_llm_cache
 from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import _logs, metrics, trace
 
-from llmtrace import _fork, semconv
+from llmtrace import _fork, _parts, semconv
 from llmtrace._errors import classify_error
 from llmtrace._handler import TelemetryHandler
 from llmtrace._invocation import (
@@ -33,7 +33,7 @@ from llmtrace._invocation import (
     ToolInvocation,
 )
 from llmtrace._runmap import RunMap, add_child
-from llmtrace._safety import never_raise
+from llmtrace._safety import never_raise, report_internal_error
 from llmtrace._settings import settings
 from llmtrace_langchain import _extract
 from llmtrace_langchain._cache import note_model_start, pending_cache_source
@@ -94,8 +94,13 @@ class _Run:
         "root",
         "start_ns",
         "state",
+        "tools",
         "up",
     )
+    tools: Any
+    """A model call's bound tools (``invocation_params["tools"]``), set only under an agent (read with
+    getattr: other runs never pay for it); a tool call naming none of them was made up by the model
+    (see ``on_llm_end``)."""
 
     def __init__(
         self, invocation: Invocation | None, parent: Invocation | None, agent: _Run | None, up: _Run | None
@@ -236,7 +241,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     def _put_leaf(
         self, run_id: UUID, invocation: Invocation, parent: Invocation | None, parent_run: _Run | None
-    ) -> None:
+    ) -> _Run:
         """Register a model, tool or retriever run (first: whatever fails later, its span still ends)."""
         agent = parent_run.agent if parent_run is not None else None
         key = _key(run_id)
@@ -245,6 +250,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         self._runs.put(key, run)
         if parent_run is not None:
             self._adopt(parent_run, key)
+        return run
 
     def _adopt(self, parent_run: _Run, key: RunKey) -> None:
         """Remember ``key`` as a child of ``parent_run`` (to end it if the parent is abandoned)."""
@@ -442,15 +448,18 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        invocation = self._start_model(
-            semconv.OP_CHAT, serialized, run_id, parent_run_id, metadata, kwargs.get("invocation_params")
-        )
+        params = kwargs.get("invocation_params")
+        # content is converted before the span starts: its cost is not the model's latency
+        content = _chat_content(messages, params) if _capturing() else None
+        invocation = self._start_model(semconv.OP_CHAT, serialized, run_id, parent_run_id, metadata, params)
         if invocation is None:
             return
         if invocation.output_type is None:
             invocation.output_type = _extract.structured_output_type(kwargs.get("options"))
-        if _capturing():
-            invocation.input_messages, invocation.system_instructions = _extract.input_messages(messages)
+        if content is not None:
+            invocation.input_messages, dropped, invocation.tool_definitions = content
+            if dropped:
+                _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
 
     @never_raise
     def on_llm_start(
@@ -464,6 +473,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        content = _extract.prompt_messages(prompts) if _capturing() else None
         invocation = self._start_model(
             semconv.OP_TEXT_COMPLETION,
             serialized,
@@ -472,8 +482,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             metadata,
             kwargs.get("invocation_params"),
         )
-        if invocation is not None and _capturing():
-            invocation.input_messages = _extract.prompt_messages(prompts)
+        if invocation is not None and content is not None:
+            invocation.input_messages = content
 
     def _start_model(
         self,
@@ -498,7 +508,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             model, provider=provider, parent=parent, stream=stream, server_address=host, server_port=port
         )
         # registered first: whatever fails below, the run's span still gets ended
-        self._put_leaf(run_id, invocation, parent, parent_run)
+        run = self._put_leaf(run_id, invocation, parent, parent_run)
+        if run.agent is not None:
+            run.tools = params.get("tools")
         note_model_start(invocation)
         _extract.apply_request_params(invocation, md, params)
         if md:
@@ -541,14 +553,20 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 invocation.cache_hit = False
             agent_run = run.agent
             if agent_run is not None and isinstance(agent_run.invocation, AgentInvocation):
-                for tool_name, call_id in _extract.tool_calls(gens):
+                calls = _extract.tool_calls(gens)
+                # the names of the tools bound to the call, when known (once per call, if it calls any):
+                # a name that is none of them is the model's own text, recorded as a fixed value
+                declared = _extract.declared_tool_names(getattr(run, "tools", None)) if calls else None
+                for tool_name, call_id in calls:
+                    if declared is not None and tool_name not in declared:
+                        tool_name = _parts.OTHER
                     agent_run.invocation.step(semconv.STEP_ACTION, tool_name=tool_name, tool_call_id=call_id)
                     if call_id:
                         if agent_run.done_calls is None:
                             agent_run.done_calls = set()
                         agent_run.done_calls.add(call_id)
             if _capturing():
-                invocation.output_messages = _extract.output_messages(gens, reasons)
+                invocation.output_messages = _extract.output_messages(gens)
         finally:  # the span ends even if reading the response failed
             invocation.stop()
 
@@ -708,7 +726,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         invocation.cache_source = source
         if _capturing():
             invocation.input_messages = _extract.prompt_messages([prompt])
-            invocation.output_messages = _extract.output_messages(cached, None)
+            invocation.output_messages = _extract.output_messages(cached)
         invocation.stop()
 
 
@@ -749,18 +767,34 @@ def _global_cache_name() -> str | None:
     return None if cache is None else type(cache).__name__
 
 
+def _chat_content(
+    messages: Sequence[Sequence[Any]], params: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]] | None] | None:
+    """(input messages, how many of the oldest were left out, tool definitions) of a chat call; None
+    if converting them failed (the call is traced without them)."""
+    try:
+        converted, dropped = _extract.input_messages(messages)
+        tools = _extract.tool_definitions(params.get("tools")) if params else None
+    except Exception as exc:
+        report_internal_error(f"{__name__}._chat_content", exc)
+        return None
+    return converted, dropped, tools
+
+
 def _set_input(invocation: Invocation, inputs: Any) -> None:
     if isinstance(invocation, AgentInvocation):
         messages = inputs.get("messages") if isinstance(inputs, Mapping) else None
         if isinstance(messages, list):
-            invocation.input_messages = [_extract.message_to_json(m) for m in messages]
+            invocation.input_messages, dropped = _extract.newest_messages(messages)
+            if dropped:
+                _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
 
 
 def _set_output(invocation: Invocation, outputs: Any) -> None:
     if isinstance(invocation, AgentInvocation):
         messages = outputs.get("messages") if isinstance(outputs, Mapping) else None
         if isinstance(messages, list) and messages:
-            invocation.output_messages = [_extract.message_to_json(messages[-1])]
+            invocation.output_messages = [_extract.agent_output_message(messages[-1])]
 
 
 def _evict(run: _Run, reason: str) -> None:

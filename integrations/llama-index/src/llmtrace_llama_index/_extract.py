@@ -7,12 +7,15 @@ missing or malformed field yields None rather than an exception or a guess.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from llmtrace import semconv
+from llmtrace import _parts, semconv
+from llmtrace._content import MAX_ITEMS
 from llmtrace._formats import output_type
 from llmtrace._objects import BoundedCache, attribute, attributes, url_host_port
 
@@ -270,7 +273,11 @@ class ResponseInfo:
 
 
 def response_info(response: Any) -> ResponseInfo:
-    """Response id, model and finish reasons from the raw response of a ``ChatResponse``."""
+    """Response id, model and finish reasons from the raw response of a ``ChatResponse``.
+
+    Finish reasons are the ones the provider reported, normalised to the conventions' values
+    (``_parts.finish_reason``): OpenAI's ``choices``, else Anthropic's ``stop_reason``, Bedrock's
+    ``stopReason``, Ollama's ``done_reason``, Gemini's ``candidates`` or an OpenAI Responses status."""
     raw = get(response, "raw")
     info = ResponseInfo()
     if raw is None:
@@ -285,18 +292,51 @@ def response_info(response: Any) -> ResponseInfo:
     choices = get(raw, "choices")
     if isinstance(choices, Sequence):
         for choice in choices:
-            reason = get(choice, "finish_reason")
-            if isinstance(reason, str) and reason:
+            reason = _parts.finish_reason(get(choice, "finish_reason"))
+            if reason is not None:
                 reasons.append(reason)
-    stop_reason = get(raw, "stop_reason")  # Anthropic
-    if isinstance(stop_reason, str) and stop_reason:
-        reasons.append(stop_reason)
-    status = get(raw, "status")  # OpenAI responses API
-    if not reasons and get(raw, "object") == "response" and isinstance(status, str):
-        reasons.append(status)
+    else:
+        reason = _parts.finish_reason(get(raw, "stop_reason"))  # Anthropic
+        if reason is not None:
+            reasons.append(reason)
+        else:
+            _other_finish_reasons(raw, reasons)
     if reasons:
         info.finish_reasons = reasons
     return info
+
+
+def _other_finish_reasons(raw: Any, reasons: list[str]) -> None:
+    for key in ("stopReason", "done_reason"):  # Bedrock Converse, Ollama
+        reason = _parts.finish_reason(get(raw, key))
+        if reason is not None:
+            reasons.append(reason)
+            return
+    candidates = get(raw, "candidates")  # Gemini
+    if isinstance(candidates, Sequence) and not isinstance(candidates, str):
+        for candidate in candidates:
+            value = get(candidate, "finish_reason")
+            reason = _parts.finish_reason(getattr(value, "name", value))  # an SDK enum: its name
+            if reason is not None:
+                reasons.append(reason)
+        return
+    if get(raw, "object") == "response":  # OpenAI Responses: a status, not a finish reason
+        reason = _response_status(raw)
+        if reason is not None:
+            reasons.append(reason)
+
+
+def _response_status(raw: Any) -> str | None:
+    status = get(raw, "status")
+    if status == "completed":
+        output = get(raw, "output")
+        calls = isinstance(output, Sequence) and any(get(item, "type") == "function_call" for item in output)
+        return _parts.TOOL_CALL if calls else _parts.STOP
+    if status == "incomplete":  # why: max_output_tokens or content_filter
+        return _parts.finish_reason(get(get(raw, "incomplete_details"), "reason")) or "incomplete"
+    if status == "failed":
+        return _parts.ERROR
+    return _parts.finish_reason(status)
 
 
 # --------------------------------------------------------------------------------------
@@ -319,13 +359,75 @@ def _arguments(value: Any) -> Any:
     return value
 
 
+_MEDIA_FIELDS = {
+    # block type: (modality, field holding the data, field holding the MIME type)
+    "image": ("image", "image", "image_mimetype"),
+    "audio": ("audio", "audio", None),
+    "video": ("video", "video", "video_mimetype"),
+    "document": (None, "data", "document_mimetype"),
+}
+
+
+def _media_part(kind: str, block: Any) -> dict[str, Any] | None:
+    """An ``ImageBlock``, ``AudioBlock``, ``VideoBlock`` or ``DocumentBlock`` as a ``blob`` part (its
+    data: LlamaIndex keeps it as base64 bytes), a ``uri`` part (its URL, or its file path as a
+    ``file://`` URI: the file is not read) or a ``blob`` part for a data: URL. None if it holds none of
+    these (data as a stream, which is never read here)."""
+    modality, data_field, mime_field = _MEDIA_FIELDS[kind]
+    if mime_field is not None:
+        mime = get(block, mime_field)
+    else:
+        audio_format = get(block, "format")
+        mime = f"audio/{audio_format}" if isinstance(audio_format, str) and audio_format else None
+    if modality is None:
+        modality = _parts.modality(mime)
+    raw = get(block, data_field)
+    data = _parts.base64_text(raw)
+    if data:
+        return _parts.blob_part(modality, data, mime)
+    if isinstance(raw, (bytes, bytearray)) and raw:  # raw bytes: the serialiser writes them as base64
+        part = _parts.blob_part(modality, "", mime)
+        part["content"] = raw
+        return part
+    url = get(block, "url")
+    if url is not None:
+        return _parts.url_part(modality, str(url), mime)
+    path = get(block, "path")
+    if isinstance(path, (str, os.PathLike)) and str(path):
+        return _parts.url_part(modality, Path(os.path.abspath(path)).as_uri(), mime)
+    return None
+
+
+def _block_part(kind: object, block: Any) -> dict[str, Any] | None:
+    """The part of one non-text content block (None for blocks that carry nothing to record)."""
+    if kind == "tool_call":
+        return {
+            "type": "tool_call",
+            "id": get(block, "tool_call_id"),
+            "name": get(block, "tool_name"),
+            "arguments": _arguments(get(block, "tool_kwargs")),
+        }
+    if kind == "thinking":
+        content = get(block, "content")
+        return {"type": "reasoning", "content": content} if isinstance(content, str) and content else None
+    if kind == "cache":  # a prompt-caching marker (CachePoint), not content
+        return None
+    if kind in _MEDIA_FIELDS:
+        part = _media_part(str(kind), block)
+        if part is not None:
+            return part
+    return {"type": kind} if isinstance(kind, str) else None
+
+
 def message_parts(message: Any) -> list[dict[str, Any]]:
-    """The ``parts`` of one LlamaIndex ``ChatMessage``: text, tool calls, tool responses."""
+    """The ``parts`` of one LlamaIndex ``ChatMessage`` in block order (consecutive text blocks as one
+    text part): text, reasoning, media, tool calls; a tool message's as one ``tool_call_response``."""
     parts: list[dict[str, Any]] = []
     role = _role(message)
     extra = get(message, "additional_kwargs")
     blocks = get(message, "blocks")
-    text_parts: list[str] = []
+    text_parts: list[str] = []  # text since the last other part
+    texts: list[str] = []  # all text (a tool message's response)
     if isinstance(blocks, Iterable):
         for block in blocks:
             kind = get(block, "block_type")
@@ -333,31 +435,28 @@ def message_parts(message: Any) -> list[dict[str, Any]]:
                 text = get(block, "text")
                 if isinstance(text, str) and text:
                     text_parts.append(text)
-            elif kind == "tool_call":
-                parts.append(
-                    {
-                        "type": "tool_call",
-                        "id": get(block, "tool_call_id"),
-                        "name": get(block, "tool_name"),
-                        "arguments": _arguments(get(block, "tool_kwargs")),
-                    }
-                )
-            elif kind == "thinking":
-                content = get(block, "content")
-                if isinstance(content, str) and content:
-                    parts.append({"type": "reasoning", "content": content})
-            elif isinstance(kind, str):
-                parts.append({"type": kind})
+                continue
+            part = _block_part(kind, block)
+            if part is None:
+                continue
+            if text_parts:
+                texts.extend(text_parts)
+                parts.append({"type": "text", "content": "".join(text_parts)})
+                text_parts = []
+            parts.append(part)
     else:
         content = get(message, "content")
         if isinstance(content, str) and content:
             text_parts.append(content)
-    text = "".join(text_parts)
+    if text_parts:
+        texts.extend(text_parts)
+        parts.append({"type": "text", "content": "".join(text_parts)})
     if role == "tool":
         call_id = get(extra, "tool_call_id") if isinstance(extra, Mapping) else None
-        return [{"type": "tool_call_response", "id": call_id, "response": text}]
-    if text:
-        parts.insert(0, {"type": "text", "content": text})
+        # text only: the text, as the model reads it; with media (an image a tool returned): the parts
+        only_text = all(p["type"] == "text" for p in parts)
+        response: Any = "".join(texts) if only_text else parts
+        return [{"type": "tool_call_response", "id": call_id, "response": response}]
     if isinstance(extra, Mapping) and not any(p["type"] == "tool_call" for p in parts):
         for call in extra.get("tool_calls") or ():
             function = get(call, "function")
@@ -372,19 +471,41 @@ def message_parts(message: Any) -> list[dict[str, Any]]:
     return parts
 
 
-def input_messages(messages: Iterable[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """Chat messages as convention input messages, with system messages split out as instructions."""
-    result: list[dict[str, Any]] = []
-    system: list[dict[str, Any]] = []
+def message_json(message: Any) -> dict[str, Any]:
+    """One input message (a ``ChatMessage``, or a user's text) in the conventions' shape."""
+    if isinstance(message, str):
+        return {"role": "user", "parts": [{"type": "text", "content": message}]}
+    return {"role": _role(message), "parts": message_parts(message)}
+
+
+def input_messages(messages: Iterable[Any]) -> tuple[list[dict[str, Any]], int]:
+    """Chat messages as the conventions' input messages, system messages included, in the order sent
+    (instructions that travel in the history belong there; ``gen_ai.system_instructions`` is for
+    instructions given apart from it), and how many of the oldest were left out.
+
+    The content serialiser keeps :data:`~llmtrace._content.MAX_ITEMS` items of a list: of a longer
+    history only the newest are converted (the ones that matter), after a marker item standing for
+    the others, so the cost does not grow with the history."""
     if not isinstance(messages, Iterable) or isinstance(messages, (str, bytes, Mapping)):
-        return result, None
-    for message in messages:
-        parts = message_parts(message)
-        if _role(message) == "system":
-            system.extend(parts)
-        else:
-            result.append({"role": _role(message), "parts": parts})
-    return result, (system or None)
+        return [], 0
+    if not isinstance(messages, Sequence):
+        messages = list(messages)
+    total = len(messages)
+    if total <= MAX_ITEMS:
+        return [message_json(m) for m in messages], 0
+    dropped = total - (MAX_ITEMS - 1)
+    converted: list[Any] = [_parts.dropped_marker(dropped)]
+    converted.extend(message_json(m) for m in messages[dropped:])
+    return converted, dropped
+
+
+def conversation(history: Any, user_msg: Any) -> tuple[list[dict[str, Any]], int]:
+    """The input messages of an agent run or a ``predict_and_call``: its chat history, then its user
+    message (text or a ``ChatMessage``), and how many of the oldest were left out."""
+    messages: list[Any] = list(history) if isinstance(history, (list, tuple)) else []
+    if user_msg is not None and (not isinstance(user_msg, str) or user_msg):
+        messages.append(user_msg)
+    return input_messages(messages)
 
 
 def prompt_messages(prompt: str) -> list[dict[str, Any]]:
@@ -392,7 +513,8 @@ def prompt_messages(prompt: str) -> list[dict[str, Any]]:
 
 
 def output_messages(response: Any, finish_reasons: Sequence[str] | None) -> list[dict[str, Any]]:
-    """A chat or completion response as convention output messages."""
+    """A chat or completion response as convention output messages, with its finish reason: the one
+    reported, else ``tool_call`` if it calls tools, else ``stop`` (``_parts.output_finish_reason``)."""
     message = get(response, "message")
     if message is not None:
         parts = message_parts(message)
@@ -402,8 +524,63 @@ def output_messages(response: Any, finish_reasons: Sequence[str] | None) -> list
         parts = [{"type": "text", "content": text}] if isinstance(text, str) else []
         role = "assistant"
     entry: dict[str, Any] = {"role": role, "parts": parts}
-    entry["finish_reason"] = finish_reasons[0] if finish_reasons else "stop"
+    entry["finish_reason"] = _parts.output_finish_reason(finish_reasons[0] if finish_reasons else None, parts)
     return [entry]
+
+
+# --------------------------------------------------------------------------------------
+# Tools: definitions, declared names, results
+# --------------------------------------------------------------------------------------
+def _tool_metadata_definition(tool: Any) -> dict[str, Any] | None:
+    """A LlamaIndex tool (``BaseTool``) as a tool definition."""
+    metadata = get(tool, "metadata")
+    name = get(metadata, "name")
+    if not isinstance(name, str) or not name:
+        return None
+    item: dict[str, Any] = {"type": "function", "name": name}
+    description = get(metadata, "description")
+    if isinstance(description, str) and description:
+        item["description"] = description
+    try:
+        parameters = metadata.get_parameters_dict()
+    except Exception:  # no schema it can give
+        parameters = None
+    if parameters is not None:
+        item["parameters"] = parameters
+    return item
+
+
+def tool_definitions(tools: object) -> list[dict[str, Any]] | None:
+    """``gen_ai.tool.definitions`` of the tools a chat call is given (its ``tools`` argument: in the
+    provider's format, or LlamaIndex tools for LLMs that take them so)."""
+    return _parts.tool_definitions(tools, _tool_metadata_definition)
+
+
+def tool_name(tool: Any) -> str | None:
+    """The name a LlamaIndex tool is called by."""
+    name = get(get(tool, "metadata"), "name")
+    return name if isinstance(name, str) else None
+
+
+def declared_tool_names(tools: object) -> frozenset[str] | None:
+    """Names of a list of tools, or None if not all of them are known."""
+    return _parts.declared_names(tools, tool_name)
+
+
+_PLAIN_RESULTS = (str, int, float, bool, bytes, bytearray, list, tuple, dict)
+
+
+def tool_result(output: Any) -> Any:
+    """What a tool returned (``ToolOutput.raw_output``), recorded as JSON by the content serialiser,
+    when it is plain data (JSON-like values, bytes, a pydantic model); else the tool's own text of it
+    (``ToolOutput.content``, ``str()`` of the value: an engine's response object, say)."""
+    raw = get(output, "raw_output")
+    if raw is not None and (
+        isinstance(raw, _PLAIN_RESULTS) or callable(getattr(type(raw), "model_dump", None))
+    ):
+        return raw
+    content = get(output, "content")
+    return content if content is not None else raw
 
 
 def documents(nodes: Any, with_content: bool) -> list[dict[str, Any]]:

@@ -49,6 +49,13 @@ class RunState:
     """Tool calls waiting for an event (``ctx.wait_for_event``, human in the loop), by call id (else
     tool name): the workflow runs their ``call_tool`` step again once the event comes, and that run
     continues the same invocation."""
+    tool_names: frozenset[str] | None = None
+    """Names of the acting agent's tools (read at its first tool call; None if not all known): a tool
+    call naming none of them was made up by the model."""
+    tool_names_read: bool = False
+    agent_input: Any = None
+    """The run's input messages, kept (content capture only) for the first agent of a multi-agent
+    workflow, which starts later."""
 
     @property
     def current(self) -> Invocation:

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any, cast
 
+from llama_index.core.agent.workflow import AgentWorkflow, BaseWorkflowAgent
 from llama_index.core.tools import calling as _tool_calling
 from llama_index.core.workflow import StopEvent
 from llama_index_instrumentation.span.base import BaseSpan
@@ -46,6 +47,7 @@ from llmtrace import (
     ModelInvocation,
     RetrievalInvocation,
     ToolInvocation,
+    _parts,
     semconv,
 )
 from llmtrace._safety import never_raise, report_internal_error
@@ -231,9 +233,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             node = Node(kind, None, parent, parent_node.owner_id if parent_node else None, run)
         elif kind is Kind.PREDICT_AND_CALL:
             # outside any operation: the model call and the tools it chose get a root of their own
+            messages = _call_messages(bound_args) if capture_content() else None
             workflow = self.runs.handler.start_workflow("predict_and_call", parent=None)
-            if capture_content():
-                workflow.input_messages = _call_messages(bound_args)
+            if messages is not None:
+                _set_input_messages(workflow, messages)
             node = Node(kind, workflow, None, None, None)  # owns no component: its model call is traced
             runs.attach(node)
         else:
@@ -314,16 +317,25 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if kind is Kind.AGENT_RUN:
             llm = _extract.get(instance, "llm")
             description = _extract.get(instance, "description")
+            messages = _run_messages(bound_args) if capture else None
             agent = handler.start_agent(
                 _agent_name(instance),
                 description=description if isinstance(description, str) else None,
                 request_model=_extract.model_name(_extract.unwrap_llm(llm)) if llm is not None else None,
                 parent=parent,
             )
+            if messages is not None:
+                _set_input_messages(agent, messages)
             return agent, RunState(agent, agent=agent, agent_name=agent.name, workflow=instance)
         # Kind.WORKFLOW_RUN
+        multi_agent = is_multi_agent(instance)
+        messages = _run_messages(bound_args) if capture and multi_agent else None
         workflow = handler.start_workflow(type(instance).__name__, parent=parent)
-        return workflow, RunState(workflow, multi_agent=is_multi_agent(instance), workflow=instance)
+        state = RunState(workflow, multi_agent=multi_agent, workflow=instance)
+        if messages is not None:
+            _set_input_messages(workflow, messages)
+            state.agent_input = messages  # for its first agent's span, which starts later
+        return workflow, state
 
     def _start_model(
         self,
@@ -338,6 +350,11 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         llm = _extract.unwrap_llm(instance)
         host, port = _extract.server_address(llm)
         start = handler.start_chat if kind is Kind.CHAT else handler.start_text_completion
+        call_kwargs = _argument(bound_args, "kwargs")
+        if not isinstance(call_kwargs, dict):
+            call_kwargs = None
+        # content is converted before the span starts: its cost is not the model's latency
+        content = _model_content(kind, bound_args, call_kwargs) if capture else None
         invocation = start(
             _extract.model_name(llm),
             provider=_extract.provider_name(llm),
@@ -347,17 +364,19 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             server_port=port,
         )
         try:
-            self._describe_model(invocation, llm, bound_args, capture)
+            self._describe_model(invocation, llm, call_kwargs)
+            if content is not None:
+                messages, dropped, invocation.tool_definitions = content
+                invocation.input_messages = messages
+                if dropped:
+                    _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
         except Exception as exc:  # the span started: it must stay in the run map to be ended
             report_internal_error(f"{__name__}.LlamaIndexSpanHandler._describe_model", exc)
         return invocation
 
     @staticmethod
-    def _describe_model(
-        invocation: ModelInvocation, llm: Any, bound_args: inspect.BoundArguments, capture: bool
-    ) -> None:
-        call_kwargs = _argument(bound_args, "kwargs")
-        params = _extract.request_params(llm, call_kwargs if isinstance(call_kwargs, dict) else None)
+    def _describe_model(invocation: ModelInvocation, llm: Any, call_kwargs: dict[str, Any] | None) -> None:
+        params = _extract.request_params(llm, call_kwargs)
         invocation.temperature = params.temperature
         invocation.max_tokens = params.max_tokens
         invocation.top_p = params.top_p
@@ -367,14 +386,6 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         invocation.presence_penalty = params.presence_penalty
         invocation.stop_sequences = params.stop_sequences
         invocation.output_type = params.output_type
-        if capture:
-            messages = _argument(bound_args, "messages")
-            if messages is not None:
-                invocation.input_messages, invocation.system_instructions = _extract.input_messages(messages)
-            else:
-                prompt = _prompt(bound_args)
-                if isinstance(prompt, str):
-                    invocation.input_messages = _extract.prompt_messages(prompt)
 
     def _enter_step(
         self, id_: str, bound_args: inspect.BoundArguments, parent: Invocation | None, run: RunState | None
@@ -390,12 +401,15 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             # a tool call that waited for an event (human in the loop) runs its step again: same span
             tool = run.resume(str(call_id) if call_id else event.tool_name) if run.waiting else None
             if tool is None:
+                name = _declared_name(run, event.tool_name)
                 tool = self.runs.handler.start_tool(
-                    event.tool_name,
+                    name,
                     call_id=call_id,
-                    description=_tool_description(run, event.tool_name),
+                    description=_tool_description(run, name) if name != _parts.OTHER else None,
                     parent=run.current,
                 )
+                if name == _parts.OTHER:  # a name the model made up is no span name either
+                    tool.span.update_name(semconv.OP_EXECUTE_TOOL)
                 if capture_content():
                     tool.arguments = _extract.get(event, "tool_kwargs")
                 run.adopt(tool)
@@ -412,6 +426,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         agent_obj = _extract.get(_extract.get(run.workflow, "agents"), name)
         llm = _extract.get(agent_obj, "llm")
         description = _extract.get(agent_obj, "description")
+        first = run.agent is None
         run.agent = self.runs.handler.start_agent(
             name,
             description=description if isinstance(description, str) else None,
@@ -419,6 +434,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             parent=run.invocation,
         )
         run.agent_name = name
+        run.tool_names, run.tool_names_read = None, False  # the new agent's tools
+        if first and run.agent_input is not None:
+            _set_input_messages(run.agent, run.agent_input)
+        run.agent_input = None
 
     # ---- leaving ----------------------------------------------------------------------
     def _exit(self, id_: str, bound_args: inspect.BoundArguments, result: Any) -> None:
@@ -559,24 +578,106 @@ def _selected_call_id() -> str | None:
     return None
 
 
-def _call_messages(bound_args: inspect.BoundArguments | None) -> list[dict[str, Any]]:
+Messages = tuple[list[dict[str, Any]], int]
+"""Input messages, and how many of the oldest were left out."""
+
+
+def _call_messages(bound_args: inspect.BoundArguments | None) -> Messages:
     """The chat history and user message of a ``predict_and_call`` (content capture only)."""
-    history = _argument(bound_args, "chat_history")
-    messages, _ = _extract.input_messages(history if isinstance(history, list) else [])
-    user_msg = _argument(bound_args, "user_msg")
-    if isinstance(user_msg, str):
-        messages.extend(_extract.prompt_messages(user_msg))
-    elif user_msg is not None:
-        messages.extend(_extract.input_messages([user_msg])[0])
-    return messages
+    return _extract.conversation(_argument(bound_args, "chat_history"), _argument(bound_args, "user_msg"))
 
 
-def _tool_description(run: RunState, name: str) -> str | None:
-    """The description the acting agent gives the model for its tool ``name``, if it has one."""
+def _run_messages(bound_args: inspect.BoundArguments | None) -> Messages | None:
+    """The chat history and user message an agent run starts with (its ``AgentWorkflowStartEvent``);
+    None for a run resumed from a context, which carries none (content capture only)."""
+    event = _argument(bound_args, "start_event")
+    read = getattr(event, "get", None)  # a StartEvent's fields are served by its get()
+    if not callable(read):
+        return None
+    try:
+        history, user_msg = read("chat_history"), read("user_msg")
+    except Exception:
+        return None
+    if not history and user_msg is None:
+        return None
+    return _extract.conversation(history, user_msg)
+
+
+def _model_content(
+    kind: Kind, bound_args: inspect.BoundArguments | None, call_kwargs: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]] | None, int, list[dict[str, Any]] | None] | None:
+    """(input messages, how many of the oldest were left out, tool definitions) of a model call; None
+    if converting them failed (the call is traced without them)."""
+    try:
+        messages = _argument(bound_args, "messages")
+        dropped = 0
+        converted: list[dict[str, Any]] | None = None
+        if messages is not None:
+            converted, dropped = _extract.input_messages(messages)
+        elif kind is Kind.COMPLETION:
+            prompt = _prompt(bound_args)
+            if isinstance(prompt, str):
+                converted = _extract.prompt_messages(prompt)
+        tools = _extract.tool_definitions(call_kwargs.get("tools")) if call_kwargs else None
+    except Exception as exc:
+        report_internal_error(f"{__name__}._model_content", exc)
+        return None
+    return converted, dropped, tools
+
+
+def _set_input_messages(invocation: Any, messages: Messages) -> None:
+    converted, dropped = messages
+    invocation.input_messages = converted
+    if dropped:
+        _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
+
+
+def _acting_agent(run: RunState) -> Any:
+    """The agent object acting in a run: the run's own, or the current one of a multi-agent workflow."""
     owner = run.workflow
     if run.multi_agent:
         agents = _extract.get(owner, "agents")
         owner = agents.get(run.agent_name) if isinstance(agents, Mapping) and run.agent_name else None
+    return owner
+
+
+_HANDOFF = "handoff"
+"""The tool an ``AgentWorkflow`` gives its agents to hand over to one another (a reserved name)."""
+
+
+def _agent_tool_names(run: RunState) -> frozenset[str] | None:
+    """Names of the tools the acting agent offers the model, or None when they are not known before
+    the call: tools from a ``tool_retriever``, a ``get_tools`` of the application's own."""
+    owner = _acting_agent(run)
+    if not isinstance(owner, BaseWorkflowAgent) or owner.tool_retriever is not None:
+        return None
+    if type(owner).get_tools is not BaseWorkflowAgent.get_tools:
+        return None
+    workflow = run.workflow
+    if run.multi_agent and type(workflow).get_tools is not AgentWorkflow.get_tools:
+        return None
+    names = _extract.declared_tool_names(list(owner.tools or ()))
+    if names is not None and run.multi_agent:
+        names = names | {_HANDOFF}
+    return names
+
+
+def _declared_name(run: RunState, name: str) -> str:
+    """``name`` if the acting agent declares a tool of that name (or its tools are not known), else
+    ``_parts.OTHER``: the model made it up. The names are read once per agent (a set lookup per call)."""
+    if not run.tool_names_read:
+        run.tool_names_read = True
+        try:
+            run.tool_names = _agent_tool_names(run)
+        except Exception:  # an odd agent: its tools are not known
+            run.tool_names = None
+    names = run.tool_names
+    return name if names is None or name in names else _parts.OTHER
+
+
+def _tool_description(run: RunState, name: str) -> str | None:
+    """The description the acting agent gives the model for its tool ``name``, if it has one."""
+    owner = _acting_agent(run)
     tools = _extract.get(owner, "tools")
     if not isinstance(tools, (list, tuple)):
         return None
@@ -607,9 +708,10 @@ def _record_step(run: RunState, step: str, result: Any) -> None:
     tool_calls = _extract.get(result, "tool_calls")
     if tool_calls:
         for call in tool_calls:
+            name = _extract.get(call, "tool_name")
             agent.step(
                 semconv.STEP_ACTION,
-                tool_name=_extract.get(call, "tool_name"),
+                tool_name=_declared_name(run, name) if isinstance(name, str) else None,
                 tool_call_id=_extract.get(call, "tool_id") or None,
             )
     elif result is not None:
@@ -658,8 +760,8 @@ def _finish(node: Node, invocation: Invocation, result: Any) -> None:
             invocation.fail(exception if isinstance(exception, BaseException) else "tool_error")
             return
         if capture:
-            content = _extract.get(output, "content")
-            invocation.result = content if content is not None else _safe_str(output)
+            result_value = _extract.tool_result(output)
+            invocation.result = result_value if result_value is not None else _safe_str(output)
     elif node.run is not None and node.run.invocation is invocation:
         end_run_children(node.run, lambda child: child.stop())
         if capture:
