@@ -4,7 +4,8 @@ Message content (prompts, completions, tool arguments and results, retrieved doc
 opt-in. When it is captured, it goes through one pipeline, :func:`serialize_content`:
 
 1. conversion to JSON-compatible data that never fails on odd objects, with very long
-   strings and very large collections cut early (:func:`to_jsonable`);
+   strings and very large collections cut early (:func:`to_jsonable`), and inline media
+   (base64 ``data:`` URLs, the content of blob parts) replaced by a placeholder giving its size;
 2. masking of credentials in secret-looking keys and in strings (:func:`scrub_secrets`);
 3. the user's redaction hook, if configured;
 4. compact JSON, bounded in size and still valid when truncated (:func:`dumps_bounded`).
@@ -175,10 +176,14 @@ class ContentPolicy:
 # Keys are matched normalised to snake case, at one of three strengths.
 #
 # _SECRET_KEY: the value is masked, whatever it is. "token" must end the key, so token counts
-# such as max_tokens or input_tokens are kept.
+# such as max_tokens or input_tokens are kept. api_key, passwd, pwd and token may end a longer
+# word (openaiapikey, pgpasswd, csrftoken), as may sess(ion)id (sessionid, jsessionid, phpsessid:
+# session cookies; session_id, a conversation's id in LLM frameworks, is kept). The other words
+# must start one, after normalisation (x_custom_auth, basic_auth; not oauth).
 _SECRET_KEY: Final = re.compile(
-    r"(?:^|_)(?:api_?key|auth|authorization|passwd|pwd|passphrase|token|cookies?|credentials?"
-    r"|(?:access|private|subscription)_key|sig)$"
+    r"(?:^|_)(?:auth|authorization|passphrase|bearer|cookies?|credentials?"
+    r"|(?:access|private|subscription)_key|private_key_id|sig)$"
+    r"|(?:api_?key|passwd|pwd|token|sess(?:ion)?id)$"
     r"|secret|password"
 )
 # _PASS_KEY ("pass", "db_pass"): a string value is masked; {"pass": true} in a test report is kept.
@@ -215,7 +220,7 @@ def _keep_head(match: re.Match[str]) -> str:
 
 # "name: value", "name=value", "name": "value", 'name': 'value' (dict reprs in error messages),
 # \"name\": \"value\" (JSON inside JSON), and ('name', 'value') for header names.
-_SEP: Final = r"\\?[\"']?[ \t]*(?::=|==|=>|[:=])[ \t]*"
+_SEP: Final = r"\\?[\"']?[ \t]*(?::=|==|=>|[:=])[ \t]*(?![ \t])"
 _PAIR_SEP: Final = r"\\?[\"'][ \t]*,[ \t]*(?=\\?[\"'])"
 # A quoted value runs to its closing quote (escapes skipped) or, if cut, to the end of the line;
 # a bare one to the next space, quote or & (the next URL parameter). Greedy on purpose: masking a
@@ -223,29 +228,50 @@ _PAIR_SEP: Final = r"\\?[\"'][ \t]*,[ \t]*(?=\\?[\"'])"
 _QUOTED: Final = r"(?P<q>\\?[\"']){scheme}(?:\\.|[^\\\n])*?(?P<end>(?P=q)|(?=\n)|\Z)"
 # Names masked in text. Bare "key" and "pass" are not: "Key: press Enter" and "pass: 3" are
 # ordinary text. The ('name', 'value') form only for header names: ["token", "embedding"] is a
-# list of words. An unquoted password runs to the end of the line (a passphrase has spaces). A
-# value masked already (?api_key=[REDACTED]#top) is left alone.
+# list of words. An unquoted password or cookie runs to the end of the line (a passphrase has
+# spaces, a cookie header several cookies). A value masked already (?api_key=[REDACTED]#top) is
+# left alone. As for keys (see _SECRET_KEY), the first names may end a longer word (PGPASSWORD,
+# OPENAIAPIKEY, MY_TOKEN), the others must start one (X-Custom-Auth, basicAuth, Set-Cookie; not
+# OAuth).
+#
+# No value starts with a space or tab: _SEP takes them all ((?![ \t]) fails at once on a shorter
+# run), and the search stays linear. A value that could start with spaces, after separators that
+# can give them back one by one, made "password=" + spaces + "&" quadratic, each shorter run
+# scanning the rest of the line again.
 _HEADER_NAMES: Final = r"api[_-]?key|subscription[_-]?key"
 _OTHER_NAMES: Final = r"(?:secret|access|private)[_-]?key|secret|token"
 _PASSWORD_NAMES: Final = r"passw(?:or)?d|passphrase|pwd"
+
+
+def _word_start(name: str) -> str:
+    """``name`` starting a word: after no letter or digit, or camel case (``basicAuth``). The checks
+    follow the name, so that the pattern starts with a letter, which the search skips to quickly."""
+    first, rest = name[0], name[1:]
+    return f"{name}(?:(?<![A-Za-z0-9]{name})|(?<=(?-i:[a-z0-9]{first.upper()}){rest}))"
+
+
+_AUTH_NAMES: Final = f"{_word_start('auth')}|{_word_start('credential')}s?"
+_COOKIE_NAMES: Final = f"{_word_start('cookie')}s?"
 _NAME_VALUE: Final = re.compile(
-    r"(?P<head>(?<![A-Za-z0-9])"
-    rf"(?:(?:{_HEADER_NAMES})(?:{_SEP}|{_PAIR_SEP})|(?:{_OTHER_NAMES}){_SEP}|(?P<password>{_PASSWORD_NAMES}){_SEP}))"
+    r"(?P<head>"
+    rf"(?:{_HEADER_NAMES}|{_AUTH_NAMES})(?:{_SEP}|{_PAIR_SEP})"
+    rf"|(?:{_OTHER_NAMES}){_SEP}"
+    rf"|(?P<line>(?:{_PASSWORD_NAMES}){_SEP}|(?:{_COOKIE_NAMES})(?:{_SEP}|{_PAIR_SEP})))"
     + "(?:"
     + _QUOTED.format(scheme="(?P<qscheme>)")
-    + r"|(?P<scheme>)(?!\[REDACTED\])(?(password)[^\r\n\"'&]*[^\s\"'&]|[^\s\"'&]+))",
+    + r"|(?P<scheme>)(?!\[REDACTED\])(?(line)[^\s\"'&](?:[^\r\n\"'&]*[^\s\"'&])?|[^\s\"'&]+))",
     re.IGNORECASE,
 )
 # An authorization header as text: the scheme is kept, the rest of the value masked (to the end of
 # the line if unquoted: some schemes have several parts).
 _AUTH_SCHEMES: Final = (
-    r"(?:basic|bearer|token|digest|negotiate|ntlm|api-?key|key|dpop|ssws|aws4-hmac-sha256)[ \t]+"
+    r"(?:basic|bearer|token|digest|negotiate|ntlm|api-?key|key|dpop|ssws|aws4-hmac-sha256)[ \t]+(?![ \t])"
 )
 _AUTHORIZATION: Final = re.compile(
     rf"(?P<head>(?<![A-Za-z0-9])(?:proxy-)?authorization(?:{_SEP}|{_PAIR_SEP}))"
     + "(?:"
     + _QUOTED.format(scheme=f"(?P<qscheme>{_AUTH_SCHEMES})?")
-    + rf"|(?P<scheme>{_AUTH_SCHEMES})?[^\r\n\"'\\]+)",
+    + rf"|(?P<scheme>{_AUTH_SCHEMES})?[^\s\"'\\][^\r\n\"'\\]*)",
     re.IGNORECASE,
 )
 
@@ -294,7 +320,10 @@ _UNDERSCORED_KEYS: Final = _anchored(
         ("r8", r"[A-Za-z0-9]{30,}"),  # Replicate
     ),
 )
-_NAME_GATE_END: Final = r"\\?[\"']?[ \t]*[:=]"
+_JWT: Final = re.compile(
+    r"(?<![A-Za-z0-9_-])((?:(?:[A-Za-z0-9_]|-(?!eyJ))*-)??)"
+    r"(?<!\w)eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
+)
 _HEADER_GATE_END: Final = r"\\?[\"']?[ \t]*[:=,]"
 
 # Rules: (trigger, gate, pattern, replacement). A rule runs only on text containing its trigger
@@ -314,12 +343,13 @@ _CASED_RULES: Final[tuple[_Rule, ...]] = (
         REDACTED,
     ),
     ("ya29.", None, re.compile(r"ya29\.(?<=\bya29\.)[A-Za-z0-9_-]{20,}"), REDACTED),  # Google OAuth
-    (  # JWT
-        "eyJ",
-        None,
-        re.compile(r"eyJ(?<=\beyJ)[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"),
-        REDACTED,
-    ),
+    # JWT: header.payload.signature, header and payload JSON objects in base64url ("eyJ" is '{"').
+    # It starts at a word boundary, and "-" is both a boundary and a base64url character: tried at
+    # every "-eyJ" of a long run ("-eyJ-eyJ..."), the header scanned to the end of the run each
+    # time, which was quadratic. Only the start of a run (or of a dot-separated part) is tried,
+    # skipping to the run's first candidate: a later one in the same run ends where it ends, so it
+    # matches only if the first does.
+    (".eyJ", None, _JWT, _KEEP_PREFIX),
     (  # credentials in URL parameters, such as ?api_key=, &client_secret=, Azure SAS &sig=
         "=",
         None,
@@ -329,7 +359,7 @@ _CASED_RULES: Final[tuple[_Rule, ...]] = (
         ),
         _KEEP_PREFIX,
     ),
-    ("://", None, re.compile(r"(://[^/\s:@]+:)[^/\s@]+(?=@)"), _KEEP_PREFIX),  # password in a URL
+    ("://", None, re.compile(r"(://[^/\s:@]*:)[^/\s@]+(?=@)"), _KEEP_PREFIX),  # URL password (redis://:pw@)
 )
 _FOLDED_RULES: Final[tuple[_Rule, ...]] = (
     (
@@ -345,26 +375,23 @@ _FOLDED_RULES: Final[tuple[_Rule, ...]] = (
         re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|\Z)"),
         f"\\g<1>{REDACTED}\\g<2>",
     ),
-    (
-        "key",
-        _gate(
-            "key",
-            "(?:"
-            + "|".join(
-                f"(?<={word}{sep}key)"
-                for word in ("api", "secret", "access", "private", "subscription")
-                for sep in ("_", "-", "")
-            )
-            + ")"
-            + _HEADER_GATE_END,
-        ),
-        _NAME_VALUE,
-        _keep_head,
-    ),
-    ("token", _gate("token", _NAME_GATE_END), _NAME_VALUE, _keep_head),
-    ("secret", _gate("secret", _NAME_GATE_END), _NAME_VALUE, _keep_head),
-    ("pass", _gate("pass", r"(?:w(?:or)?d|phrase)" + _NAME_GATE_END), _NAME_VALUE, _keep_head),
-    ("pwd", _gate("pwd", _NAME_GATE_END), _NAME_VALUE, _keep_head),
+)
+# The name=value rule (_NAME_VALUE) is tried only where a gate finds a name and a separator in the
+# lower-cased text. Its names may end a word (PGPASSWORD), so it cannot start with a look-behind
+# that skips the inside of words quickly, and searching the whole text with it was several times
+# slower than these gates, each starting with a literal, (trigger, gate) as the rules above.
+_NAME_GATES: Final = tuple(
+    (trigger, tuple(re.compile(f"{name}(?={_HEADER_GATE_END})") for name in names))
+    for trigger, names in (
+        ("key", (r"api[_-]?key", r"subscription[_-]?key", r"access[_-]?key", r"private[_-]?key")),
+        ("secret", (r"secret(?:[_-]?key)?",)),
+        ("token", ("token",)),
+        ("pass", (r"passw(?:or)?d|passphrase",)),
+        ("pwd", ("pwd",)),
+        ("auth", ("auth",)),
+        ("credential", ("credentials?",)),
+        ("cookie", ("cookies?",)),
+    )
 )
 _SHORTEST_SECRET: Final = 5
 """Characters of the shortest text with something to mask ("pwd=x")."""
@@ -396,6 +423,7 @@ def _masks(level: int, value: object) -> bool:
 def _mask(text: str) -> str:
     if len(text) < _SHORTEST_SECRET:
         return text
+    original = text
     folded = text.lower()  # before any masking, which adds no trigger
     for trigger, gate, pattern, replacement in _CASED_RULES:
         if trigger in text and (gate is None or gate.search(text) is not None):
@@ -403,7 +431,109 @@ def _mask(text: str) -> str:
     for trigger, gate, pattern, replacement in _FOLDED_RULES:
         if trigger in folded and (gate is None or gate.search(folded) is not None):
             text = pattern.sub(replacement, text)
-    return text
+    if not (":" in folded or "=" in folded or "," in folded):
+        return text  # no separator: no name=value pair (the cheap common case of prose)
+    if text is not original or len(folded) != len(text):
+        folded = _lower_aligned(text)  # the name gates give positions in the text
+    starts = [
+        name.start()
+        for trigger, gates in _NAME_GATES
+        if trigger in folded
+        for gate in gates
+        for name in gate.finditer(folded)
+    ]
+    return _mask_names(text, folded, starts) if starts else text
+
+
+def _lower_aligned(text: str) -> str:
+    """``text.lower()`` one character for one, so that positions match: "İ" becomes "i", not "i̇"."""
+    folded = text.lower()
+    if len(folded) != len(text):
+        folded = text.replace("\u0130", "i").lower()
+        if len(folded) != len(text):  # another such character, in a later version of Unicode
+            folded = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    return folded
+
+
+def _mask_names(text: str, folded: str, starts: list[int]) -> str:
+    """``text`` with _NAME_VALUE masked, tried at ``starts``: where the gates found names in ``folded``."""
+    pieces: list[str] = []
+    done = 0
+    for start in sorted(starts):
+        if start < done:
+            continue
+        match = _NAME_VALUE.match(text, start)
+        if match is not None:
+            pieces += (text[done:start], _keep_head(match))
+            done = match.end()
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+# --------------------------------------------------------------------------------------
+# Inline media
+# --------------------------------------------------------------------------------------
+MAX_INLINE_MEDIA: Final = 64
+"""Base64 characters of inline media recorded as they are; longer payloads become a placeholder."""
+_MEDIA_TAG: Final = "base64,"
+_MEDIA_HEADER: Final = re.compile(r"data:(?:[\w.+-]+/[\w.+-]+)?(?:;[\w.+-]+=[^;,\s]*)*;base64,")
+_MAX_MEDIA_HEADER: Final = 256
+_BASE64_RUN: Final = re.compile(r"([A-Za-z0-9+/_-]*)=*")
+
+
+def media_placeholder(size: int) -> str:
+    """What is recorded instead of ``size`` bytes of inline media (a data: URL's or a blob's)."""
+    return f"[{size} bytes omitted]"
+
+
+def _elide_media(text: str, window: int) -> str:
+    """``text`` with the payload of every ``data:<mime>;base64,`` URL of more than MAX_INLINE_MEDIA
+    characters replaced by a placeholder (``data:image/png;base64,[52340 bytes omitted]``).
+
+    Only the first ``window`` characters of the result are looked at: the rest is cut anyway.
+    Each payload is scanned to its end once, to keep the text after it and to give its size.
+    """
+    pieces: list[str] = []
+    copied = 0  # text[:copied] is in pieces
+    kept = 0  # characters in pieces
+    start = 0
+    while True:
+        end = copied + window - kept + len(_MEDIA_TAG)  # where the result's first window chars end
+        if end <= start:
+            break
+        tag = text.find(_MEDIA_TAG, start, end)
+        if tag < 0:
+            break
+        payload = start = tag + len(_MEDIA_TAG)
+        head = text.rfind("data:", max(copied, tag - _MAX_MEDIA_HEADER), tag)
+        if head < 0 or _MEDIA_HEADER.fullmatch(text, head, payload) is None:
+            continue
+        run = _BASE64_RUN.match(text, payload)
+        if run is None or run.end() - payload <= MAX_INLINE_MEDIA:
+            continue
+        placeholder = media_placeholder((run.end(1) - payload) * 3 // 4)
+        pieces += (text[copied:payload], placeholder)
+        kept += payload - copied + len(placeholder)
+        copied = start = run.end()
+    if not pieces:
+        return text
+    pieces.append(text[copied:])
+    return "".join(pieces)
+
+
+def _blob_content(value: object) -> str | None:
+    """The placeholder for the ``content`` of a conventions blob part, or None to record it as is."""
+    if isinstance(value, str):
+        if len(value) <= MAX_INLINE_MEDIA:
+            return None
+        padding = 2 if value.endswith("==") else 1 if value.endswith("=") else 0
+        return media_placeholder((len(value) - padding) * 3 // 4)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        size = memoryview(value).nbytes
+        return media_placeholder(size) if 4 * ((size + 2) // 3) > MAX_INLINE_MEDIA else None
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -495,12 +625,14 @@ class _Converter:
         max_key: int = _UNBOUNDED,
         budget: int = _UNBOUNDED,
         scrub: bool = False,
+        media: bool = False,
     ) -> None:
         self.max_depth = max_depth
         self.max_string = max(max_string, 0)
         self.max_key = max(max_key, 0)
         self.budget = budget  # approximate characters left; collections stop growing at 0
         self.scrub = scrub
+        self.media = media  # inline media (data: URLs, blob parts) replaced by placeholders
         self.truncated = False
         self._open: set[int] = set()  # ids of the containers being converted, to detect cycles
 
@@ -510,6 +642,8 @@ class _Converter:
             if kind is str:
                 if len(value) > self.max_string:
                     return self._text(value)
+                if self.media and ";" in value and _MEDIA_TAG in value:
+                    value = _elide_media(value, self.max_string)
                 if not value.isascii():
                     value = _clean(value)
                 if self.scrub:
@@ -574,6 +708,10 @@ class _Converter:
         prefix, full = _source(text)
         if type(prefix) is not str:
             prefix = str.__str__(prefix)
+        if self.media and prefix.find(_MEDIA_TAG, 0, self.max_string + len(_MEDIA_TAG)) >= 0:
+            elided = _elide_media(prefix, self.max_string)  # before the cut: keeps what follows
+            full += len(elided) - len(prefix)
+            prefix = elided
         if len(prefix) > self.max_string:
             prefix = prefix[: self.max_string]
         cut = len(prefix) < full
@@ -641,12 +779,19 @@ class _Converter:
             return marker
         try:
             out: dict[str, Any] = {}
+            blob = self.media and type(owner) is dict and owner.get("type") == "blob"
             for index, (key, value) in enumerate(entries):
                 if index >= MAX_ITEMS or self.budget <= 0:
                     out[MORE_KEY] = _more(total - index)
                     self.truncated = True
                     break
                 name = self._key(key)
+                if blob and name == "content":
+                    placeholder = _blob_content(value)
+                    if placeholder is not None:
+                        self.budget -= len(placeholder) + 2
+                        out[name] = placeholder
+                        continue
                 level = _secret_level(name) if self.scrub else _NOT_SECRET
                 if level == _SECRET:
                     out[name] = REDACTED
@@ -707,13 +852,14 @@ def scrub_secrets(value: Any) -> Any:
 
     The values of secret-looking keys (``api_key``, ``x-api-key``, ``Authorization``,
     ``Ocp-Apim-Subscription-Key``, ``password``, ``pwd``, ``token``, ``cookie``, ... but not token
-    counts such as ``max_tokens``) become ``"[REDACTED]"``, as do the string values of ``pass``
+    counts such as ``max_tokens``; also ``OPENAIAPIKEY``, ``PGPASSWORD``, ``X-Custom-Auth``,
+    ``sessionid``) become ``"[REDACTED]"``, as do the string values of ``pass``
     and the generated-looking ones of ``key`` and ``*_key``, and the values of headers given as
     (name, value) pairs. Credentials inside strings are masked: bearer tokens, provider API keys
     (OpenAI, Anthropic, Groq, Perplexity, xAI, Hugging Face, Google, AWS key ids, GitHub, GitLab,
     Slack, Stripe, npm, Replicate), JWTs, private keys, authorization headers written as text,
-    ``api_key=...``/``"password": "..."`` pairs, credential URL parameters (``?key=``,
-    ``&sig=``) and URL passwords. Never raises.
+    ``api_key=...``/``"password": "..."``/``X-Custom-Auth: ...``/``Cookie: ...`` pairs, credential
+    URL parameters (``?key=``, ``&sig=``) and URL passwords. Never raises.
     """
     return _Converter(DEFAULT_MAX_DEPTH, scrub=True).convert(value, 0)
 
@@ -906,6 +1052,9 @@ def serialize_content(key: str, value: Any, policy: ContentPolicy) -> tuple[str,
     """Content for attribute ``key`` as (text, truncated), or None to record nothing.
 
     Structured values become JSON text; a plain string (after redaction) stays plain text.
+    Inline media is not recorded: the base64 payload of a ``data:`` URL, or the ``content`` of a
+    ``{"type": "blob"}`` part, of more than MAX_INLINE_MEDIA characters becomes
+    ``[N bytes omitted]`` (the URL's ``data:<mime>;base64,`` and the part's other fields stay).
 
     scrub_secrets -> ``policy.redact`` -> dumps_bounded(``policy.max_attribute_length``). None
     when the redaction hook returns None, or if the pipeline itself fails (content is dropped
@@ -920,6 +1069,7 @@ def serialize_content(key: str, value: Any, policy: ContentPolicy) -> tuple[str,
             max_key=_MAX_KEY_LENGTH,
             budget=_budget(limit),
             scrub=True,
+            media=True,
         )
         content = converter.convert(value, 0)
         if policy.redact is not None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.context import Context
@@ -12,7 +10,6 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from llmtrace import semconv
-from llmtrace._content import serialize_content
 from llmtrace._invocation import (
     MAX_NAME_LENGTH,
     AgentInvocation,
@@ -22,6 +19,7 @@ from llmtrace._invocation import (
     RetrievalInvocation,
     ToolInvocation,
     WorkflowInvocation,
+    model_request_attributes,
 )
 from llmtrace._metrics import Instruments
 from llmtrace._safety import report_internal_error
@@ -302,23 +300,14 @@ class TelemetryHandler:
         context, agent = _resolve_parent(parent)
         provider = _name(provider) or ""
         request_model, server_address = _name(request_model), _name(server_address)
-        attrs: dict[str, AttributeValue] = {
-            semconv.GEN_AI_OPERATION_NAME: operation,
-            semconv.GEN_AI_PROVIDER_NAME: provider,
-        }
-        if request_model:
-            attrs[semconv.GEN_AI_REQUEST_MODEL] = request_model
-        if stream:
-            attrs[semconv.GEN_AI_REQUEST_STREAM] = True
-        if server_address:
-            attrs[semconv.SERVER_ADDRESS] = server_address
-            if server_port:
-                attrs[semconv.SERVER_PORT] = server_port
+        attrs = model_request_attributes(
+            operation, provider, request_model, stream, server_address, server_port
+        )
         start_ns = start_time_ns or time.time_ns()
         span = self._span(
             semconv.span_name(operation, request_model), SpanKind.CLIENT, attrs, context, start_ns
         )
-        return ModelInvocation(
+        invocation = ModelInvocation(
             self,
             span,
             agent,
@@ -329,6 +318,10 @@ class TelemetryHandler:
             stream=stream,
             start_time_ns=start_ns,
         )
+        if server_address:  # for the details event; class defaults otherwise
+            invocation.server_address = server_address
+            invocation.server_port = server_port
+        return invocation
 
     def _span(
         self,
@@ -347,35 +340,13 @@ class TelemetryHandler:
             return INVALID_SPAN
 
     def emit_inference_details(self, invocation: ModelInvocation) -> None:
-        """The opt-in ``gen_ai.client.inference.operation.details`` event, content structured."""
-        attributes: dict[str, Any] = {
-            semconv.GEN_AI_OPERATION_NAME: invocation.operation,
-            semconv.GEN_AI_PROVIDER_NAME: invocation.provider,
-        }
-        if invocation.request_model:
-            attributes[semconv.GEN_AI_REQUEST_MODEL] = invocation.request_model
-        if invocation.response_model:
-            attributes[semconv.GEN_AI_RESPONSE_MODEL] = invocation.response_model
-        for key, value in (
-            (semconv.GEN_AI_SYSTEM_INSTRUCTIONS, invocation.system_instructions),
-            (semconv.GEN_AI_INPUT_MESSAGES, invocation.input_messages),
-            (semconv.GEN_AI_OUTPUT_MESSAGES, invocation.output_messages),
-        ):
-            if value is None:
-                continue
-            result = serialize_content(key, value, settings.content)
-            if result is not None:  # scrubbed, redacted and bounded; structured again for the event
-                attributes[key] = _structured(result[0])
+        """The opt-in ``gen_ai.client.inference.operation.details`` event of an ended model call:
+        every attribute of its span, content structured."""
         self.logger.emit(
-            event_name=semconv.EVENT_INFERENCE_DETAILS, context=invocation.context, attributes=attributes
+            event_name=semconv.EVENT_INFERENCE_DETAILS,
+            context=invocation.context,
+            attributes=invocation.details_attributes(),
         )
-
-
-def _structured(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:  # plain text (a string value, or a failed redaction)
-        return text
 
 
 def _resolve_parent(parent: Parent) -> tuple[Context | None, AgentInvocation | None]:

@@ -9,6 +9,7 @@ idempotent, and no method ever raises.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -178,7 +179,8 @@ class Invocation:
         """Metrics and records (subclasses)."""
 
     def _set_content(self, attrs: Attrs, key: str, value: Any) -> None:
-        """Set an opt-in content attribute through the content policy (scrub, redact, bound)."""
+        """Set an opt-in content attribute through the content policy (scrub, redact, bound), within
+        what is left of ``max_span_content`` for all content of this invocation."""
         if value is None:
             return
         policy = settings.content
@@ -203,6 +205,11 @@ MAX_LIST_ITEMS = 64
 MAX_NAME_LENGTH = 256
 
 
+def is_open(invocation: Invocation) -> bool:
+    """Whether ``invocation`` has not ended yet (a predicate for lists of invocations)."""
+    return not invocation._ended
+
+
 def _set_if(attrs: Attrs, key: str, value: AttributeValue | None) -> None:
     """Add a (non-content) attribute if known; strings bounded, whatever the framework gave."""
     if value is None:
@@ -214,6 +221,35 @@ def _set_if(attrs: Attrs, key: str, value: AttributeValue | None) -> None:
 
 def _strings(values: Sequence[object]) -> list[str]:
     return [str(v)[:MAX_VALUE_LENGTH] for v in list(values)[:MAX_LIST_ITEMS]]
+
+
+def model_request_attributes(
+    operation: str,
+    provider: str,
+    request_model: str | None,
+    stream: bool,
+    server_address: str | None,
+    server_port: int | None,
+) -> Attrs:
+    """The attributes a model call's span starts with (those that matter for sampling)."""
+    attrs: Attrs = {semconv.GEN_AI_OPERATION_NAME: operation, semconv.GEN_AI_PROVIDER_NAME: provider}
+    if request_model:
+        attrs[semconv.GEN_AI_REQUEST_MODEL] = request_model
+    if stream:
+        attrs[semconv.GEN_AI_REQUEST_STREAM] = True
+    if server_address:
+        attrs[semconv.SERVER_ADDRESS] = server_address
+        if server_port:
+            attrs[semconv.SERVER_PORT] = server_port
+    return attrs
+
+
+def _structured(text: str) -> Any:
+    """Serialised content made structured again, as events carry it."""
+    try:
+        return json.loads(text)
+    except ValueError:  # plain text (a string value, or a failed redaction)
+        return text
 
 
 class ModelInvocation(Invocation):
@@ -234,6 +270,8 @@ class ModelInvocation(Invocation):
     reasoning_level: str | None = None
     output_type: str | None = None
     conversation_id: str | None = None
+    server_address: str | None = None
+    server_port: int | None = None
     # response
     response_id: str | None = None
     response_model: str | None = None
@@ -252,6 +290,7 @@ class ModelInvocation(Invocation):
     time_to_first_chunk: float | None = None
     chunk_count = 0
     _cost_value: float | None = None
+    _content_attrs: Attrs | None = None
 
     def __init__(
         self,
@@ -331,6 +370,12 @@ class ModelInvocation(Invocation):
         )
 
     def _set_end_attributes(self, attrs: Attrs) -> None:
+        self._set_call_attributes(attrs)
+        if settings.content.mode.on_span:
+            attrs.update(self._content())
+
+    def _set_call_attributes(self, attrs: Attrs) -> None:
+        """The attributes known at the end but content: the span's and the details event's."""
         for key, value in (
             (semconv.GEN_AI_REQUEST_MAX_TOKENS, self.max_tokens),
             (semconv.GEN_AI_REQUEST_TEMPERATURE, self.temperature),
@@ -384,11 +429,37 @@ class ModelInvocation(Invocation):
         elif usage.reported:
             attrs[semconv.LLMTRACE_COST_UNPRICED] = True
 
-        if settings.content.mode.on_span:
-            self._set_content(attrs, semconv.GEN_AI_SYSTEM_INSTRUCTIONS, self.system_instructions)
-            self._set_content(attrs, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
-            self._set_content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
-            self._set_content(attrs, semconv.GEN_AI_TOOL_DEFINITIONS, self.tool_definitions)
+    def _content(self) -> Attrs:
+        """The content attributes, as JSON text, serialised once (scrubbed, redacted, bounded, all
+        within ``max_span_content``) for the span and the details event alike."""
+        content = self._content_attrs
+        if content is None:
+            content = self._content_attrs = {}
+            self._set_content(content, semconv.GEN_AI_SYSTEM_INSTRUCTIONS, self.system_instructions)
+            self._set_content(content, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
+            self._set_content(content, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
+            self._set_content(content, semconv.GEN_AI_TOOL_DEFINITIONS, self.tool_definitions)
+        return content
+
+    def details_attributes(self) -> dict[str, Any]:
+        """The attributes of the ``gen_ai.client.inference.operation.details`` event: every
+        attribute of the span, content structured. Call once the invocation has ended."""
+        attributes: dict[str, Any] = model_request_attributes(
+            self.operation,
+            self.provider,
+            self.request_model,
+            self.stream,
+            self.server_address,
+            self.server_port,
+        )
+        self._set_call_attributes(attributes)
+        for key, text in self._content().items():
+            attributes[key] = _structured(str(text))
+        if self._truncated:
+            attributes[semconv.LLMTRACE_CONTENT_TRUNCATED] = list(self._truncated)
+        if self.error_type is not None:
+            attributes[semconv.ERROR_TYPE] = self.error_type
+        return attributes
 
     def _record(self, duration: float, error_type: str | None) -> None:
         handler = self._handler

@@ -14,7 +14,7 @@ from opentelemetry.util.types import AttributeValue
 
 from llmtrace import _fork, semconv
 from llmtrace._handler import TelemetryHandler
-from llmtrace._invocation import AgentInvocation, ToolInvocation, safe_text
+from llmtrace._invocation import MAX_NAME_LENGTH, MAX_VALUE_LENGTH, AgentInvocation, ToolInvocation, safe_text
 
 _handler_lock = _fork.lock()
 _handler: TelemetryHandler | None = None
@@ -132,7 +132,8 @@ def record_evaluation(
 
     The evaluated span is ``span``, or the one named by ``trace_id``/``span_id`` (hex, as
     shown by Jaeger or ``llmtrace show``; the trace may have ended long ago: delayed
-    feedback), or the active span. Give a ``score``, a ``label``, or both.
+    feedback), or the active span. Give a ``score``, a ``label``, or both. ``name`` is cut to 256
+    characters and ``response_id`` to 1,024, as names and identifiers are on spans.
     """
     if not name:
         raise ValueError("an evaluation needs a name")
@@ -154,7 +155,7 @@ def record_evaluation(
         context = trace.set_span_in_context(NonRecordingSpan(remote))
     else:
         context = None
-    attributes: dict[str, AttributeValue] = {semconv.GEN_AI_EVALUATION_NAME: name}
+    attributes: dict[str, AttributeValue] = {semconv.GEN_AI_EVALUATION_NAME: str(name)[:MAX_NAME_LENGTH]}
     if score is not None:
         attributes[semconv.GEN_AI_EVALUATION_SCORE_VALUE] = score
     for key, text, limit in (
@@ -166,7 +167,7 @@ def record_evaluation(
             if safe is not None:
                 attributes[key] = safe
     if response_id is not None:
-        attributes[semconv.GEN_AI_RESPONSE_ID] = response_id
+        attributes[semconv.GEN_AI_RESPONSE_ID] = str(response_id)[:MAX_VALUE_LENGTH]
     default_handler().logger.emit(
         event_name=semconv.EVENT_EVALUATION_RESULT, context=context, attributes=attributes
     )

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import enum
 import json
 import logging
 import math
+import signal
+import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -522,6 +526,19 @@ def test_dumps_bounded_property(value: Any, limit: int) -> None:
         "access_key",
         "secret_key",
         "sig",
+        # names ending in a secret word, session cookies, header names as the dict-key rule sees them
+        "OPENAIAPIKEY",
+        "openaiApiKey",
+        "PGPASSWD",
+        "MYSQLPWD",
+        "csrftoken",
+        "sessionid",
+        "JSESSIONID",
+        "PHPSESSID",
+        "private_key_id",
+        "X-Custom-Auth",
+        "basicAuth",
+        "bearer",
     ],
 )
 def test_secret_keys_are_redacted(key: str) -> None:
@@ -547,6 +564,12 @@ def test_secret_keys_are_redacted(key: str) -> None:
         "role",
         "content",
         "oauth_flow",
+        "oauth",
+        "OAuth",
+        "session_id",
+        "sessionId",
+        "tokenizer",
+        "key_id",
     ],
 )
 def test_ordinary_keys_are_kept(key: str) -> None:
@@ -581,6 +604,10 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_X
         ),
         ("GET /search?q=1&api_key=s3cr3tvalue#top", "s3cr3tvalue", "GET /search?q=1&api_key=[REDACTED]#top"),
         ("https://user:hunter2@db.example/", "hunter2", "https://user:[REDACTED]@db.example/"),
+        ("redis://:hunter2Secret99@cache:6379/0", "hunter2Secret99", "redis://:[REDACTED]@cache:6379/0"),
+        (f"x-{JWT}", JWT, "x-[REDACTED]"),
+        (f"a.b.{JWT}.", JWT, "a.b.[REDACTED]."),
+        ("-eyJ" * 1000 + JWT[3:], JWT[3:], "-[REDACTED]"),
     ],
 )
 def test_secrets_in_strings_are_masked(text: str, secret: str, expected: str) -> None:
@@ -699,6 +726,23 @@ BASIC = base64.b64encode(b"alice:wonderland-42").decode()
         ('{\\"token\\": \\"abc\\", \\"n\\": 1}', '{\\"token\\": \\"[REDACTED]\\", \\"n\\": 1}'),
         ("Client(api_key='abc', timeout=3)", "Client(api_key='[REDACTED]', timeout=3)"),
         ("password: 'cut before the closing quote", "password: '[REDACTED]"),
+        # names ending in a secret word
+        ("PGPASSWORD=hunter2Secret99", "PGPASSWORD=[REDACTED]"),
+        ("İstanbul: PGPASSWORD=hunter2Secret99", "İstanbul: PGPASSWORD=[REDACTED]"),
+        ("export OPENAIAPIKEY=hunter2Secret99", "export OPENAIAPIKEY=[REDACTED]"),
+        ("MYAPPTOKEN: abc123 next", "MYAPPTOKEN: [REDACTED] next"),
+        ("DBSECRET='x y'", "DBSECRET='[REDACTED]'"),
+        # header lines, as the dict-key rule masks their names
+        ("X-Custom-Auth: HEADERTOKEN_NU\r\nAccept: */*", "X-Custom-Auth: [REDACTED]\r\nAccept: */*"),
+        (
+            "{'x-custom-auth': 'HEADERTOKEN_NU', 'Accept': '*/*'}",
+            "{'x-custom-auth': '[REDACTED]', 'Accept': '*/*'}",
+        ),
+        ("basicAuth=abc", "basicAuth=[REDACTED]"),
+        ("credentials: s3cr3t", "credentials: [REDACTED]"),
+        ("Cookie: sessionid=abc; csrftoken=def\nHost: h", "Cookie: [REDACTED]\nHost: h"),
+        ("Set-Cookie: sid=abc; Path=/; HttpOnly", "Set-Cookie: [REDACTED]"),
+        ("[('Cookie', 'sid=abc; x=1')]", "[('Cookie', '[REDACTED]')]"),
         # a dict repr and a list of header pairs in an error message
         (
             str(ValueError({"api_key": "abc", "model": "gpt-4o"})),
@@ -803,6 +847,10 @@ NOT_SECRETS = [
     "trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7",
     "chatcmpl-9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c and msg_01XFDUDYJgAACzvnptvVoYEL",
     "https://example.com/search?q=tokens&page=2#results",
+    "OAuth: enabled. author: Bob, authority=high, Using OAuth, users sign in.",
+    "tokens=5 maxTokens: 7, tokenizer: cl100k",
+    "Authorization: \nthe header was empty",
+    "http://host:8080/path@v2 and ssh://git@example.com:repo.git",
 ]
 
 
@@ -848,6 +896,113 @@ def test_scrub_secrets_is_fast_on_hostile_text(text: str) -> None:
     start = time.perf_counter()
     scrub_secrets(text)
     assert time.perf_counter() - start < 2
+
+
+# Adversarial text for every masking rule, by the trigger of its rule (_content's rules and name
+# gates). Each rule is built to stay linear: no two ways to split a run between quantifiers that
+# backtrack, patterns tried only where their run starts (see the comments in _content). These are
+# the inputs that made them backtrack before (a 32 KiB "password=" + spaces + "&" took 20 s, a
+# "-eyJ" run 0.5 s) or that would if they lost that property: repeated triggers, long runs after
+# one, unclosed quotes, values that fail at the very end.
+def _adversarial_cases() -> dict[str, tuple[str, Callable[[int], str]]]:
+    def rep(unit: str) -> Callable[[int], str]:
+        return lambda n: (unit * (n // len(unit) + 1))[:n]
+
+    def run(head: str, fill: str, tail: str) -> Callable[[int], str]:
+        return lambda n: head + rep(fill)(n - len(head) - len(tail)) + tail
+
+    return {
+        "sk- prefixes": ("-", rep("-sk-")),
+        "short sk- keys": ("-", rep("sk-" + "a" * 19 + " ")),
+        "slack prefixes": ("-", rep("-xoxb-")),
+        "ghp_ prefixes": ("_", rep("-ghp_")),
+        "github_pat_ prefixes": ("_", rep("-github_pat_")),
+        "stripe prefixes": ("_", rep("-sk_live_")),
+        "short gsk_ keys": ("_", rep("gsk_" + "a" * 19 + " ")),
+        "AIza prefixes": ("A", rep("-AIza")),
+        "short AKIA ids": ("A", rep("AKIA" + "B" * 15 + " ")),
+        "ya29. prefixes": ("ya29.", rep("ya29.")),
+        "-eyJ run": (".eyJ", run("", "-eyJ", ".eyJ" + "a" * 8)),
+        ".eyJ parts": (".eyJ", rep(".eyJ")),
+        "JWT-like parts": (".eyJ", rep("a.eyJ" + "b" * 8)),
+        "eyJ run then payload": (".eyJ", run("eyJ", "a", ".eyJ")),
+        "?key= parameters": ("=", rep("?key=")),
+        "long parameter name": ("=", run("?", "api", "=")),
+        "&token parameters": ("=", rep("&tokenx=")),
+        "://a: prefixes": ("://", rep("://a:")),
+        ":// then colons": ("://", run("://", ":", "")),
+        "URL password without @": ("://", run("://a:", "b", "")),
+        "bearer words": ("bearer", rep("bearer ")),
+        "bearer then spaces": ("bearer", run("bearer", " ", "x")),
+        "authorization: repeated": ("authorization", rep("authorization: ")),
+        "authorization then spaces": ("authorization", run("authorization:", " ", "\n")),
+        "authorization unclosed quote": ("authorization", run("Authorization: '", "x", "\\\n")),
+        "authorization quotes": ("authorization", rep("Authorization: '" + "x" * 30)),
+        "private key headers": ("key", rep("-----BEGIN PRIVATE KEY-----")),
+        "private key long type": ("key", run("-----BEGIN ", "A", " private key-----")),
+        "private key long end": ("key", run("-----BEGIN PRIVATE KEY-----\n-----END ", "PRIVATE KEY", "")),
+        "api_key unclosed quotes": ("key", rep('api_key="' + "x" * 30)),
+        "x-api-key then spaces": ("key", run("x-api-key", " ", "x")),
+        "api_key: spaces &": ("key", run("api_key:", " ", "&")),
+        "secret= repeated": ("secret", rep("secret=")),
+        "token unclosed quote": ("token", run("token: '", "a", "\\\n")),
+        "token then spaces": ("token", run("token", " ", "x")),
+        "password= spaces &": ("pass", run("password=", " ", "&")),
+        "password= tabs": ("pass", run("password=", "\t", "\n")),
+        "password= lines": ("pass", rep("password= " + " " * 50)),
+        "pwd: repeated": ("pwd", rep("pwd:")),
+        "suffix names": ("pwd", rep("xpwdtoken")),
+        "auth: spaces &": ("auth", run("X-Auth:", " ", "&")),
+        "auth: repeated": ("auth", rep("oauth:")),
+        "credentials= tabs": ("credential", run("credentials=", "\t", "\n")),
+        "cookie: spaces quote": ("cookie", run("cookie:", " ", "'")),
+    }
+
+
+ADVERSARIAL = _adversarial_cases()
+MAX_MASK_SECONDS = 0.1
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupts the block after ``seconds`` (the regex engine checks for signals): a rule that
+    has turned quadratic fails quickly instead of running for minutes."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"still masking after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_adversarial_cases_cover_every_masking_rule() -> None:
+    triggers = {trigger for trigger, *_ in (*_content._CASED_RULES, *_content._FOLDED_RULES)}
+    triggers |= {trigger for trigger, _ in _content._NAME_GATES}
+    assert triggers <= {trigger for trigger, _ in ADVERSARIAL.values()}
+
+
+@pytest.mark.parametrize("case", list(ADVERSARIAL))
+def test_masking_is_linear_on_adversarial_text(case: str) -> None:
+    """128 KiB, four times the default attribute size, masked in well under 0.1 s (a few ms)."""
+    trigger, build = ADVERSARIAL[case]
+    text = build(4 * DEFAULT_MAX_ATTRIBUTE_LENGTH)
+    assert len(text) == 4 * DEFAULT_MAX_ATTRIBUTE_LENGTH
+    assert trigger in text or trigger in text.lower()
+    elapsed = []
+    for _ in range(2):  # the best of two: a loaded machine may stall one run
+        start = time.perf_counter()
+        with _deadline(10 * MAX_MASK_SECONDS):
+            _content._mask(text)
+        elapsed.append(time.perf_counter() - start)
+    assert min(elapsed) < MAX_MASK_SECONDS
 
 
 # --------------------------------------------------------------------------------------
@@ -978,3 +1133,131 @@ def test_secrets_are_masked_on_a_real_chat_span(telemetry_handler, span_exporter
             ],
         },
     ]
+
+
+# --------------------------------------------------------------------------------------
+# Inline media
+# --------------------------------------------------------------------------------------
+PNG = base64.b64encode(b"\x89PNG" + bytes(range(256)) * 40).decode()  # 10,244 bytes, 13,660 characters
+PNG_URL = f"data:image/png;base64,{PNG}"
+PNG_OMITTED = "data:image/png;base64,[10244 bytes omitted]"
+
+
+def test_data_urls_are_recorded_as_their_size() -> None:
+    messages = [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": f"look: {PNG_URL} and tell me"},
+                {"type": "uri", "modality": "image", "uri": PNG_URL},
+            ],
+        },
+        {
+            "role": "tool",
+            "parts": [
+                {"type": "tool_call_response", "id": "c1", "response": {"screenshot": PNG_URL, "ok": True}}
+            ],
+        },
+    ]
+    text, truncated = serialize_content(sc.GEN_AI_INPUT_MESSAGES, messages, ON)  # type: ignore[misc]
+    assert json.loads(text) == [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": f"look: {PNG_OMITTED} and tell me"},
+                {"type": "uri", "modality": "image", "uri": PNG_OMITTED},
+            ],
+        },
+        {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": "c1",
+                    "response": {"screenshot": PNG_OMITTED, "ok": True},
+                }
+            ],
+        },
+    ]
+    assert not truncated
+    # a string result stays plain text; several URLs, with media type parameters
+    text, _ = serialize_content(  # type: ignore[misc]
+        sc.GEN_AI_TOOL_CALL_RESULT, f"a {PNG_URL}, b data:image/jpeg;name=x.jpg;base64,{'A' * 68}=", ON
+    )
+    assert text == f"a {PNG_OMITTED}, b data:image/jpeg;name=x.jpg;base64,[51 bytes omitted]"
+
+
+def test_media_larger_than_the_attribute_is_replaced_before_the_cut() -> None:
+    image = base64.b64encode(bytes(5 * MB)).decode()  # 6,990,508 characters
+    value = [{"type": "text", "content": f"before data:image/jpeg;base64,{image} after"}]
+    start = time.perf_counter()
+    text, truncated = serialize_content(sc.GEN_AI_INPUT_MESSAGES, value, ON)  # type: ignore[misc]
+    assert time.perf_counter() - start < 2
+    assert json.loads(text) == [
+        {"type": "text", "content": "before data:image/jpeg;base64,[5242880 bytes omitted] after"}
+    ]
+    assert not truncated
+
+
+def test_blob_parts_are_recorded_as_their_size() -> None:
+    blob = {"type": "blob", "modality": "image", "mime_type": "image/png", "content": PNG}
+    raw = {"type": "blob", "modality": "audio", "mime_type": "audio/wav", "content": bytes(1000)}
+    small = {"type": "blob", "modality": "image", "content": "aGVsbG8="}
+    message = [{"role": "user", "parts": [blob, raw, small, {"type": "text", "content": "describe"}]}]
+    text, truncated = serialize_content(sc.GEN_AI_INPUT_MESSAGES, message, ON)  # type: ignore[misc]
+    assert json.loads(text) == [
+        {
+            "role": "user",
+            "parts": [
+                {
+                    "type": "blob",
+                    "modality": "image",
+                    "mime_type": "image/png",
+                    "content": "[10244 bytes omitted]",
+                },
+                {
+                    "type": "blob",
+                    "modality": "audio",
+                    "mime_type": "audio/wav",
+                    "content": "[1000 bytes omitted]",
+                },
+                small,
+                {"type": "text", "content": "describe"},
+            ],
+        }
+    ]
+    assert not truncated
+    assert blob["content"] == PNG  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "data:text/plain;base64,SGVsbG8sIHdvcmxkIQ==",  # short: kept
+        f"data:image/png;base64,{'A' * 64}",
+        "the string base64, then data: and no URL",
+        f"image/png;base64,{PNG}",  # no data: before it
+        f"data:image/png;charset=x y;base64,{PNG}",  # a space: not a data: URL
+    ],
+)
+def test_what_is_not_inline_media_is_kept(text: str) -> None:
+    assert serialize_content("k", text, ON) == (text, False)
+
+
+def test_media_is_looked_for_only_where_it_could_be_recorded(monkeypatch) -> None:
+    calls: list[int] = []
+    real = _content._elide_media
+
+    def counted(text: str, window: int) -> str:
+        calls.append(len(text))
+        return real(text, window)
+
+    monkeypatch.setattr(_content, "_elide_media", counted)
+    document = "lorem ipsum; dolor, sit amet " * 400_000  # 11.6 MB, no media
+    serialize_content("k", [{"type": "text", "content": document}], ON)
+    serialize_content("k", ["short; text"] * 100, ON)
+    # a data URL beyond what is kept of the string (32 KiB) would be cut anyway
+    serialize_content("k", [document + PNG_URL], ON)
+    assert calls == []
+    serialize_content("k", [PNG_URL + document], ON)
+    assert calls == [len(PNG_URL + document)]

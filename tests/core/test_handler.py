@@ -529,6 +529,23 @@ def test_redaction_hook(telemetry_handler, span_exporter, content_capture):
     ]
 
 
+CONTENT_KEYS = {
+    sc.GEN_AI_SYSTEM_INSTRUCTIONS,
+    sc.GEN_AI_INPUT_MESSAGES,
+    sc.GEN_AI_OUTPUT_MESSAGES,
+    sc.GEN_AI_TOOL_DEFINITIONS,
+}
+SYSTEM = [{"type": "text", "content": "Be brief."}]
+INPUT = [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}]
+OUTPUT = [{"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"}]
+TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+
+
+def _plain(value: Any) -> Any:
+    """Attribute values as JSON has them (the SDK keeps lists as tuples)."""
+    return json.loads(json.dumps(value))
+
+
 def test_inference_details_event_on_event_capture(
     telemetry_handler, span_exporter, log_exporter, content_capture
 ):
@@ -542,7 +559,164 @@ def test_inference_details_event_on_event_capture(
     record = log.log_record
     assert record.event_name == sc.EVENT_INFERENCE_DETAILS
     assert record.span_id == span.context.span_id
-    assert record.attributes[sc.GEN_AI_INPUT_MESSAGES][0]["parts"][0]["content"] == "hello"
+    assert _plain(dict(record.attributes)) == {
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_PROVIDER_NAME: "openai",
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        sc.LLMTRACE_USAGE_REPORTED: False,
+        sc.GEN_AI_INPUT_MESSAGES: [{"role": "user", "parts": [{"type": "text", "content": "hello"}]}],
+    }
+
+
+def test_inference_details_event_carries_every_attribute_of_the_span(
+    telemetry_handler, span_exporter, log_exporter, content_capture
+):
+    """As the conventions say: every attribute of the inference span, content structured."""
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_AND_EVENT)
+    inv = telemetry_handler.start_chat(
+        "gpt-4o", provider="openai", server_address="api.openai.com", server_port=443
+    )
+    inv.temperature, inv.max_tokens, inv.stop_sequences, inv.seed = 0.2, 100, ["\n"], 7
+    inv.system_instructions, inv.input_messages, inv.tool_definitions = SYSTEM, INPUT, TOOLS
+    inv.chunk()
+    inv.output_messages = OUTPUT
+    inv.response_id, inv.response_model, inv.finish_reasons = "chatcmpl-1", "gpt-4o-2024-08-06", ["stop"]
+    inv.set_usage(input_tokens=10, output_tokens=5)
+    inv.stop()
+    (span,) = span_exporter.get_finished_spans()
+    (log,) = log_exporter.get_finished_logs()
+    event = _plain(dict(log.log_record.attributes))
+    on_span = _plain(dict(span.attributes))
+    assert (
+        set(event)
+        == set(on_span)
+        == {
+            sc.GEN_AI_OPERATION_NAME,
+            sc.GEN_AI_PROVIDER_NAME,
+            sc.GEN_AI_REQUEST_MODEL,
+            sc.GEN_AI_REQUEST_STREAM,
+            sc.SERVER_ADDRESS,
+            sc.SERVER_PORT,
+            sc.GEN_AI_REQUEST_TEMPERATURE,
+            sc.GEN_AI_REQUEST_MAX_TOKENS,
+            sc.GEN_AI_REQUEST_SEED,
+            sc.GEN_AI_REQUEST_STOP_SEQUENCES,
+            sc.GEN_AI_RESPONSE_ID,
+            sc.GEN_AI_RESPONSE_MODEL,
+            sc.GEN_AI_RESPONSE_FINISH_REASONS,
+            sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+            sc.LLMTRACE_STREAM_CHUNKS,
+            sc.GEN_AI_USAGE_INPUT_TOKENS,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS,
+            sc.GEN_AI_USAGE_COST_AMOUNT,
+            sc.GEN_AI_USAGE_COST_CURRENCY,
+            sc.GEN_AI_USAGE_COST_SOURCE,
+            *CONTENT_KEYS,
+        }
+    )
+    # the same values; content as JSON text on the span, structured on the event
+    assert {k: v for k, v in event.items() if k not in CONTENT_KEYS} == {
+        k: v for k, v in on_span.items() if k not in CONTENT_KEYS
+    }
+    assert {k: json.loads(on_span[k]) for k in CONTENT_KEYS} == {k: event[k] for k in CONTENT_KEYS}
+    assert {k: event[k] for k in CONTENT_KEYS} == {
+        sc.GEN_AI_SYSTEM_INSTRUCTIONS: SYSTEM,
+        sc.GEN_AI_INPUT_MESSAGES: INPUT,
+        sc.GEN_AI_OUTPUT_MESSAGES: OUTPUT,
+        sc.GEN_AI_TOOL_DEFINITIONS: TOOLS,
+    }
+    assert (event[sc.SERVER_ADDRESS], event[sc.SERVER_PORT], event[sc.GEN_AI_REQUEST_STREAM]) == (
+        "api.openai.com",
+        443,
+        True,
+    )
+    assert (event[sc.GEN_AI_RESPONSE_ID], event[sc.GEN_AI_RESPONSE_FINISH_REASONS]) == (
+        "chatcmpl-1",
+        ["stop"],
+    )
+    assert (event[sc.GEN_AI_USAGE_INPUT_TOKENS], event[sc.GEN_AI_USAGE_OUTPUT_TOKENS]) == (10, 5)
+
+
+def test_inference_details_event_of_a_failed_call_has_its_error_type(
+    telemetry_handler, log_exporter, content_capture
+):
+    content_capture.content = ContentPolicy(mode=CaptureMode.EVENT_ONLY)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.input_messages = INPUT
+    inv.fail(TimeoutError("slow"))
+    (log,) = log_exporter.get_finished_logs()
+    assert _plain(dict(log.log_record.attributes)) == {
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_PROVIDER_NAME: "openai",
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        sc.LLMTRACE_USAGE_REPORTED: False,
+        sc.GEN_AI_INPUT_MESSAGES: INPUT,
+        sc.ERROR_TYPE: "timeout",
+    }
+
+
+@pytest.mark.parametrize("mode", [CaptureMode.EVENT_ONLY, CaptureMode.SPAN_AND_EVENT])
+def test_inference_details_event_content_has_the_span_budget(
+    telemetry_handler, span_exporter, log_exporter, content_capture, mode
+):
+    """Each content value is bounded, and all of them together too (OTLP/gRPC refuses 4 MiB)."""
+    content_capture.content = ContentPolicy(mode=mode, max_attribute_length=100_000, max_span_content=150_000)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.system_instructions = [{"type": "text", "content": "s" * 90_000}]
+    inv.input_messages = [{"role": "user", "parts": [{"type": "text", "content": "i" * 90_000}]}]
+    inv.output_messages = [{"role": "assistant", "parts": [{"type": "text", "content": "o" * 90_000}]}]
+    inv.stop()
+    (log,) = log_exporter.get_finished_logs()
+    event = _plain(dict(log.log_record.attributes))
+    sizes = {
+        k: len(json.dumps(v, separators=(",", ":"), ensure_ascii=False))
+        for k, v in event.items()
+        if k in CONTENT_KEYS
+    }
+    assert sizes == {sc.GEN_AI_SYSTEM_INSTRUCTIONS: 90_030, sc.GEN_AI_INPUT_MESSAGES: 59_970}  # 150,000
+    assert event[sc.LLMTRACE_CONTENT_TRUNCATED] == [sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES]
+    assert event[sc.GEN_AI_INPUT_MESSAGES][0]["parts"][0]["content"].endswith("…[truncated 30110 chars]")
+    (span,) = span_exporter.get_finished_spans()
+    if mode.on_span:  # the same content on both
+        assert {k: json.loads(v) for k, v in span.attributes.items() if k in CONTENT_KEYS} == {
+            k: v for k, v in event.items() if k in CONTENT_KEYS
+        }
+
+
+def test_content_is_serialised_once_for_span_and_event(
+    telemetry_handler, span_exporter, log_exporter, content_capture
+):
+    seen: list[str] = []
+
+    def redact(key: str, value: Any) -> Any:
+        seen.append(key)
+        return value
+
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_AND_EVENT, redact=redact)
+    inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
+    inv.system_instructions, inv.input_messages, inv.output_messages = SYSTEM, INPUT, OUTPUT
+    inv.stop()
+    assert seen == [sc.GEN_AI_SYSTEM_INSTRUCTIONS, sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES]
+    (log,) = log_exporter.get_finished_logs()
+    assert _plain(log.log_record.attributes[sc.GEN_AI_OUTPUT_MESSAGES]) == OUTPUT
+
+
+def test_inference_details_event_of_an_unsampled_call(logger_provider, log_exporter, content_capture):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    content_capture.content = ContentPolicy(mode=CaptureMode.EVENT_ONLY)
+    handler = llmtrace.TelemetryHandler(
+        tracer_provider=TracerProvider(sampler=ALWAYS_OFF), logger_provider=logger_provider
+    )
+    inv = handler.start_chat("gpt-4o", provider="openai", server_address="h", server_port=1)
+    inv.input_messages = INPUT
+    inv.set_usage(input_tokens=3, output_tokens=1)
+    inv.stop()
+    (log,) = log_exporter.get_finished_logs()
+    event = _plain(dict(log.log_record.attributes))
+    assert event[sc.SERVER_ADDRESS] == "h" and event[sc.GEN_AI_USAGE_INPUT_TOKENS] == 3
+    assert event[sc.GEN_AI_INPUT_MESSAGES] == INPUT
 
 
 def test_no_inference_details_event_for_embeddings(

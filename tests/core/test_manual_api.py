@@ -131,3 +131,12 @@ def test_evaluation_text_is_masked_and_redacted(tracer_provider, log_exporter, c
     assert attributes[sc.GEN_AI_EVALUATION_SCORE_LABEL] == "leaked [REDACTED]"
     explanation = attributes[sc.GEN_AI_EVALUATION_EXPLANATION]
     assert explanation == "Answer to <name> used key [REDACTED]; Bearer [REDACTED]"
+
+
+def test_evaluation_name_and_response_id_are_bounded(tracer_provider, log_exporter):
+    with tracer_provider.get_tracer("app").start_as_current_span("chat"):
+        llmtrace.record_evaluation("n" * 10_000, score=1.0, response_id="r" * 100_000)
+    (log,) = log_exporter.get_finished_logs()
+    attributes = dict(log.log_record.attributes)
+    assert attributes[sc.GEN_AI_EVALUATION_NAME] == "n" * 256
+    assert attributes[sc.GEN_AI_RESPONSE_ID] == "r" * 1024
