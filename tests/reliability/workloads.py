@@ -18,7 +18,7 @@ from langchain_core.callbacks import CallbackManager
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.language_models import BaseLLM
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import Generation, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
@@ -30,7 +30,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from llama_index.core import Document as LIDocument
 from llama_index.core import VectorStoreIndex
 from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
-from llama_index.core.base.llms.types import ToolCallBlock
+from llama_index.core.base.llms.types import ImageBlock, TextBlock, ToolCallBlock
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.instrumentation import get_dispatcher
@@ -165,6 +165,13 @@ class FailingChatModel(ScriptedChatModel):
         raise ConnectionError("provider down")
 
 
+class BindingChatModel(ScriptedChatModel):
+    """Binds its tools as LangChain tool objects (they reach the callbacks in ``invocation_params``)."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.bind(tools=list(tools))
+
+
 def lc_agent(name: str = "helper") -> Any:
     """A LangGraph agent (``create_agent``): two tools in parallel, a retriever tool, a final answer."""
     script = [
@@ -175,7 +182,7 @@ def lc_agent(name: str = "helper") -> Any:
     retriever_tool = create_retriever_tool(
         lc_store().as_retriever(search_kwargs={"k": 1}), "search_docs", "Search the docs."
     )
-    return create_agent(ScriptedChatModel(script=script), tools=[add, weather, retriever_tool], name=name)
+    return create_agent(BindingChatModel(script=script), tools=[add, weather, retriever_tool], name=name)
 
 
 def lc_agent_as_tool() -> Any:
@@ -285,7 +292,23 @@ def lc_workload_sync() -> list[Any]:
         outcome(lambda: messages_value(lc_agent_as_tool().invoke({"messages": [("user", "go")]})["messages"]))
     )
     out.append(outcome(_interrupted_agent))
+    out.append(outcome(lambda: ScriptedChatModel(script=[answer("a picture")]).invoke(MULTIMODAL).content))
     return out
+
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+MULTIMODAL = [
+    HumanMessage(
+        content=[
+            {"type": "text", "text": "what is in these?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+            {"type": "file", "file": {"file_id": "file-1"}},
+        ]
+    ),
+    AIMessage(content=[{"type": "reasoning", "reasoning": "look closely"}, {"type": "text", "text": "ok"}]),
+    HumanMessage(content="and now?"),
+]
 
 
 async def lc_workload_async() -> list[Any]:
@@ -471,6 +494,16 @@ class UsageLLM2(CustomLLM):
         return gen()
 
 
+class ResponsesLLM(MockLLM):
+    """Answers like OpenAI's Responses API (a status, not a finish reason)."""
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(
+            text="done", raw={"object": "response", "status": "completed", "output": []}
+        )
+
+
 class Answer(Workflow):
     @step
     async def answer(self, ev: StartEvent) -> StopEvent:
@@ -530,6 +563,11 @@ async def li_workload_async() -> list[Any]:
     llm = MockLLM(max_tokens=2)
     messages = [ChatMessage(role="user", content="hi")]
     out.append(outcome(lambda: llm.chat(messages).message.content))
+    picture = ChatMessage(
+        role="user", blocks=[TextBlock(text="what is this?"), ImageBlock(url="https://x.test/a.png")]
+    )
+    out.append(outcome(lambda: llm.chat([picture]).message.content))
+    out.append(outcome(lambda: ResponsesLLM().chat(messages).message.content))
     out.append(outcome(lambda: [c.delta for c in llm.stream_complete("x y")]))
     out.append(outcome(lambda: [c.delta for c in llm.stream_chat(messages)]))
 

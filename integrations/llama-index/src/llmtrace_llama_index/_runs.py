@@ -26,6 +26,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from llmtrace import AgentInvocation, Invocation, RerankInvocation, TelemetryHandler, ToolInvocation, _fork
+from llmtrace._invocation import is_open
 from llmtrace._runmap import RunMap, add_child
 from llmtrace_llama_index._classify import ENGINE_KINDS, Kind
 from llmtrace_llama_index._lazy import LazyStreams, response_generator
@@ -78,11 +79,7 @@ class RunState:
         return tool if tool is not None and not tool.ended else None
 
     def adopt(self, invocation: Invocation) -> None:
-        self.children = add_child(self.children, invocation, _is_open)
-
-
-def _is_open(invocation: Invocation) -> bool:
-    return not invocation.ended
+        self.children = add_child(self.children, invocation, is_open)
 
 
 class Node:

@@ -669,7 +669,8 @@ def _declared_name(run: RunState, name: str) -> str:
         run.tool_names_read = True
         try:
             run.tool_names = _agent_tool_names(run)
-        except Exception:  # an odd agent: its tools are not known
+        except Exception as exc:  # an odd agent: its tools are not known, its names are kept
+            report_internal_error(f"{__name__}._declared_name", exc)
             run.tool_names = None
     names = run.tool_names
     return name if names is None or name in names else _parts.OTHER
