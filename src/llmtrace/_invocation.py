@@ -146,6 +146,8 @@ class Invocation:
         self._ended = True
         self.error_type = error_type
         duration = time.perf_counter() - self._start_perf
+        if end_time_ns is None:  # now: serialising captured content below is not the call's time
+            end_time_ns = time.time_ns()
         span = self.span
         try:
             self._prepare_end()
@@ -186,7 +188,7 @@ class Invocation:
         policy = settings.content
         budget = policy.max_span_content - self._content_chars  # all content of one span together
         if budget < MIN_ATTRIBUTE_LENGTH:
-            self._truncated.append(key)  # no room left: dropped, and said so
+            self.mark_truncated(key)  # no room left: dropped, and said so
             return
         if budget < policy.max_attribute_length:
             policy = dataclasses.replace(policy, max_attribute_length=budget)
@@ -197,6 +199,12 @@ class Invocation:
         self._content_chars += len(text)
         attrs[key] = text
         if truncated:
+            self.mark_truncated(key)
+
+    def mark_truncated(self, key: str) -> None:
+        """List ``key`` in ``llmtrace.content.truncated`` (once): its content was cut, by the
+        serialiser or before it (the oldest messages of a long history)."""
+        if key not in self._truncated:
             self._truncated.append(key)
 
 

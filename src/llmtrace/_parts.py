@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from llmtrace._content import _More
+
 OTHER = "_OTHER"
 """A tool name the model made up (it names none of the tools the call declared): recorded as this
 fixed value, as the conventions record an unknown ``error.type``, so that a model-generated string
@@ -292,38 +294,8 @@ def declared_names(tools: object, other: Callable[[Any], str | None] | None = No
 # --------------------------------------------------------------------------------------
 def dropped_marker(count: int, what: str = "messages") -> str:
     """The first item of a list whose ``count`` oldest items were left out: ``"[N earlier messages
-    truncated]"``, as the content serialiser's own marker for items it drops from a list's end (of
-    its marker type where the core has one, so that shortening strings to fit never cuts it)."""
-    text = f"[{count} earlier {what} truncated]"
-    try:
-        from llmtrace._content import _More  # the serialiser's marker of dropped items
-
-        marker = _More(text)
-        marker.dropped = count
-        return marker
-    except Exception:  # a core without it: plain text
-        return text
-
-
-class _Keys(list):  # type: ignore[type-arg]
-    """A list of attribute keys that takes each key once."""
-
-    def append(self, key: Any) -> None:
-        if key not in self:
-            super().append(key)
-
-
-def mark_truncated(invocation: object, key: str) -> None:
-    """List ``key`` in the span's ``llmtrace.content.truncated``: its content was cut before it reached
-    the serialiser (the oldest messages of a long history). Through the invocation's own
-    ``mark_truncated`` where the core has one; else in the list it keeps of cut attributes, made to
-    take each key once (the serialiser adds the key again if it cuts more)."""
-    mark = getattr(invocation, "mark_truncated", None)
-    if callable(mark):
-        mark(key)
-        return
-    cut = getattr(invocation, "_truncated", None)
-    if isinstance(cut, list):
-        keys = cut if isinstance(cut, _Keys) else _Keys(cut)
-        keys.append(key)
-        setattr(invocation, "_truncated", keys)  # noqa: B010
+    truncated]"``, of the serialiser's own marker type for dropped items, so that shortening
+    strings to fit never cuts it."""
+    marker = _More(f"[{count} earlier {what} truncated]")
+    marker.dropped = count
+    return marker

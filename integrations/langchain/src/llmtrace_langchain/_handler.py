@@ -459,7 +459,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if content is not None:
             invocation.input_messages, dropped, invocation.tool_definitions = content
             if dropped:
-                _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
+                invocation.mark_truncated(semconv.GEN_AI_INPUT_MESSAGES)
 
     @never_raise
     def on_llm_start(
@@ -787,7 +787,7 @@ def _set_input(invocation: Invocation, inputs: Any) -> None:
         if isinstance(messages, list):
             invocation.input_messages, dropped = _extract.newest_messages(messages)
             if dropped:
-                _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
+                invocation.mark_truncated(semconv.GEN_AI_INPUT_MESSAGES)
 
 
 def _set_output(invocation: Invocation, outputs: Any) -> None:

@@ -369,7 +369,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                 messages, dropped, invocation.tool_definitions = content
                 invocation.input_messages = messages
                 if dropped:
-                    _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
+                    invocation.mark_truncated(semconv.GEN_AI_INPUT_MESSAGES)
         except Exception as exc:  # the span started: it must stay in the run map to be ended
             report_internal_error(f"{__name__}.LlamaIndexSpanHandler._describe_model", exc)
         return invocation
@@ -629,7 +629,7 @@ def _set_input_messages(invocation: Any, messages: Messages) -> None:
     converted, dropped = messages
     invocation.input_messages = converted
     if dropped:
-        _parts.mark_truncated(invocation, semconv.GEN_AI_INPUT_MESSAGES)
+        invocation.mark_truncated(semconv.GEN_AI_INPUT_MESSAGES)
 
 
 def _acting_agent(run: RunState) -> Any:
