@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -20,6 +20,7 @@ from opentelemetry.sdk._logs.export import (
     LogRecordExporter,
     LogRecordExportResult,
 )
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan, Span
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -102,6 +103,8 @@ class ExportDeadlines:
         self._deadlines: list[float] = []
         self._failed = False
         self._failures_in_a_row = 0
+        self.failures = 0
+        """Batches that failed or were given up, ever (a flush compares it before and after)."""
 
     @contextmanager
     def window(self, timeout_s: float) -> Iterator[None]:
@@ -124,16 +127,21 @@ class ExportDeadlines:
             self._deadlines.append(time.monotonic() + max(0.0, timeout_s))
 
     def give_up(self) -> bool:
-        """Whether the next batch should be failed without exporting it."""
+        """Whether the next batch should be failed without exporting it (then it counts as failed)."""
         with self._lock:
             if not self._deadlines:
                 return False
-            return self._failed or time.monotonic() >= min(self._deadlines)
+            if self._failed or time.monotonic() >= min(self._deadlines):
+                self.failures += 1
+                return True
+            return False
 
     def note(self, ok: bool, elapsed_s: float = 0.0) -> None:
         """Record the outcome of an export that took ``elapsed_s`` (it counts only while a deadline
         is open)."""
         with self._lock:
+            if not ok:
+                self.failures += 1
             if not self._deadlines:
                 return
             if ok:
@@ -200,7 +208,12 @@ class CountingSpanExporter(SpanExporter):
 class _BoundedBatchProcessor:
     """The part the span and log batch processors share (listed before the SDK's processor in the
     bases): batch options checked the same way, and flush and shutdown bounded by the exporter's
-    :class:`ExportDeadlines` (a flush without a timeout gets the export timeout)."""
+    :class:`ExportDeadlines` (a flush without a timeout gets the export timeout).
+
+    ``force_flush`` returns whether everything was delivered: False when a batch failed or was
+    given up during the flush (the SDK's processor says True whatever happened). ``shutdown`` is
+    idempotent and waits at most twice the export timeout (the SDK's waits up to 30 s for an export
+    under way)."""
 
     def __init__(
         self,
@@ -220,15 +233,42 @@ class _BoundedBatchProcessor:
         )
         self._deadlines = exporter.deadlines
         self._export_timeout_s = export_timeout_millis / 1000
+        self._shutdown_once = _fork.lock()
+        self._shut_down = False
+
+    @property
+    def deadlines(self) -> ExportDeadlines:
+        return self._deadlines
 
     def shutdown(self) -> None:
+        with self._shutdown_once:
+            if self._shut_down:
+                return
+            self._shut_down = True
         self._deadlines.close(self._export_timeout_s)
-        super().shutdown()  # type: ignore[misc]
+        batch_processor = getattr(self, "_batch_processor", None)
+        if batch_processor is None:  # pragma: no cover - an SDK without the shared batch processor
+            super().shutdown()  # type: ignore[misc]
+            return
+        batch_processor.shutdown(timeout_millis=2 * self._export_timeout_s * 1000)
+        # The export under way outlived that (an exporter timeout longer than the export timeout):
+        # the SDK leaves what is still queued there; it is given up (counted as failed) instead.
+        queue = batch_processor._queue
+        left = []
+        while queue:
+            try:
+                left.append(queue.pop())
+            except IndexError:
+                break
+        if left:
+            batch_processor._exporter.export(left)
 
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         timeout_s = self._export_timeout_s if timeout_millis is None else timeout_millis / 1000
+        failures = self._deadlines.failures
         with self._deadlines.window(timeout_s):
-            return bool(super().force_flush(timeout_millis))  # type: ignore[misc]
+            flushed = bool(super().force_flush(timeout_millis))  # type: ignore[misc]
+        return flushed and self._deadlines.failures == failures
 
 
 class CountingBatchSpanProcessor(_BoundedBatchProcessor, BatchSpanProcessor):
@@ -298,7 +338,10 @@ class _JsonlFile:
         with self._lock:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
+                # created readable by its owner only: it may hold prompts (content capture); a file
+                # that already exists keeps its mode
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._file = os.fdopen(fd, "a", encoding="utf-8")
             self._file.write("".join(line + "\n" for line in lines))
             self._file.flush()
 
@@ -368,6 +411,39 @@ class BoundedLogExporter(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+class CountingMetricExporter(MetricExporter):
+    """Wraps a metric exporter, counting failed exports (the SDK's metric reader drops the result,
+    so a flush could not tell whether the metrics were delivered); never lets an exception escape."""
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner = inner
+        self._lock = _fork.lock()
+        self.failures = 0
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception as exc:
+            report_internal_error(f"{type(self.inner).__name__}.export", exc)
+            result = MetricExportResult.FAILURE
+        if result is not MetricExportResult.SUCCESS:
+            with self._lock:
+                self.failures += 1
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 class BoundedBatchLogRecordProcessor(_BoundedBatchProcessor, BatchLogRecordProcessor):

@@ -1,37 +1,59 @@
-"""OTLP exporter settings: ``configure()``'s keyword arguments over the standard variables.
+"""OTLP exporter settings, resolved per signal (``traces``, ``metrics``, ``logs``).
 
-Per signal (``traces``, ``metrics``, ``logs``):
+Each setting comes from ``configure()``'s keyword argument, else the signal's own variable
+(``OTEL_EXPORTER_OTLP_<SIGNAL>_<SETTING>``), else the generic one (``OTEL_EXPORTER_OTLP_<SETTING>``),
+else a default:
 
-* **endpoint**: ``otlp_endpoint``, else ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` (used as is, as
-  the OTel specification says), else ``OTEL_EXPORTER_OTLP_ENDPOINT``. Over HTTP the generic
-  endpoint is a base URL to which ``/v1/<signal>`` is appended; a full signal URL given there is
-  accepted too. A signal with no endpoint while another signal has one is not exported over OTLP
-  (no export to a default address nobody configured); with no endpoint anywhere, every signal
-  goes to the exporters' default (``localhost:4318`` / ``localhost:4317``).
-* **timeout**: ``otlp_timeout_s``, else ``OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT``, else
-  ``OTEL_EXPORTER_OTLP_TIMEOUT`` (both in milliseconds), else the export timeout.
+* **endpoint**: ``otlp_endpoint`` (a base URL for every signal), else the signal's variable (its full
+  URL, used as is, as the OTel specification says), else ``OTEL_EXPORTER_OTLP_ENDPOINT`` (a base URL
+  to which ``/v1/<signal>`` is appended over HTTP; a full signal URL given there is accepted too).
+  An endpoint without a scheme (``collector:4317``) is a host and port: over HTTP ``http://`` is
+  assumed; over gRPC the connection uses TLS unless ``insecure`` says otherwise.
+* **protocol**: ``otlp_protocol``, else the variables (any case; an unsupported value such as
+  ``http/json`` is logged and ignored), else gRPC for an endpoint on port 4317, else ``http/protobuf``.
+* **headers**: the signal's variable, else the generic one; ``otlp_headers`` is merged over them,
+  key by key, over either protocol.
+* **insecure** (gRPC to an endpoint without a scheme): ``otlp_insecure``, else the variables, else
+  false (TLS), as in the specification and the Python SDK. ``http://`` means plaintext and
+  ``https://`` TLS whatever it says.
+* **timeout**: ``otlp_timeout_s``, else the variables (milliseconds, as the specification says;
+  zero means no limit), else the signal's batch export timeout.
+* **compression**: the variables (``gzip``, ``deflate``, ``none``; another value is logged and
+  ignored), else none.
+
+Everything is handed to the exporters explicitly: the Python SDK's gRPC exporters would raise on
+a timeout variable that is not a number or on a compression they do not know (``none``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.util.re import parse_env_headers
+
+from llmtrace._env import NO_LIMIT_MS, env, env_optional_bool, env_timeout_ms, warn_ignored
 
 logger = logging.getLogger("llmtrace")
 
 Protocol = Literal["grpc", "http/protobuf"]
+PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
 Signal = Literal["traces", "metrics", "logs"]
 SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TIMEOUT_ENV = "OTEL_EXPORTER_OTLP_TIMEOUT"
+GRPC_PORT = 4317
+SECONDS_LIKE_MS = 100
+"""A timeout variable below this many milliseconds was probably meant in seconds (the Python SDK's
+own exporters read ``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds): it is used, with a warning."""
 _SIGNAL_PATHS = tuple(f"/v1/{signal}" for signal in SIGNALS)
 
 
@@ -40,9 +62,8 @@ def signal_env(signal: Signal, setting: str) -> str:
     return f"OTEL_EXPORTER_OTLP_{signal.upper()}_{setting}"
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
+def generic_env(setting: str) -> str:
+    return f"OTEL_EXPORTER_OTLP_{setting}"
 
 
 def base_url(endpoint: str) -> str:
@@ -56,126 +77,253 @@ def base_url(endpoint: str) -> str:
     return base
 
 
-def _timeout_ms(name: str) -> float | None:
-    raw = _env(name)
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    source: str
+    """Where it came from: ``otlp_endpoint`` or the variable's name."""
+    per_signal: bool
+    """From ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT``: the signal's full URL, used as is."""
+
+    @property
+    def scheme(self) -> str | None:
+        """``http`` or ``https``; None for ``host:port`` (or a gRPC target such as ``dns:///...``)."""
+        head, sep, _ = self.url.partition("://")
+        return head.lower() if sep and head.lower() in ("http", "https") else None
+
+    @property
+    def port(self) -> int | None:
+        rest = self.url.split("://", 1)[1] if "://" in self.url else self.url
+        try:
+            return urlsplit("//" + rest.split("/", 1)[0]).port
+        except ValueError:
+            return None
+
+    def http_url(self, signal: Signal) -> str:
+        url = self.url if self.scheme else "http://" + self.url
+        return url if self.per_signal else base_url(url) + f"/v1/{signal}"
+
+    def grpc_target(self) -> str:
+        """What the gRPC channel connects to: ``host:port`` (the path of a URL is not used)."""
+        return urlsplit(self.url).netloc if self.scheme else self.url
+
+
+def endpoint_for(signal: Signal, keyword: str | None) -> Endpoint | None:
+    """The signal's endpoint: ``otlp_endpoint``, its own variable, the generic one (None: none set)."""
+    if keyword:
+        return Endpoint(keyword, "otlp_endpoint", per_signal=False)
+    name = signal_env(signal, "ENDPOINT")
+    raw = env(name)
+    if raw is not None:
+        return Endpoint(raw, name, per_signal=True)
+    raw = env(ENDPOINT_ENV)
+    return Endpoint(raw, ENDPOINT_ENV, per_signal=False) if raw is not None else None
+
+
+def endpoint_variables_set() -> list[str]:
+    return [name for name in [ENDPOINT_ENV, *(signal_env(s, "ENDPOINT") for s in SIGNALS)] if env(name)]
+
+
+def _env_protocol(name: str) -> Protocol | None:
+    raw = env(name)
     if raw is None:
         return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number of milliseconds") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{name}={raw!r} must be a non-negative number of milliseconds")
+    value = raw.lower()
+    if value in PROTOCOLS:
+        return value
+    warn_ignored(name, raw, "is not an OTLP protocol llmtrace supports (grpc, http/protobuf)")
+    return None
+
+
+def _env_timeout_ms(name: str) -> float | None:
+    value = env_timeout_ms(name)
+    if value is not None and 0 < value < SECONDS_LIKE_MS:
+        logger.warning(
+            "llmtrace: %s=%s is read as %s milliseconds, the OpenTelemetry specification's unit (the "
+            "Python SDK's own exporters read seconds there); if you meant seconds, write %d",
+            name,
+            env(name),
+            env(name),
+            value * 1000,
+        )
     return value
 
 
+COMPRESSIONS = ("gzip", "deflate", "none")
+
+
+def _env_compression(name: str) -> str | None:
+    raw = env(name)
+    if raw is None:
+        return None
+    value = raw.lower()
+    if value in COMPRESSIONS:
+        return value
+    warn_ignored(name, raw, f"is not a compression llmtrace knows ({', '.join(COMPRESSIONS)})")
+    return None
+
+
+@contextmanager
+def _hidden(names: Collection[str]) -> Iterator[None]:
+    """The Python SDK's gRPC exporters parse their signal's timeout variable with ``float()`` even
+    when given a timeout (and raise on ``10s``): hidden while they are made (configure() holds its
+    lock; the value is ours to interpret, and was)."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _env_headers(name: str) -> dict[str, str] | None:
+    raw = env(name)
+    return dict(parse_env_headers(raw, liberal=True)) if raw is not None else None
+
+
 @dataclass(frozen=True)
-class OtlpSettings:
-    endpoint: str | None
-    """``otlp_endpoint``, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` (None: neither is set)."""
-    from_argument: bool
-    """True when ``endpoint`` is ``otlp_endpoint`` (it then wins over the per-signal variables)."""
+class SignalSettings:
+    """How one signal is exported over OTLP."""
+
+    signal: Signal
     protocol: Protocol
-    headers: Mapping[str, str] | None
+    protocol_source: str
+    endpoint: Endpoint | None
+    """None: the exporters' default (``http://localhost:4318``, ``localhost:4317`` over gRPC)."""
+    headers: Mapping[str, str]
     insecure: bool | None
-    timeouts_s: Mapping[Signal, float]
+    timeout_s: float
+    compression: str = "none"
 
-    @classmethod
-    def resolve(
-        cls,
-        endpoint: str | None,
-        protocol: Protocol | None,
-        headers: Mapping[str, str] | None,
-        insecure: bool | None,
-        timeout_s: float | None,
-        export_timeout_ms: float,
-    ) -> OtlpSettings:
-        from_argument = bool(endpoint)
-        if not endpoint:
-            endpoint = _env(ENDPOINT_ENV)
-        if protocol is None:
-            env_protocol = (
-                _env(signal_env("traces", "PROTOCOL")) or _env("OTEL_EXPORTER_OTLP_PROTOCOL")
-            ) or ""
-            if env_protocol in ("grpc", "http/protobuf"):
-                protocol = env_protocol  # type: ignore[assignment]
-            elif env_protocol:
-                raise ValueError(
-                    f"OTEL_EXPORTER_OTLP_PROTOCOL={env_protocol!r} is not supported; "
-                    "use grpc or http/protobuf"
-                )
-            else:
-                guess = endpoint if from_argument else _env(signal_env("traces", "ENDPOINT")) or endpoint
-                protocol = "grpc" if urlparse(guess or "").port == 4317 else "http/protobuf"
-        if protocol not in ("grpc", "http/protobuf"):
-            raise ValueError(f"otlp_protocol must be 'grpc' or 'http/protobuf', got {protocol!r}")
-        timeouts: dict[Signal, float] = {}
-        for signal in SIGNALS:
-            if timeout_s is not None:
-                timeouts[signal] = timeout_s
-                continue
-            ms = _timeout_ms(signal_env(signal, "TIMEOUT"))
-            if ms is None:
-                ms = _timeout_ms(TIMEOUT_ENV)
-            timeouts[signal] = (ms if ms is not None else export_timeout_ms) / 1000
-        return cls(endpoint, from_argument, protocol, headers, insecure, timeouts)
+    @property
+    def grpc_insecure(self) -> bool:
+        scheme = self.endpoint.scheme if self.endpoint is not None else "http"
+        return scheme == "http" if scheme is not None else bool(self.insecure)
 
-    def exports(self, signal: Signal) -> bool:
-        """Whether ``signal`` goes over OTLP: its endpoint is known, or no endpoint is set at all
-        (then every signal goes to the exporters' default address)."""
-        if self.endpoint or _env(signal_env(signal, "ENDPOINT")):
-            return True
-        return not any(_env(signal_env(other, "ENDPOINT")) for other in SIGNALS)
+    def describe(self) -> str:
+        if self.protocol == "grpc":
+            target = self.endpoint.grpc_target() if self.endpoint else "localhost:4317"
+            where = f"{target} ({'plaintext' if self.grpc_insecure else 'TLS'})"
+        else:
+            where = self.endpoint.http_url(self.signal) if self.endpoint else "the default endpoint"
+        source = f" from {self.endpoint.source}" if self.endpoint else ""
+        return f"{self.signal}: {self.protocol} ({self.protocol_source}) to {where}{source}"
 
-    def signals(self) -> tuple[Signal, ...]:
-        """The signals to export over OTLP (see :meth:`exports`); the others are logged."""
-        left_out = [signal for signal in SIGNALS if not self.exports(signal)]
-        if left_out:
-            logger.info(
-                "llmtrace: no OTLP endpoint for %s (only %s set): not exported over OTLP; set "
-                "OTEL_EXPORTER_OTLP_ENDPOINT to export every signal",
-                ", ".join(left_out),
-                ", ".join(signal_env(s, "ENDPOINT") for s in SIGNALS if s not in left_out),
-            )
-        return tuple(signal for signal in SIGNALS if signal not in left_out)
-
-    def _kwargs(self, signal: Signal) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"timeout": self.timeouts_s[signal]}
-        if self.headers is not None:
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self.timeout_s}
+        if self.headers:
             kwargs["headers"] = dict(self.headers)
-        # A per-signal variable is read by the exporter itself, unless otlp_endpoint overrides it.
-        if self.endpoint and (self.from_argument or not _env(signal_env(signal, "ENDPOINT"))):
-            if self.protocol == "grpc":
-                kwargs["endpoint"] = self.endpoint
-            else:
-                kwargs["endpoint"] = base_url(self.endpoint) + f"/v1/{signal}"
-        if self.protocol == "grpc" and self.insecure is not None:
-            kwargs["insecure"] = self.insecure
+        if self.protocol == "grpc":
+            import importlib
+
+            GrpcCompression = importlib.import_module("grpc").Compression  # grpc has no type stubs
+            kwargs["endpoint"] = self.endpoint.grpc_target() if self.endpoint else "localhost:4317"
+            kwargs["insecure"] = self.grpc_insecure
+            kwargs["compression"] = {
+                "gzip": GrpcCompression.Gzip,
+                "deflate": GrpcCompression.Deflate,
+            }.get(self.compression, GrpcCompression.NoCompression)
+        else:
+            from opentelemetry.exporter.otlp.proto.http import Compression
+
+            kwargs["compression"] = Compression(self.compression)
+            if self.endpoint is not None:
+                kwargs["endpoint"] = self.endpoint.http_url(self.signal)
         return kwargs
+
+    def _made(self) -> AbstractContextManager[None]:
+        return _hidden([signal_env(self.signal, "TIMEOUT")] if self.protocol == "grpc" else [])
 
     def span_exporter(self) -> SpanExporter:
         if self.protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-            return Grpc(**self._kwargs("traces"))
+            with self._made():
+                return Grpc(**self._kwargs())
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-        return Http(**self._kwargs("traces"))
+        return Http(**self._kwargs())
 
     def metric_exporter(self) -> MetricExporter:
         if self.protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
-            return Grpc(**self._kwargs("metrics"))
+            with self._made():
+                return Grpc(**self._kwargs())
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-        return Http(**self._kwargs("metrics"))
+        return Http(**self._kwargs())
 
     def log_exporter(self) -> LogRecordExporter:
         if self.protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
 
-            return Grpc(**self._kwargs("logs"))
+            with self._made():
+                return Grpc(**self._kwargs())
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
 
-        return Http(**self._kwargs("logs"))
+        return Http(**self._kwargs())
+
+
+def check_keywords(protocol: str | None, timeout_s: float | None) -> None:
+    """``configure()``'s OTLP keyword arguments: a mistake there raises (unlike the variables)."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"otlp_protocol must be 'grpc' or 'http/protobuf', got {protocol!r}")
+    if timeout_s is not None and not 0 <= timeout_s < float("inf"):
+        raise ValueError(f"otlp_timeout_s must be a non-negative number of seconds, got {timeout_s!r}")
+
+
+def resolve(
+    signals: Collection[Signal],
+    *,
+    endpoint: str | None,
+    protocol: Protocol | None,
+    headers: Mapping[str, str] | None,
+    insecure: bool | None,
+    timeout_s: float | None,
+    export_timeouts_ms: Mapping[Signal, float],
+) -> dict[Signal, SignalSettings]:
+    """The OTLP settings of each of ``signals`` (each variable is read, and warned about, once)."""
+    check_keywords(protocol, timeout_s)
+    generic_protocol = _env_protocol(generic_env("PROTOCOL")) if protocol is None else None
+    generic_timeout = _env_timeout_ms(TIMEOUT_ENV) if timeout_s is None else None
+    generic_headers = _env_headers(generic_env("HEADERS"))
+    generic_insecure = env_optional_bool(generic_env("INSECURE")) if insecure is None else None
+    generic_compression = _env_compression(generic_env("COMPRESSION"))
+    keyword_headers = {key.lower(): value for key, value in (headers or {}).items()}
+    resolved: dict[Signal, SignalSettings] = {}
+    for signal in SIGNALS:
+        if signal not in signals:
+            continue
+        where = endpoint_for(signal, endpoint)
+        if protocol is not None:
+            chosen, source = protocol, "otlp_protocol"
+        else:
+            own = _env_protocol(signal_env(signal, "PROTOCOL"))
+            if own is not None:
+                chosen, source = own, signal_env(signal, "PROTOCOL")
+            elif generic_protocol is not None:
+                chosen, source = generic_protocol, generic_env("PROTOCOL")
+            elif where is not None and where.port == GRPC_PORT:
+                chosen, source = "grpc", f"port {GRPC_PORT}"
+            else:
+                chosen, source = "http/protobuf", "the default"
+        signal_headers = _env_headers(signal_env(signal, "HEADERS"))
+        merged = dict(signal_headers if signal_headers is not None else generic_headers or {})
+        merged.update(keyword_headers)
+        if timeout_s is not None:
+            seconds = timeout_s if timeout_s > 0 else NO_LIMIT_MS / 1000
+        else:
+            ms = _env_timeout_ms(signal_env(signal, "TIMEOUT"))
+            if ms is None:
+                ms = generic_timeout
+            seconds = (ms if ms is not None else export_timeouts_ms[signal]) / 1000
+        if insecure is not None:
+            signal_insecure: bool | None = insecure
+        else:
+            own_insecure = env_optional_bool(signal_env(signal, "INSECURE"))
+            signal_insecure = own_insecure if own_insecure is not None else generic_insecure
+        compression = _env_compression(signal_env(signal, "COMPRESSION")) or generic_compression
+        resolved[signal] = SignalSettings(
+            signal, chosen, source, where, merged, signal_insecure, seconds, compression or "none"
+        )
+    return resolved

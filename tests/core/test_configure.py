@@ -156,13 +156,24 @@ def test_otlp_endpoint_variable_given_as_a_full_signal_url_reaches_every_signal(
     assert pipeline.stats.snapshot()["exported"] == 3 and pipeline.stats.dropped == 0
 
 
+def _redirect_default_endpoint(monkeypatch, endpoint: str) -> None:
+    """Points the HTTP exporters' default address (``http://localhost:4318``) at ``endpoint``: one
+    constant in ``_common`` since opentelemetry-exporter-otlp-proto-http 1.45, one per signal before."""
+    from opentelemetry.exporter.otlp.proto.http import _common
+
+    if hasattr(_common, "_DEFAULT_ENDPOINT"):
+        monkeypatch.setattr(_common, "_DEFAULT_ENDPOINT", endpoint)
+        return
+    for signal in ("trace_exporter", "metric_exporter", "_log_exporter"):
+        module = f"opentelemetry.exporter.otlp.proto.http.{signal}"
+        monkeypatch.setattr(f"{module}.DEFAULT_ENDPOINT", endpoint + "/")
+
+
 def test_only_signals_with_an_endpoint_are_exported(monkeypatch):
     """With only ``..._TRACES_ENDPOINT`` set, metrics and events are not sent to the exporters'
     default address (``localhost:4318``, redirected here to a second receiver to watch it)."""
     with HttpReceiver() as rx, HttpReceiver() as default:
-        monkeypatch.setattr(
-            "opentelemetry.exporter.otlp.proto.http._common._DEFAULT_ENDPOINT", default.endpoint
-        )
+        _redirect_default_endpoint(monkeypatch, default.endpoint)
         monkeypatch.setenv("LLMTRACE_STORE", "off")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", rx.endpoint + "/v1/traces")
         pipeline = llmtrace.configure(set_global=False)
@@ -182,9 +193,7 @@ def test_only_signals_with_an_endpoint_are_exported(monkeypatch):
         assert default.call_count() == 0
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     with HttpReceiver() as default:  # with no endpoint anywhere, "otlp" still means the default
-        monkeypatch.setattr(
-            "opentelemetry.exporter.otlp.proto.http._common._DEFAULT_ENDPOINT", default.endpoint
-        )
+        _redirect_default_endpoint(monkeypatch, default.endpoint)
         pipeline = llmtrace.configure(exporters="otlp", set_global=False)
         _agent_trace(_handler(pipeline))
         pipeline.shutdown()
@@ -314,16 +323,35 @@ def test_jsonl_exporter_writes_spans_and_events(tmp_path, monkeypatch):
     assert chat["context"]["trace_id"] == "0x" + trace_id
 
 
-def test_configuration_mistakes_are_loud(monkeypatch):
+def test_configuration_mistakes_are_loud(monkeypatch, caplog):
+    """A mistake in a keyword argument raises; a bad value in a standard variable (which other
+    OTel components of the process share) is named in a WARNING and ignored."""
     with pytest.raises(ValueError, match="unknown exporter"):
         llmtrace.configure(exporters="jaeger-thrift", set_global=False)
     with pytest.raises(ValueError, match="otlp_protocol"):
         llmtrace.configure(exporters="otlp", otlp_protocol="carrier-pigeon", set_global=False)  # type: ignore[arg-type]
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-    with pytest.raises(ValueError, match="not supported"):
-        llmtrace.configure(exporters="otlp", set_global=False)
+    with pytest.raises(ValueError, match="otlp_timeout_s"):
+        llmtrace.configure(exporters="otlp", otlp_timeout_s=-1, set_global=False)
+    with pytest.raises(ValueError, match="export_timeout_ms"):
+        llmtrace.configure(exporters="none", export_timeout_ms=0, set_global=False)
     with pytest.raises(ValueError, match="max_attribute_length"):
         llmtrace.configure(exporters="none", max_attribute_length=3, set_global=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("LLMTRACE_STORE", "off")
+    with caplog.at_level("WARNING", logger="llmtrace"):
+        pipeline = llmtrace.configure(set_global=False)  # the defaults apply
+    pipeline.shutdown()
+    assert pipeline.exporters == ("otlp",)
+    messages = " | ".join(r.getMessage() for r in caplog.records)
+    for named in (
+        "OTEL_EXPORTER_OTLP_PROTOCOL='http/json'",
+        "OTEL_TRACES_EXPORTER='zipkin'",
+        "OTEL_EXPORTER_OTLP_TIMEOUT='10s'",
+    ):
+        assert named in messages
 
 
 def _run_python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

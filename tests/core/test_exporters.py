@@ -104,7 +104,7 @@ def test_failing_exports_are_given_up_once_the_collector_is_seen_down(flush, slo
     early = inner.started
     started = time.perf_counter()
     if flush:
-        assert provider.force_flush(int(deadline_s * 1000))
+        assert not provider.force_flush(int(deadline_s * 1000))  # nothing was delivered
     else:
         provider.shutdown()
     took = time.perf_counter() - started
@@ -222,3 +222,34 @@ def test_log_processor_shutdown_is_bounded():
     provider.shutdown()
     assert time.perf_counter() - started < 5 * EXPORT_S
     assert inner.calls == 2  # two failures in a row: the rest is given up
+
+
+class HangingSpanExporter(SpanExporter):
+    """An exporter whose every export outlives the export timeout (a longer exporter timeout)."""
+
+    def __init__(self, hang_s: float) -> None:
+        self.hang_s = hang_s
+        self.calls = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        time.sleep(self.hang_s)
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_shutdown_waits_at_most_twice_the_export_timeout_for_an_export_under_way():
+    """The SDK waits up to 30 s for the export under way; llmtrace's processor waits twice the
+    export timeout, then gives up what is still queued (counted as failed, nothing left pending)."""
+    inner = HangingSpanExporter(hang_s=10 * EXPORT_S)
+    provider, stats = _pipeline_with(inner, export_timeout_s=EXPORT_S)
+    started = time.perf_counter()
+    provider.shutdown()
+    took = time.perf_counter() - started
+    assert took < 2 * EXPORT_S + 0.5
+    assert inner.calls == 1
+    snap = stats.snapshot()
+    assert snap["pending"] == 0 and snap["exported"] == 0
+    assert snap["failed"] == 10 * BATCHES - 10  # the batch in flight is counted when it ends

@@ -180,6 +180,119 @@ def test_hanging_collector_with_a_long_queue_gives_up_in_time(flush):
     assert stats == {"exported": 0, "failed": 1000, "dropped_queue_full": 0, "dropped": 1000, "pending": 0}
 
 
+FLUSH_MARGIN_S = 0.5
+"""What a bounded flush or shutdown may take beyond its deadline (starting and joining threads)."""
+
+
+def _all_signals(pipeline: llmtrace.Pipeline, calls: int) -> None:
+    """Spans, metrics and events, ``calls`` of each."""
+    handler = llmtrace.TelemetryHandler(
+        tracer_provider=pipeline.tracer_provider,
+        meter_provider=pipeline.meter_provider,
+        logger_provider=pipeline.logger_provider,
+    )
+    events = pipeline.logger_provider.get_logger("faults")
+    for i in range(calls):
+        inv = handler.start_chat("gpt-4o", provider="openai")
+        inv.set_usage(input_tokens=3, output_tokens=4)
+        inv.stop()
+        events.emit(body=f"event {i}")
+
+
+def test_flush_and_shutdown_keep_their_deadline_whatever_the_exporter_timeout():
+    """Each export may wait 5 s on the hung collector: force_flush(500) still returns after about
+    0.5 s in all (the three providers are flushed at once, under one deadline: it took one
+    exporter timeout per signal, one after another) and says nothing was delivered (it said
+    nothing, and every provider said True); shutdown ends within the export timeout."""
+    with HangingServer() as server:
+        pipeline = llmtrace.configure(
+            exporters="otlp",
+            otlp_endpoint=server.endpoint,
+            otlp_protocol="http/protobuf",
+            otlp_timeout_s=5.0,
+            export_timeout_ms=1000,
+            schedule_delay_ms=60_000,
+            max_export_batch_size=50,
+            set_global=False,
+        )
+        assert pipeline.shutdown_timeout_s == 1.0
+        _all_signals(pipeline, 200)
+        started = time.perf_counter()
+        delivered = pipeline.force_flush(500)
+        flushed_in = time.perf_counter() - started
+        started = time.perf_counter()
+        pipeline.shutdown()
+        shut_down_in = time.perf_counter() - started
+        assert server.connections_accepted >= 1
+    assert delivered is False
+    assert flushed_in < 0.5 + FLUSH_MARGIN_S
+    assert shut_down_in < pipeline.shutdown_timeout_s + FLUSH_MARGIN_S
+
+
+def test_force_flush_says_when_everything_was_delivered():
+    with HttpReceiver() as receiver:
+        pipeline = llmtrace.configure(
+            exporters="otlp", otlp_endpoint=receiver.endpoint, schedule_delay_ms=60_000, set_global=False
+        )
+        _all_signals(pipeline, 5)
+        assert pipeline.force_flush(5_000) is True
+        assert {s for s in ("traces", "metrics", "logs") if receiver.call_count(s)} == {
+            "traces",
+            "metrics",
+            "logs",
+        }
+        pipeline.shutdown()
+    with HttpReceiver(status=400) as refusing:  # a collector that rejects every batch, at once
+        pipeline = llmtrace.configure(
+            exporters="otlp", otlp_endpoint=refusing.endpoint, schedule_delay_ms=60_000, set_global=False
+        )
+        _all_signals(pipeline, 5)
+        assert pipeline.force_flush(5_000) is False
+        pipeline.shutdown()
+
+
+def test_exit_keeps_the_export_timeout_bound_with_a_hung_collector():
+    """At exit, with every export allowed 20 s (OTEL_EXPORTER_OTLP_TIMEOUT=20000) and export
+    timeouts of 1 s (OTEL_BSP_/OTEL_BLRP_/OTEL_METRIC_EXPORT_TIMEOUT): llmtrace's exit hook takes
+    about 1 s, not 20 s per signal one after another."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import atexit, time
+marks = {}
+atexit.register(lambda: print(f"exit hook took {time.monotonic() - marks['start']:.2f}"))
+import llmtrace
+llmtrace.configure()
+atexit.register(lambda: marks.setdefault("start", time.monotonic()))  # runs before llmtrace's
+handler = llmtrace.TelemetryHandler()
+for _ in range(100):
+    inv = handler.start_chat("gpt-4o", provider="openai")
+    inv.set_usage(input_tokens=3, output_tokens=4)
+    inv.stop()
+    llmtrace.record_evaluation("relevance", score=1.0)
+"""
+    with HangingServer() as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LLMTRACE_"))}
+        env.update(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": server.endpoint,
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "20000",
+                "OTEL_BSP_EXPORT_TIMEOUT": "1000",
+                "OTEL_BLRP_EXPORT_TIMEOUT": "1000",
+                "OTEL_METRIC_EXPORT_TIMEOUT": "1000",
+                "LLMTRACE_STORE": "off",
+            }
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+        )
+    assert result.returncode == 0, result.stderr
+    took = float(result.stdout.strip().rsplit(" ", 1)[1])
+    assert took < 1.0 + FLUSH_MARGIN_S, result.stdout
+
+
 def test_shutdown_still_delivers_everything_to_a_healthy_collector():
     with HttpReceiver() as receiver:
         pipeline = llmtrace.configure(

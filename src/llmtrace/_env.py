@@ -1,0 +1,96 @@
+"""Reading the standard ``OTEL_*`` variables the way the OpenTelemetry specification asks.
+
+A value the specification says to ignore (an unknown enum value, a number that does not parse or
+is out of range) is logged at WARNING, naming the variable and the value, and treated as unset:
+an application must not fail to start because of a variable that another OpenTelemetry component
+of the process shares. (``configure()``'s keyword arguments stay strict: a mistake there raises.)
+An empty value is the same as an unset one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger("llmtrace")
+
+NO_LIMIT_MS = float(2**31 - 1)
+"""A timeout of zero means no limit; the specification allows "a very long time" instead: the
+largest 32-bit number of milliseconds (about 24.8 days)."""
+
+
+def env(name: str) -> str | None:
+    """The variable's value, stripped; None when it is unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def warn_ignored(name: str, raw: str, why: str) -> None:
+    logger.warning("llmtrace: %s=%r %s; the setting is ignored", name, raw, why)
+
+
+def env_bool(name: str) -> bool:
+    """An OTel boolean: only ``true`` (any case) is true; anything but ``false``, empty or unset
+    is false with a warning (the specification forbids other spellings of true)."""
+    raw = env(name)
+    if raw is None or raw.lower() == "false":
+        return False
+    if raw.lower() == "true":
+        return True
+    logger.warning("llmtrace: %s=%r is not 'true' or 'false'; read as false", name, raw)
+    return False
+
+
+def env_optional_bool(name: str) -> bool | None:
+    """Like :func:`env_bool`, but None when the variable is unset or empty."""
+    return None if env(name) is None else env_bool(name)
+
+
+def _number(name: str) -> tuple[str, float] | None:
+    raw = env(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        warn_ignored(name, raw, "is not a number of milliseconds")
+        return None
+    if not 0 <= value < float("inf"):
+        warn_ignored(name, raw, "is not a non-negative number")
+        return None
+    return raw, value
+
+
+def env_timeout_ms(name: str) -> float | None:
+    """A Timeout in milliseconds (zero: no limit, :data:`NO_LIMIT_MS`); None when unset or ignored."""
+    parsed = _number(name)
+    if parsed is None:
+        return None
+    return parsed[1] or NO_LIMIT_MS
+
+
+def env_duration_ms(name: str, *, positive: bool = False) -> float | None:
+    """A Duration in milliseconds (``positive``: zero is out of range too)."""
+    parsed = _number(name)
+    if parsed is None:
+        return None
+    raw, value = parsed
+    if positive and value == 0:
+        warn_ignored(name, raw, "must be positive")
+        return None
+    return value
+
+
+def env_positive_int(name: str) -> int | None:
+    raw = env(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        warn_ignored(name, raw, "is not an integer")
+        return None
+    if value <= 0:
+        warn_ignored(name, raw, "must be positive")
+        return None
+    return value
