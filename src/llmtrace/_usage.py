@@ -114,6 +114,9 @@ class UsageRecord:
     span_id: str
     start_time_unix_nano: int
     dimensions: dict[str, str] = field(default_factory=dict)
+    service: str | None = None
+    """``service.name`` of the pipeline that recorded the call, set by the store's usage sink (so the
+    store knows it even when the call's span was not sampled or was dropped); None elsewhere."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,7 +29,7 @@ from llmtrace.store import (
 )
 from llmtrace.store._open import DEFAULT_PATH, ENV_VAR
 
-from .dataset import TRACE_A, all_usage, call_span, root_span, tool_span
+from .dataset import TRACE_A, all_spans, all_usage, call_span, root_span, tool_span
 
 S = 1_000_000_000
 T0 = 1_710_000_000 * S
@@ -151,6 +151,51 @@ def test_usage_records_round_trip(store: Store) -> None:
     for trace_id, records in by_trace.items():
         assert store.get_usage(trace_id) == sorted(records, key=lambda r: r.start_time_unix_nano)  # type: ignore[attr-defined]
     assert store.usage_summary().calls == len(usage)
+
+
+def test_usage_records_keep_their_service(store: Store) -> None:
+    """A usage record's own service (the pipeline's ``service.name``) is stored with it and wins
+    over its span's; its span need not be stored at all (sampled out, dropped)."""
+    usage = [replace(r, service="billing") for r in all_usage()]
+    store.write([], usage[:5])  # no span, no trace: only their own service
+    store.write(all_spans(), usage[5:])  # their spans say checkout or search
+    assert store.get_usage(TRACE_A.trace_id)[0].service == "billing"  # type: ignore[attr-defined]
+    assert store.usage_summary(TraceFilter(service="billing")).calls == 9
+    assert store.usage_summary(TraceFilter(service="search")).calls == 0
+    assert {p.group for p in store.usage_series(group_by="service", bucket="day")} == {"billing"}
+
+
+def test_sampled_out_calls_keep_their_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``configure()`` with head sampling: the spans of unsampled calls are not stored, their usage
+    records are, and they count under the pipeline's service (not under no service)."""
+    import llmtrace
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    path = tmp_path / "sampled.db"
+    pipeline = llmtrace.configure(
+        store=str(path), exporters="store", service_name="svc-sampled", set_global=False
+    )
+    try:
+        handler = llmtrace.TelemetryHandler(
+            tracer_provider=pipeline.tracer_provider,
+            meter_provider=pipeline.meter_provider,
+            logger_provider=pipeline.logger_provider,
+        )
+        for i in range(6):
+            chat = handler.start_chat("gpt-4o-mini", provider="openai")
+            chat.set_usage(input_tokens=100 + i, output_tokens=10)
+            chat.stop()
+        pipeline.force_flush()
+    finally:
+        pipeline.shutdown()
+    store = open_store(path, create=False)
+    try:
+        assert store.list_traces().items == []  # no span was sampled
+        assert store.usage_summary(TraceFilter(service="svc-sampled")).calls == 6
+        series = store.usage_series(group_by="service", bucket="day")
+        assert [(p.group, p.calls) for p in series] == [("svc-sampled", 6)]
+    finally:
+        store.close()
 
 
 def test_children_before_root_and_rewrites(store: Store) -> None:
@@ -366,7 +411,7 @@ def test_older_schema_is_migrated(store_url: str) -> None:
     close()
     store = open_store(store_url)
     try:
-        assert store.schema_version() == _schema.CURRENT_VERSION == 3  # type: ignore[attr-defined]
+        assert store.schema_version() == _schema.CURRENT_VERSION == 4  # type: ignore[attr-defined]
         # the v2 migration indexed the old trace's model and provider
         assert [
             t.trace_id for t in store.list_traces(TraceFilter(model="gpt-4o", provider="openai")).items
@@ -374,7 +419,7 @@ def test_older_schema_is_migrated(store_url: str) -> None:
         assert store.get_trace(tid(7)).spans[0].name == "old"
     finally:
         store.close()
-    assert _schema_versions(store_url) == [1, 2, 3]
+    assert _schema_versions(store_url) == [1, 2, 3, 4]
 
 
 _V2_WRITER_INSERT = (  # what a writer of schema version 2 inserts (it knows no later column)
@@ -463,7 +508,7 @@ def test_version_3_upgrades_in_place_while_an_older_writer_writes(store_url: str
         store.close()
     store = open_store(store_url)
     try:
-        assert store.schema_version() == 3  # type: ignore[attr-defined]
+        assert store.schema_version() == _schema.CURRENT_VERSION  # type: ignore[attr-defined]
         spans = store.get_trace(tid(77)).spans
         assert sorted(s.span_id for s in spans) == sorted(sid(n) for n in written)
         old = spans[0]
@@ -506,7 +551,92 @@ def test_version_3_upgrades_in_place_while_an_older_writer_writes(store_url: str
         assert got == new
     finally:
         store.close()
-    assert _schema_versions(store_url) == [1, 2, 3]
+    assert _schema_versions(store_url) == [1, 2, 3, 4]
+
+
+_V3_USAGE_INSERT = (  # what a writer of schema version 3 inserts into usage (no service)
+    "INSERT INTO usage (trace_id, span_id, operation, provider, request_model, response_model, framework, "
+    "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, duration_s, "
+    "time_to_first_chunk_s, streamed, status, error_type, cache_hit, start_ns, dimensions) VALUES "
+    "(?, ?, 'chat', 'openai', 'gpt-4o', NULL, NULL, 10, 2, NULL, NULL, NULL, 0.01, 1.0, NULL, 0, 'success', "
+    "NULL, NULL, ?, '{}')"
+)
+
+
+def _v3_writer(url: str, stop: threading.Event, written: list[int], errors: list[BaseException]) -> None:
+    """An llmtrace of schema version 3 in another process, writing spans and usage records."""
+
+    def batch(execute: Callable[..., Any], n: int) -> None:
+        execute(
+            _V2_WRITER_INSERT.replace("'{}', 'old.lib'", "'{\"service.name\": \"v3-svc\"}', 'old.lib'"),
+            (tid(78), sid(n), T0 + n, T0 + n + 1),
+        )
+        execute("UPDATE spans SET service = 'v3-svc' WHERE trace_id = ? AND span_id = ?", (tid(78), sid(n)))
+        execute(_V3_USAGE_INSERT, (tid(78), sid(n), T0 + n))
+
+    try:
+        if url.startswith("postgresql://"):
+            import psycopg
+
+            from llmtrace.store._postgres import _WRITE_LOCK_KEY, _PgTx
+
+            with psycopg.connect(url) as conn:
+                while not stop.is_set():
+                    n = len(written) + 1
+                    with conn.transaction(), conn.cursor() as cur:
+                        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK_KEY,))
+                        batch(_PgTx(cur).execute, n)
+                    written.append(n)
+                    time.sleep(0.002)
+        else:
+            lite = sqlite3.connect(url, isolation_level=None, timeout=10)
+            try:
+                while not stop.is_set():
+                    n = len(written) + 1
+                    lite.execute("BEGIN IMMEDIATE")
+                    batch(lambda sql, params=(): lite.execute(sql, tuple(params)).fetchall(), n)
+                    lite.execute("COMMIT")
+                    written.append(n)
+                    time.sleep(0.002)
+            finally:
+                lite.close()
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_version_4_upgrades_in_place_while_a_version_3_writer_writes(store_url: str) -> None:
+    """Usage records written by a version-3 writer, before and after the upgrade, have no service
+    of their own: they take their span's, as before. Records written now keep theirs."""
+    execute, close = _raw_execute(store_url)
+    if not store_url.startswith("postgresql://"):
+        execute("PRAGMA journal_mode = WAL", ())
+    _schema.migrate(execute, "postgresql" if store_url.startswith("postgresql://") else "sqlite", target=3)
+    close()
+    stop = threading.Event()
+    written: list[int] = []
+    errors: list[BaseException] = []
+    writer = threading.Thread(target=_v3_writer, args=(store_url, stop, written, errors))
+    writer.start()
+    try:
+        _wait_for(lambda: len(written) >= 5 or bool(errors), "the version-3 writer")
+        upgraded = open_store(store_url)
+        after_upgrade = len(written)
+        _wait_for(lambda: len(written) >= after_upgrade + 5 or bool(errors), "writes after the upgrade")
+    finally:
+        stop.set()
+        writer.join()
+    assert errors == []
+    try:
+        assert upgraded.schema_version() == _schema.CURRENT_VERSION == 4  # type: ignore[attr-defined]
+        assert upgraded.usage_summary(TraceFilter(service="v3-svc")).calls == len(written)
+        new = replace(all_usage()[0], trace_id=tid(79), span_id=sid(1), service="v4-svc")
+        upgraded.write([], [new])
+        series = upgraded.usage_series(group_by="service", bucket="day")
+        assert sorted((p.group, p.calls) for p in series) == [("v3-svc", len(written)), ("v4-svc", 1)]
+        assert [u.service for u in upgraded.get_usage(tid(78))][:1] == [None]  # type: ignore[attr-defined]
+    finally:
+        upgraded.close()
+    assert _schema_versions(store_url) == [1, 2, 3, 4]
 
 
 def _schema_versions(url: str) -> list[int]:
@@ -517,18 +647,18 @@ def _schema_versions(url: str) -> list[int]:
         close()
 
 
-def _span_columns(url: str) -> list[tuple[str, bool]]:
-    """(name, nullable) of each column of ``spans``, in order."""
+def _span_columns(url: str, table: str = "spans") -> list[tuple[str, bool]]:
+    """(name, nullable) of each column of ``table``, in order."""
     execute, close = _raw_execute(url)
     try:
         if url.startswith("postgresql://"):
             rows = execute(
                 "SELECT column_name, is_nullable FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = 'spans' ORDER BY ordinal_position",
-                (),
+                "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+                (table,),
             )
             return [(name, nullable == "YES") for name, nullable in rows]
-        return [(row[1], not row[3]) for row in execute("PRAGMA table_info(spans)", ())]
+        return [(row[1], not row[3]) for row in execute(f"PRAGMA table_info({table})", ())]
     finally:
         close()
 
@@ -548,7 +678,7 @@ def test_both_backends_and_upgraded_stores_have_the_same_columns(
             _schema.migrate(execute, "postgresql" if url.startswith("postgresql://") else "sqlite", target=2)
             close()
         open_store(url).close()
-        columns.append(_span_columns(url))
+        columns.append(_span_columns(url) + _span_columns(url, "usage"))
     assert columns[1] == columns[2] == columns[3] == columns[0]
     added = [
         "scope_version",
@@ -561,7 +691,9 @@ def test_both_backends_and_upgraded_stores_have_the_same_columns(
         "dropped_events",
         "dropped_links",
     ]
-    assert columns[0][-len(added) :] == [(name, True) for name in added]
+    spans = columns[0][: -len(_span_columns(str(tmp_path / "fresh.db"), "usage"))]
+    assert spans[-len(added) :] == [(name, True) for name in added]
+    assert columns[0][-1] == ("service", True)  # usage, schema version 4
 
 
 def test_reopening_keeps_data_and_identity(store_url: str) -> None:

@@ -7,6 +7,7 @@ the database or raises into the application.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.context import Context
@@ -142,12 +143,19 @@ class StoreSpanExporter(SpanExporter):
 
 
 class StoreUsageSink:
-    """A usage sink (``llmtrace.add_usage_sink``) that queues each UsageRecord for the store."""
+    """A usage sink (``llmtrace.add_usage_sink``) that queues each UsageRecord for the store.
 
-    def __init__(self, writer: StoreWriter) -> None:
+    ``service``: the pipeline's ``service.name`` (its resource's), given to records that have none,
+    so each usage row keeps its service even when its span is not stored (sampled out, dropped).
+    """
+
+    def __init__(self, writer: StoreWriter, *, service: object = None) -> None:
         self.writer = writer
+        self.service = service if isinstance(service, str) and service else None
 
     def __call__(self, record: UsageRecord) -> None:
+        if self.service is not None and record.service is None:
+            record = replace(record, service=self.service)  # a copy: other sinks see the call's own record
         self.writer.submit_usage(record)
 
 

@@ -22,13 +22,15 @@ def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True
 
     ``url`` is ``postgresql://...`` / ``postgres://...`` for PostgreSQL, anything else a SQLite
     file path (``sqlite:///path`` is accepted too); None means ``LLMTRACE_STORE`` or the default.
-    With ``create=False`` a missing SQLite file raises :class:`StoreError` instead of being created.
+    With ``create=False`` (a reader) nothing is created, upgraded or written: a missing SQLite file
+    or a database without an llmtrace store raises :class:`StoreError`, and a store of an older
+    schema version is read as it is.
     """
     target = default_store_url() if url is None else os.fspath(url)
     if target.startswith(_POSTGRES_SCHEMES):
         from llmtrace.store._postgres import PostgresStore  # psycopg is an optional dependency
 
-        return PostgresStore(target)
+        return PostgresStore(target, create=create)
     if target.startswith("sqlite:///"):
         target = target[len("sqlite:///") :] or str(DEFAULT_PATH)
     from llmtrace.store._sqlite import SqliteStore

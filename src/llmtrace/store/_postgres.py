@@ -66,12 +66,19 @@ class _PgTx:
 
 
 class PostgresStore(SqlStore):
+    """A store in a PostgreSQL database (its tables in the first schema of the search path).
+
+    ``create=True`` (writers) creates and upgrades the tables. ``create=False`` (readers such as
+    the CLI) only reads: the database must hold an llmtrace store, which is read as it is (an
+    older schema is not upgraded), and no lock is taken."""
+
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: int = 10, create: bool = True) -> None:
         super().__init__()
         self._dsn = url
         self.url = redact(url)
+        self.read_only = not create
         self._connect_timeout_s = connect_timeout_s
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -79,7 +86,7 @@ class PostgresStore(SqlStore):
         message = f"cannot open the PostgreSQL store {self.url}"
         self._wconn: psycopg.Connection[Any] | None = None  # None: connected on next use (a forked child)
         try:
-            wconn = self._wconn = self._connect(autocommit=False)
+            first = self._connect(autocommit=self.read_only)
         except psycopg.errors.ConnectionTimeout as exc:
             raise StoreConnectTimeout(f"{message}: {exc}".strip()) from exc
         except psycopg.OperationalError as exc:
@@ -87,10 +94,18 @@ class PostgresStore(SqlStore):
         except psycopg.Error as exc:
             raise StoreError(f"{message}: {exc}".strip()) from exc
         try:
-            with self._transaction() as tx:
-                self._store_id = _schema.migrate(tx.execute, "postgresql")
+            if self.read_only:
+                self._rconn = first
+                self._version = _schema.stored_version(self._read, "postgresql", self.url)
+                if self._version < _schema.MIN_READABLE_VERSION:
+                    raise _schema.too_old_to_read(self.url, self._version)
+                self._store_id = str(self._read("SELECT value FROM meta WHERE key = 'store_id'")[0][0])
+            else:
+                self._wconn = first
+                with self._transaction() as tx:
+                    self._store_id = _schema.migrate(tx.execute, "postgresql")
         except BaseException as exc:
-            wconn.close()  # never leak the connection of a store that did not open
+            first.close()  # never leak the connection of a store that did not open
             if isinstance(exc, psycopg.Error):
                 raise StoreError(f"{message}: {exc}".strip()) from exc
             raise

@@ -5,6 +5,10 @@ Each migration is a list of DDL/DML templates. ``{bigint}``, ``{real}``, ``{json
 columns and indexes. Applied migrations are recorded in ``schema_version`` (one row per version);
 :func:`migrate` brings a database from any older version to :data:`CURRENT_VERSION` inside one
 transaction that the caller holds exclusively (SQLite ``BEGIN IMMEDIATE``, PostgreSQL advisory lock).
+Only writers migrate. Readers find the version with :func:`stored_version`, which only reads (and
+refuses a database that holds no llmtrace store), and read any version from
+:data:`MIN_READABLE_VERSION` on as it is: every migration adds nullable columns, tables or indexes,
+so a query of an older version leaves out (or stands NULL for) what it lacks.
 """
 
 from __future__ import annotations
@@ -159,9 +163,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
         ),
     ),
+    Migration(
+        4,
+        "usage records keep their own service (sampled-out spans no longer take it away); "
+        "cost and duration indexes for filtered trace listings",
+        # A nullable column (metadata only, older writers keep inserting: their rows get NULL and
+        # take their service from their span or trace, as before) and two small indexes.
+        (
+            "ALTER TABLE usage ADD COLUMN service TEXT",
+            "CREATE INDEX traces_cost ON traces (cost)",
+            "CREATE INDEX traces_duration ON traces (duration_ns)",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version
+MIN_READABLE_VERSION = 2
+"""The oldest schema a reader reads as it is, without upgrading it (version 2 added trace_keys)."""
+
+_STORE_TABLES = ("meta", "schema_version", "spans", "traces", "trace_keys", "usage")
 
 
 def render(statement: str, dialect: Dialect) -> str:
@@ -207,3 +227,45 @@ def migrate(execute: Execute, dialect: Dialect, *, target: int = CURRENT_VERSION
 def schema_version(execute: Execute) -> int:
     rows = execute("SELECT MAX(version) FROM schema_version", ())
     return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+class NotAStore(StoreError):
+    """The database holds no llmtrace store (an empty file, another application's database)."""
+
+
+def _tables(execute: Execute, dialect: Dialect) -> set[str]:
+    """Which of the store's tables the database has (as the store's statements would find them)."""
+    if dialect == "sqlite":
+        return {str(r[0]) for r in execute("SELECT name FROM sqlite_master WHERE type = 'table'", ())}
+    # resolved through the search path, like every statement of the store
+    row = execute("SELECT " + ", ".join(f"to_regclass('{t}') IS NOT NULL" for t in _STORE_TABLES), ())[0]
+    return {table for table, present in zip(_STORE_TABLES, row, strict=True) if present}
+
+
+def stored_version(execute: Execute, dialect: Dialect, name: str) -> int:
+    """The schema version of the llmtrace store in a database, found by reading only.
+
+    Raises :class:`NotAStore` when the database holds no llmtrace store (version 1 had no
+    ``trace_keys`` table: it counts as a store too), :class:`StoreError` when its schema is newer
+    than this llmtrace supports."""
+    tables = _tables(execute, dialect)
+    required = set(_STORE_TABLES) - {"trace_keys"}
+    version = schema_version(execute) if required <= tables else 0
+    if version >= 2 and "trace_keys" not in tables:
+        version = 0
+    if version < 1 or not execute("SELECT value FROM meta WHERE key = 'store_id'", ()):
+        raise NotAStore(f"{name} is not an llmtrace store")
+    if version > CURRENT_VERSION:
+        raise StoreError(
+            f"the store's schema is version {version}, newer than this llmtrace supports "
+            f"({CURRENT_VERSION}); upgrade llmtrace to read it"
+        )
+    return version
+
+
+def too_old_to_read(name: str, version: int) -> StoreError:
+    return StoreError(
+        f"{name} has schema version {version}, older than this llmtrace reads "
+        f"({MIN_READABLE_VERSION} to {CURRENT_VERSION}): a program that writes it with this llmtrace "
+        "(llmtrace.configure()) upgrades it"
+    )

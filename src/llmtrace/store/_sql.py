@@ -1,9 +1,17 @@
 """The SQL store shared by both backends: writes, trace summaries, queries and analytics.
 
 Backends provide a connection, a write transaction and a read function; every statement here is
-written once, with ``?`` placeholders, in the SQL subset SQLite and PostgreSQL share. Arithmetic
-that the two databases could do differently (time-zone buckets, percentiles, ordering of text,
-rounding) happens in Python, so both backends return the same results.
+written once, with ``?`` placeholders, in the SQL subset SQLite and PostgreSQL share (percentiles
+excepted: PostgreSQL's ``percentile_cont``, SQLite's window functions). What the two databases could
+do differently stays in Python or in integers: time zones are resolved in Python into the offsets
+in effect over the stored time span, and the database groups calls by local bucket in integer
+arithmetic; percentiles interpolate as ``percentile`` does; text is ordered in Python. Both
+backends return the same results, and no query brings every call (or trace) into Python.
+
+Queries scale with what they return, not with the store: usage analytics read the usage table
+alone (its span and trace are looked up only for the service of calls stored without one), and a
+filtered trace listing either walks the traces newest first along an index and stops after a
+page, or, when an index shows a filter matches few traces, fetches and sorts those few.
 
 Semantics the contract leaves open, decided here:
 
@@ -19,7 +27,9 @@ Semantics the contract leaves open, decided here:
   of any model call in the trace, ``provider`` any model call's provider; ``min_cost`` excludes
   traces without cost.
 * **Usage analytics** read the usage records (one per model call), and the filter applies to each
-  call: its start time, its span's service (else its trace's), its request or response model, its
+  call: its start time, its service (its own: the ``service.name`` of the pipeline that recorded it,
+  from schema version 4 on; for calls stored without one, its span's, else its trace's), its
+  request or response model, its
   provider, status ``error`` (the call failed) or ``ok`` (it did not), its cost and duration.
   A cache hit is a call with cost 0; ``unpriced_calls`` counts calls that reported token usage
   but have no cost (no price known); a failed call that reported no usage is not "unpriced".
@@ -33,9 +43,11 @@ Semantics the contract leaves open, decided here:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
+import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -62,6 +74,7 @@ from llmtrace.store._api import (
     SpanEvent,
     SpanLink,
     SpanRecord,
+    StoreError,
     Trace,
     TraceFilter,
     TraceNotFound,
@@ -69,7 +82,7 @@ from llmtrace.store._api import (
     TraceSummary,
     UsageSummary,
 )
-from llmtrace.store._schema import Dialect
+from llmtrace.store._schema import CURRENT_VERSION, Dialect
 
 _CHUNK = 400
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -77,6 +90,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _MINUTE_NS = 60_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 UNKNOWN = "unknown"
+_PERCENTILES = (0.5, 0.9, 0.99)
 
 
 class Tx(Protocol):
@@ -133,7 +147,14 @@ def load_json(value: Any) -> Any:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return _no_nul(value) if isinstance(value, str) and value else None
+
+
+def _no_nul_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with NUL replaced in every text, as in JSON values: PostgreSQL's TEXT cannot hold
+    it, and the whole batch would be refused (a span name, status message or scope from any
+    instrumentation, a model name from a framework)."""
+    return tuple(_no_nul(value) if type(value) is str else value for value in row)
 
 
 def _cost(value: Any) -> float | None:
@@ -149,25 +170,28 @@ def _add(a: float | None, b: float | None) -> float | None:
 # --------------------------------------------------------------------------------------
 # Rows
 # --------------------------------------------------------------------------------------
-_SPAN_COLUMNS = (
+_SPAN_COLUMNS_V1 = (
     "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, "
     "attributes, events, links, resource, scope, service, operation, request_model, response_model, "
-    "provider, error_type, input_tokens, output_tokens, cost, "
-    # schema version 3
+    "provider, error_type, input_tokens, output_tokens, cost"
+)
+_SPAN_COLUMNS_V3 = (
     "scope_version, scope_schema_url, scope_attributes, resource_schema_url, trace_state, flags, "
     "dropped_attributes, dropped_events, dropped_links"
 )
+_SPAN_COLUMNS = f"{_SPAN_COLUMNS_V1}, {_SPAN_COLUMNS_V3}"
 _INSERT_SPAN = (
     f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES ({', '.join('?' * (_SPAN_COLUMNS.count(',') + 1))}) "
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
-_USAGE_COLUMNS = (
+_USAGE_COLUMNS_V1 = (
     "trace_id, span_id, operation, provider, request_model, response_model, framework, input_tokens, "
     "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, duration_s, "
     "time_to_first_chunk_s, streamed, status, error_type, cache_hit, start_ns, dimensions"
 )
+_USAGE_COLUMNS = f"{_USAGE_COLUMNS_V1}, service"  # schema version 4
 _INSERT_USAGE = (
-    f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({', '.join('?' * 21)}) "
+    f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({', '.join('?' * 22)}) "
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 _TRACE_COLUMNS = (
@@ -260,13 +284,14 @@ def _span_facts(span: SpanRecord) -> _SpanFacts:
         cost = 0.0
     events = [_event_json(e) for e in span.events]
     links = [_link_json(link) for link in span.links]
-    trace_id, span_id = span.trace_id.lower(), span.span_id.lower()
-    parent = span.parent_span_id.lower() if span.parent_span_id else None
+    trace_id, span_id = _no_nul(span.trace_id.lower()), _no_nul(span.span_id.lower())
+    parent = _no_nul(span.parent_span_id.lower()) if span.parent_span_id else None
+    name = _no_nul(span.name)
     row = (
         trace_id,
         span_id,
         parent,
-        span.name,
+        name,
         span.kind,
         int(span.start_ns),
         int(span.end_ns),
@@ -300,7 +325,7 @@ def _span_facts(span: SpanRecord) -> _SpanFacts:
         trace_id,
         span_id,
         parent is None,
-        span.name,
+        name,
         int(span.start_ns),
         int(span.end_ns),
         service,
@@ -312,7 +337,7 @@ def _span_facts(span: SpanRecord) -> _SpanFacts:
         output_tokens or 0,
         cost,
         span.status_code == "ERROR",
-        row,
+        _no_nul_row(row),
     )
 
 
@@ -320,7 +345,7 @@ def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
     def flag(value: bool | None) -> int | None:
         return None if value is None else int(bool(value))
 
-    return (
+    row = (
         record.trace_id.lower(),
         record.span_id.lower(),
         record.operation,
@@ -342,7 +367,9 @@ def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
         flag(record.cache_hit),
         int(record.start_time_unix_nano),
         dump_json(dict(record.dimensions)),
+        _text(record.service),
     )
+    return _no_nul_row(row)
 
 
 @dataclass(slots=True)
@@ -527,12 +554,12 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
-# Usage analytics: one row per model call, with its service from its span or trace.
-_USAGE_FROM = (
-    " FROM usage u LEFT JOIN spans s ON s.trace_id = u.trace_id AND s.span_id = u.span_id"
-    " LEFT JOIN traces t ON t.trace_id = u.trace_id"
-)
-_SERVICE = "COALESCE(s.service, t.service)"
+# Usage analytics: one row per model call. Its service is its own (written with it from schema
+# version 4 on), else its span's, else its trace's: rows written before, or by an older writer, have
+# none. The span and trace are looked up only for those rows: COALESCE evaluates its arguments
+# lazily on both backends.
+_SPAN_SERVICE = "(SELECT s.service FROM spans s WHERE s.trace_id = u.trace_id AND s.span_id = u.span_id)"
+_TRACE_SERVICE = "(SELECT t.service FROM traces t WHERE t.trace_id = u.trace_id)"
 _MODEL = f"COALESCE(u.request_model, u.response_model, '{UNKNOWN}')"
 _COST = "(CASE WHEN u.cache_hit = 1 THEN 0.0 ELSE u.cost END)"
 _ERROR = "(CASE WHEN u.status = 'error' THEN 1 ELSE 0 END)"
@@ -540,14 +567,31 @@ _UNPRICED = (
     f"(CASE WHEN {_COST} IS NULL AND (u.input_tokens IS NOT NULL OR u.output_tokens IS NOT NULL) "
     "THEN 1 ELSE 0 END)"
 )
-_GROUPS: dict[str, str] = {"model": _MODEL, "provider": "u.provider", "service": f"COALESCE({_SERVICE}, '')"}
+_GROUPS = ("model", "provider", "service")
+_BUCKET_S = {"minute": 60, "hour": 3600, "day": 86400}
 
 
-def _usage_where(f: TraceFilter) -> tuple[str, list[Any]]:
+def _service(version: int) -> str:
+    own = ("u.service",) if version >= 4 else ()
+    return f"COALESCE({', '.join((*own, _SPAN_SERVICE, _TRACE_SERVICE))})"
+
+
+def _group(group_by: str, version: int) -> str:
+    if group_by == "service":
+        return f"COALESCE({_service(version)}, '')"
+    return _MODEL if group_by == "model" else "u.provider"
+
+
+def _floor_div(x: str, n: int) -> str:
+    """``floor(x / n)`` for a positive ``n``, in integers on both backends (their ``/`` truncates)."""
+    return f"(CASE WHEN {x} < 0 THEN ({x} + 1) / {n} - 1 ELSE ({x}) / {n} END)"
+
+
+def _usage_where(f: TraceFilter, version: int) -> tuple[str, list[Any]]:
     conds: list[str] = []
     params: list[Any] = []
     if f.service is not None:
-        conds.append(f"{_SERVICE} = ?")
+        conds.append(f"{_service(version)} = ?")
         params.append(f.service)
     if f.model is not None:
         conds.append("(u.request_model = ? OR u.response_model = ?)")
@@ -572,16 +616,92 @@ def _usage_where(f: TraceFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(conds) if conds else ""), params
 
 
+def _utc_offset_s(minute: int, tz: ZoneInfo) -> int:
+    offset = datetime.fromtimestamp(minute * 60, tz).utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
+def _offset_stretches(tz: ZoneInfo | None, first: int, last: int) -> list[tuple[int, int]]:
+    """``(first minute, UTC offset in s)`` of each stretch of minutes ``first..last`` (minute numbers
+    since the epoch) over which ``tz`` keeps one offset, taken at each minute's start as
+    :func:`bucket_start` takes it. Probed a day apart, then bisected to the minute: a zone that
+    changed its offset and back within one day would be missed (none has)."""
+    if tz is None:
+        return [(first, 0)]
+    stretches = [(first, _utc_offset_s(first, tz))]
+    probe = first
+    while probe < last:
+        ahead = min(probe + 1440, last)
+        if _utc_offset_s(ahead, tz) == stretches[-1][1]:
+            probe = ahead
+            continue
+        low, high = probe, ahead  # the offset changes in (low, high]
+        while high - low > 1:
+            middle = (low + high) // 2
+            if _utc_offset_s(middle, tz) == stretches[-1][1]:
+                low = middle
+            else:
+                high = middle
+        stretches.append((high, _utc_offset_s(high, tz)))
+        probe = high
+    return stretches
+
+
+_PROBE_LIMIT = 1000
+"""A trace filter that an index shows to match at most this many traces leads the listing (its
+matches are fetched and sorted); one that matches more is checked on each trace while the listing
+walks the traces newest first along their start index, which stops after one page."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Narrowing:
+    """A trace filter an index can count: ``probe`` (a FROM clause), and the condition to use when
+    it matches few traces (``few``, which leads the query) or many (``many``, checked per trace)."""
+
+    probe: str
+    few: str
+    many: str
+    value: Any
+
+
+def _narrowings(f: TraceFilter, version: int) -> list[_Narrowing]:
+    found = []
+    for kind, value in (("model", f.model), ("provider", f.provider)):
+        if value is not None:
+            keys = f"trace_keys k WHERE k.kind = '{kind}' AND k.value = ?"
+            found.append(
+                _Narrowing(
+                    f"FROM {keys}",
+                    f"trace_id IN (SELECT k.trace_id FROM {keys})",
+                    f"EXISTS (SELECT 1 FROM {keys} AND k.trace_id = traces.trace_id)",
+                    value,
+                )
+            )
+    for column, minimum in (
+        ("cost", None if f.min_cost is None else float(f.min_cost)),
+        ("duration_ns", f.min_duration_ns),
+    ):
+        if minimum is not None:
+            indexed = version >= 4  # traces_cost, traces_duration
+            found.append(
+                _Narrowing(
+                    f"FROM traces WHERE {column} >= ?" if indexed else "",
+                    f"trace_id IN (SELECT trace_id FROM traces WHERE {column} >= ?)",
+                    f"{column} >= ?",
+                    minimum,
+                )
+            )
+    return found
+
+
 def _trace_where(f: TraceFilter) -> tuple[list[str], list[Any]]:
+    """The other conditions: the service (its index, on (service, start), keeps the order) and
+    the status and time range (checked along whichever index the listing walks)."""
     conds: list[str] = []
     params: list[Any] = []
     if f.service is not None:
         conds.append("service = ?")
         params.append(f.service)
-    for kind, value in (("model", f.model), ("provider", f.provider)):
-        if value is not None:
-            conds.append(f"trace_id IN (SELECT trace_id FROM trace_keys WHERE kind = '{kind}' AND value = ?)")
-            params.append(value)
     if f.status is not None:
         conds.append("status = ?")
         params.append(f.status)
@@ -591,12 +711,6 @@ def _trace_where(f: TraceFilter) -> tuple[list[str], list[Any]]:
     if f.until_ns is not None:
         conds.append("start_ns < ?")
         params.append(f.until_ns)
-    if f.min_cost is not None:
-        conds.append("cost >= ?")
-        params.append(float(f.min_cost))
-    if f.min_duration_ns is not None:
-        conds.append("duration_ns >= ?")
-        params.append(f.min_duration_ns)
     return conds, params
 
 
@@ -617,6 +731,10 @@ class SqlStore(ABC):
     url: str
     dialect: Dialect
     _store_id: str
+    read_only = False
+    """Opened by a reader (``create=False``): nothing is written, the schema is read as it is."""
+    _version = CURRENT_VERSION
+    """The schema version the queries are written for (a reader's store may be older)."""
 
     def __init__(self) -> None:
         self._closed = False
@@ -645,6 +763,8 @@ class SqlStore(ABC):
         usage_rows = {(r[0], r[1]): r for r in map(_usage_row, usage)}
         if not facts and not usage_rows:
             return
+        if self.read_only:
+            raise StoreError(f"the store {self.url} was opened for reading only")
         with self._transaction() as tx:
             new = self._new_spans(tx, facts)
             if new:
@@ -707,8 +827,9 @@ class SqlStore(ABC):
         if not isinstance(trace_id, str) or not trace_id.strip():
             raise TraceNotFound("a trace id is a 32-character hex string")
         wanted = trace_id.strip().lower()
+        columns = _SPAN_COLUMNS if self._version >= 3 else f"{_SPAN_COLUMNS_V1}{', NULL' * 9}"
         rows = self._read(
-            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (wanted,)
+            f"SELECT {columns} FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (wanted,)
         )
         if not rows:
             raise TraceNotFound(f"no trace {wanted} in {self.url}")
@@ -747,8 +868,9 @@ class SqlStore(ABC):
 
     def get_usage(self, trace_id: str) -> list[UsageRecord]:
         """The usage records of one trace, by start time (not part of the Store protocol)."""
+        columns = _USAGE_COLUMNS if self._version >= 4 else f"{_USAGE_COLUMNS_V1}, NULL"
         rows = self._read(
-            f"SELECT {_USAGE_COLUMNS} FROM usage WHERE trace_id = ? ORDER BY start_ns, span_id",
+            f"SELECT {columns} FROM usage WHERE trace_id = ? ORDER BY start_ns, span_id",
             (trace_id.strip().lower(),),
         )
         return [
@@ -774,6 +896,7 @@ class SqlStore(ABC):
                 span_id=r[1],
                 start_time_unix_nano=int(r[19]),
                 dimensions=dict(load_json(r[20])),
+                service=r[21],
             )
             for r in rows
         ]
@@ -787,9 +910,14 @@ class SqlStore(ABC):
         position = _cursor.decode(self._store_id, f, cursor) if cursor is not None else None
         if position is not None:  # later pages keep the first page's time window
             f = replace(f, since_ns=position.since_ns, until_ns=position.until_ns)
-        conds, params = _trace_where(f)
+        conds, params = self._narrowed(f)
+        if conds is None:  # an index shows that nothing matches
+            return Page([], None)
+        more, more_params = _trace_where(f)
+        conds += more
+        params += more_params
         if position is not None:
-            conds.append("(start_ns < ? OR (start_ns = ? AND trace_id < ?))")
+            conds.append("start_ns <= ? AND (start_ns < ? OR trace_id < ?)")
             params += [position.start_ns, position.start_ns, position.trace_id]
         where = " WHERE " + " AND ".join(conds) if conds else ""
         rows = self._read(
@@ -818,14 +946,34 @@ class SqlStore(ABC):
             next_cursor = _cursor.encode(self._store_id, f, last.start_ns, last.trace_id)
         return Page(items, next_cursor)
 
+    def _narrowed(self, f: TraceFilter) -> tuple[list[str] | None, list[Any]]:
+        """The conditions of the filters that an index can count, each in the form that suits how
+        many traces it matches (see ``_PROBE_LIMIT``); None when one matches no trace."""
+        conds: list[str] = []
+        params: list[Any] = []
+        for narrowing in _narrowings(f, self._version):
+            matches = _PROBE_LIMIT + 1
+            if narrowing.probe:
+                matches = _int(
+                    self._read(
+                        f"SELECT COUNT(*) FROM (SELECT 1 {narrowing.probe} LIMIT {_PROBE_LIMIT + 1}) p",
+                        (narrowing.value,),
+                    )[0][0]
+                )
+            if matches == 0:
+                return None, []
+            conds.append(narrowing.few if matches <= _PROBE_LIMIT else narrowing.many)
+            params.append(narrowing.value)
+        return conds, params
+
     # -- usage analytics ---------------------------------------------------------------
     def usage_summary(self, filter: TraceFilter | None = None) -> UsageSummary:
-        where, params = _usage_where(check_filter(filter))
+        where, params = _usage_where(check_filter(filter), self._version)
         row = self._read(
             "SELECT COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_read_tokens), "
             f"SUM(u.cache_write_tokens), SUM(u.reasoning_tokens), SUM({_COST}), "
             f"SUM({_UNPRICED}), SUM({_ERROR}), "
-            f"SUM(CASE WHEN u.cache_hit = 1 THEN 1 ELSE 0 END){_USAGE_FROM}{where}",
+            f"SUM(CASE WHEN u.cache_hit = 1 THEN 1 ELSE 0 END) FROM usage u{where}",
             params,
         )[0]
         return UsageSummary(
@@ -844,22 +992,41 @@ class SqlStore(ABC):
     def usage_series(
         self, *, group_by: GroupBy, bucket: Bucket, filter: TraceFilter | None = None, tz: str = "UTC"
     ) -> list[SeriesPoint]:
+        """Bucketed in SQL: one row per bucket (and per offset of ``tz`` within it) and group."""
         _choice("group_by", group_by, _GROUPS)
-        _choice("bucket", bucket, ("minute", "hour", "day"))
+        _choice("bucket", bucket, tuple(_BUCKET_S))
         zone_info = zone(tz)
-        where, params = _usage_where(check_filter(filter))
+        where, params = _usage_where(check_filter(filter), self._version)
+        minute = _floor_div("u.start_ns", _MINUTE_NS)
+        offset = "0"
+        if zone_info is not None:  # the zone's offsets over the stored calls' time span (two index seeks)
+            first, last = self._read(
+                "SELECT (SELECT MIN(start_ns) FROM usage), (SELECT MAX(start_ns) FROM usage)"
+            )[0]
+            if first is None:
+                return []
+            stretches = _offset_stretches(zone_info, int(first) // _MINUTE_NS, int(last) // _MINUTE_NS)
+            offset = str(stretches[0][1])
+            if len(stretches) > 1:
+                cases = " ".join(
+                    f"WHEN m < {begin} THEN {previous[1]}"
+                    for previous, (begin, _) in itertools.pairwise(stretches)
+                )
+                offset = f"CASE {cases} ELSE {stretches[-1][1]} END"
+        # the local bucket of each call's minute; the minute's offset tells apart the two 01:00 hours
+        # of a night when clocks go back. bucket_start (of the first minute) then gives the UTC start.
+        source = (
+            f"SELECT {_group(group_by, self._version)} AS g, {minute} AS m, u.input_tokens AS i, "
+            f"u.output_tokens AS x, {_COST} AS c FROM usage u{where}"
+        )
         rows = self._read(
-            f"SELECT {_GROUPS[group_by]}, u.start_ns / {_MINUTE_NS}, COUNT(*), SUM(u.input_tokens), "
-            f"SUM(u.output_tokens), SUM({_COST}){_USAGE_FROM}{where} GROUP BY 1, 2",
+            f"SELECT g, o, {_floor_div('m * 60 + o', _BUCKET_S[bucket])}, MIN(m), COUNT(*), SUM(i), "
+            f"SUM(x), SUM(c) FROM (SELECT g, m, i, x, c, {offset} AS o FROM ({source}) r) q GROUP BY 1, 2, 3",
             params,
         )
-        starts: dict[int, int] = {}
         points: dict[tuple[int, str], list[Any]] = {}
-        for group, minute, calls, inp, out, cost in rows:
-            minute_ns = int(minute) * _MINUTE_NS
-            start = starts.get(minute_ns)
-            if start is None:
-                start = starts[minute_ns] = bucket_start(minute_ns, bucket, zone_info)
+        for group, _offset, _bucket, first_minute, calls, inp, out, cost in rows:
+            start = bucket_start(int(first_minute) * _MINUTE_NS, bucket, zone_info)
             acc = points.setdefault((start, group), [0, 0, 0, None])
             acc[0] += int(calls)
             acc[1] += _int(inp)
@@ -871,10 +1038,10 @@ class SqlStore(ABC):
         ]
 
     def model_stats(self, filter: TraceFilter | None = None) -> list[ModelStats]:
-        where, params = _usage_where(check_filter(filter))
+        where, params = _usage_where(check_filter(filter), self._version)
         rows = self._read(
             f"SELECT {_MODEL}, u.provider, COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens), "
-            f"SUM({_COST}), SUM(u.duration_s), SUM({_ERROR}){_USAGE_FROM}{where} GROUP BY 1, 2",
+            f"SUM({_COST}), SUM(u.duration_s), SUM({_ERROR}) FROM usage u{where} GROUP BY 1, 2",
             params,
         )
         stats = [
@@ -894,33 +1061,68 @@ class SqlStore(ABC):
 
     def latency_percentiles(self, *, by: LatencyBy, filter: TraceFilter | None = None) -> list[Percentiles]:
         _choice("by", by, ("model", "operation"))
-        where, params = _usage_where(check_filter(filter))
+        where, params = _usage_where(check_filter(filter), self._version)
         key = _MODEL if by == "model" else "u.operation"
-        rows = self._read(f"SELECT {key}, u.duration_s{_USAGE_FROM}{where}", params)
-        durations: dict[str, list[float]] = {}
-        for name, duration in rows:
-            durations.setdefault(name, []).append(float(duration))
+        if self.dialect == "postgresql":  # percentile_cont interpolates as percentile() does
+            rows = self._read(
+                f"SELECT {key}, COUNT(*), percentile_cont(ARRAY[{', '.join(map(str, _PERCENTILES))}]) "
+                f"WITHIN GROUP (ORDER BY u.duration_s) FROM usage u{where} GROUP BY 1",
+                params,
+            )
+            result = [Percentiles(name, int(n), *(float(v) for v in values)) for name, n, values in rows]
+        elif sqlite3.sqlite_version_info >= (3, 25, 0):
+            result = self._ranked_percentiles(key, where, params)
+        else:  # no window functions: sort in Python
+            rows = self._read(f"SELECT {key}, u.duration_s FROM usage u{where}", params)
+            durations: dict[str, list[float]] = {}
+            for name, duration in rows:
+                durations.setdefault(name, []).append(float(duration))
+            result = []
+            for name, values in durations.items():
+                values.sort()
+                result.append(Percentiles(name, len(values), *(percentile(values, p) for p in _PERCENTILES)))
+        return sorted(result, key=lambda r: r.key)
+
+    def _ranked_percentiles(self, key: str, where: str, params: Sequence[Any]) -> list[Percentiles]:
+        """SQLite: one sort in the database numbers each key's durations; only those at the ranks the
+        percentiles interpolate between reach Python (``p * (n - 1)`` is the same double in SQL)."""
+        near = " OR ".join(f"r - CAST({p} * (n - 1) AS INTEGER) IN (0, 1)" for p in _PERCENTILES)
+        rows = self._read(
+            "SELECT k, n, r, d FROM (SELECT k, d, ROW_NUMBER() OVER (PARTITION BY k ORDER BY d) - 1 AS r, "
+            f"COUNT(*) OVER (PARTITION BY k) AS n FROM (SELECT {key} AS k, u.duration_s AS d "
+            f"FROM usage u{where}) c) w WHERE {near}",
+            params,
+        )
+        counts: dict[str, int] = {}
+        at: dict[tuple[str, int], float] = {}
+        for name, n, rank, duration in rows:
+            counts[name] = int(n)
+            at[name, int(rank)] = float(duration)
         result = []
-        for name in sorted(durations):
-            values = sorted(durations[name])
-            p50, p90, p99 = (percentile(values, p) for p in (0.5, 0.9, 0.99))
-            result.append(Percentiles(name, len(values), p50, p90, p99))
+        for name, count in counts.items():
+            values = []
+            for p in _PERCENTILES:
+                rank = p * (count - 1)
+                low = math.floor(rank)
+                high = min(low + 1, count - 1)
+                values.append(at[name, low] + (at[name, high] - at[name, low]) * (rank - low))
+            result.append(Percentiles(name, count, *values))
         return result
 
     def error_rates(self, *, by: ErrorBy, filter: TraceFilter | None = None) -> list[ErrorRate]:
         _choice("by", by, ("error_type", "model", "provider"))
-        where, params = _usage_where(check_filter(filter))
+        where, params = _usage_where(check_filter(filter), self._version)
         if by == "error_type":
-            total = _int(self._read(f"SELECT COUNT(*){_USAGE_FROM}{where}", params)[0][0])
+            total = _int(self._read(f"SELECT COUNT(*) FROM usage u{where}", params)[0][0])
             error_where = (where + " AND " if where else " WHERE ") + "u.status = 'error'"
             rows = self._read(
-                f"SELECT COALESCE(u.error_type, '{UNKNOWN}'), COUNT(*){_USAGE_FROM}{error_where} GROUP BY 1",
+                f"SELECT COALESCE(u.error_type, '{UNKNOWN}'), COUNT(*) FROM usage u{error_where} GROUP BY 1",
                 params,
             )
             rates = [ErrorRate(key, total, int(errors)) for key, errors in rows]
         else:
             key = _MODEL if by == "model" else "u.provider"
-            rows = self._read(f"SELECT {key}, COUNT(*), SUM({_ERROR}){_USAGE_FROM}{where} GROUP BY 1", params)
+            rows = self._read(f"SELECT {key}, COUNT(*), SUM({_ERROR}) FROM usage u{where} GROUP BY 1", params)
             rates = [ErrorRate(name, int(calls), _int(errors)) for name, calls, errors in rows]
         return sorted(rates, key=lambda r: (-r.errors, r.key))
 

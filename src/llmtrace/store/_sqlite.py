@@ -36,11 +36,17 @@ class _SqliteTx:
 class SqliteStore(SqlStore):
     """A store in one SQLite file. Thread-safe: one connection, used under a lock.
 
-    With ``create=False`` (readers such as the CLI) a file the process may not write is opened
-    read-only (``read_only`` is then True): nothing is migrated, and writes fail.
+    ``create=True`` (writers: ``configure()``) creates the file if need be, puts it in WAL mode and
+    upgrades its schema. ``create=False`` (readers such as the CLI) only reads: the file is opened
+    read-only (``read_only`` is True), whatever its permissions; it must hold an llmtrace store
+    (an empty file or another application's database is refused, untouched); its journal mode is
+    left as it is and no lock is taken but SQLite's shared read locks. A store of an older schema
+    (from version ``MIN_READABLE_VERSION`` on) is read as it is, not upgraded: the program that
+    writes it upgrades it when it runs a newer llmtrace.
 
-    ``busy_timeout_ms`` is how long a write waits for another process's lock before
-    ``sqlite3.OperationalError('database is locked')`` is raised.
+    ``busy_timeout_ms`` is how long a statement waits for another process's lock before
+    ``sqlite3.OperationalError('database is locked')`` is raised (a write) or :class:`StoreError`
+    saying the store is busy (opening, reading).
 
     In a forked child the store opens a connection of its own when it is next used; the one
     inherited from the parent is neither used nor closed there (SQLite forbids both). SQLite keeps
@@ -68,31 +74,57 @@ class SqliteStore(SqlStore):
             # cannot be created here, connecting says what is wrong.
             with contextlib.suppress(OSError):
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        # A reader (create=False) of a file it may not write opens it read-only: no journal-mode
-        # switch, no migration, no write lock (a store written by another account stays readable).
-        self.read_only = not create and not os.access(self.path, os.W_OK)
+        self.read_only = not create
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None  # None: (re)opened on first use (a forked child)
         try:
             conn = self._conn = self._connect()
         except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise self._busy_error(exc) from exc
+            if _is_not_a_database(exc):
+                raise StoreError(f"{self.path} is not an llmtrace store: {exc}") from exc
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
         try:
             self._set_pragmas(conn)
             if self.read_only:
-                self._store_id = self._read_only_identity()
+                self._version = _schema.stored_version(self._read_raw, "sqlite", str(self.path))
+                if self._version < _schema.MIN_READABLE_VERSION:
+                    raise _schema.too_old_to_read(str(self.path), self._version)
+                self._store_id = self._identity()
+            elif self._current_version() == _schema.CURRENT_VERSION:
+                self._store_id = self._identity()  # nothing to do: no write lock taken
             else:
-                with self._transaction() as tx:
+                with self._transaction() as tx:  # creating or upgrading: exclusive
                     self._store_id = _schema.migrate(tx.execute, "sqlite")
         except sqlite3.DatabaseError as exc:
             conn.close()
-            hint = " (opened read-only: you may read but not write this file)" if self.read_only else ""
-            raise StoreError(f"{self.path} is not a usable llmtrace store{hint}: {exc}") from exc
+            if _is_busy(exc):
+                raise self._busy_error(exc) from exc
+            if self.read_only and _is_not_a_database(exc):
+                raise StoreError(f"{self.path} is not an llmtrace store: {exc}") from exc
+            raise StoreError(f"{self.path} is not a usable llmtrace store: {exc}") from exc
         except StoreError:
             conn.close()
             raise
         _live.add(self)
+
+    def _current_version(self) -> int | None:
+        """The schema version found without taking the write lock; None: no llmtrace store yet."""
+        try:
+            return _schema.stored_version(self._read_raw, "sqlite", str(self.path))
+        except _schema.NotAStore:
+            return None
+
+    def _identity(self) -> str:
+        return str(self._read_raw("SELECT value FROM meta WHERE key = 'store_id'")[0][0])
+
+    def _busy_error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(
+            f"the store {self.path} is busy: another process held its lock for more than "
+            f"{self._busy_timeout_ms / 1000:g} s (a writer, a long transaction); try again ({exc})"
+        )
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
@@ -143,35 +175,15 @@ class SqliteStore(SqlStore):
         conn = connect("mode=ro")
         try:
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
             # A WAL store needs its -shm file, which a reader cannot create in a directory it may
             # not write. With no -wal file no writer is connected and the file holds everything:
             # read it as immutable (no locks, no shared memory).
             conn.close()
-            if any(Path(f"{self.path}{suffix}").exists() for suffix in ("-wal", "-shm")):
+            if _is_busy(exc) or any(Path(f"{self.path}{suffix}").exists() for suffix in ("-wal", "-shm")):
                 raise
             conn = connect("mode=ro&immutable=1")
         return conn
-
-    def _read_only_identity(self) -> str:
-        """The store id of a store opened read-only, whose schema must already be current."""
-        tables = {r[0] for r in self._read("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        version = _schema.schema_version(self._read) if "schema_version" in tables else 0
-        if version > _schema.CURRENT_VERSION:
-            raise StoreError(
-                f"the store's schema is version {version}, newer than this llmtrace supports "
-                f"({_schema.CURRENT_VERSION}); upgrade llmtrace to read it"
-            )
-        if version < _schema.CURRENT_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, older than this llmtrace reads "
-                f"({_schema.CURRENT_VERSION}), and you may not write it to upgrade it: run llmtrace once "
-                "as a user who may write the file (any command upgrades it)"
-            )
-        rows = self._read("SELECT value FROM meta WHERE key = 'store_id'")
-        if not rows:
-            raise StoreError(f"{self.path} is not a usable llmtrace store: it has no store id")
-        return str(rows[0][0])
 
     @contextmanager
     def _transaction(self) -> Iterator[Tx]:
@@ -187,6 +199,14 @@ class SqliteStore(SqlStore):
             conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._read_raw(sql, params)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):  # a reader waits only for a writer's exclusive lock (or a recovery)
+                raise self._busy_error(exc) from exc
+            raise
+
+    def _read_raw(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             self._check_open()
             return self._connection().execute(sql, tuple(params)).fetchall()
@@ -208,6 +228,20 @@ class SqliteStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.url!r})"
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds a lock this one waited for."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF in (5, 6)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _is_not_a_database(exc: sqlite3.Error) -> bool:
+    """SQLITE_NOTADB: the file is something else than an SQLite database (not a damaged one)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == 26 if isinstance(code, int) else "file is not a database" in str(exc)
 
 
 _live: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
