@@ -7,7 +7,6 @@ the database or raises into the application.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from opentelemetry.context import Context
@@ -151,11 +150,10 @@ class StoreUsageSink:
 
     def __init__(self, writer: StoreWriter, *, service: object = None) -> None:
         self.writer = writer
-        self.service = service if isinstance(service, str) and service else None
+        if isinstance(service, str) and service:
+            writer.usage_service = service  # applied on the writer's thread: nothing more per call here
 
     def __call__(self, record: UsageRecord) -> None:
-        if self.service is not None and record.service is None:
-            record = replace(record, service=self.service)  # a copy: other sinks see the call's own record
         self.writer.submit_usage(record)
 
 

@@ -42,7 +42,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -359,6 +359,8 @@ class StoreWriter:
             self._opener = None
             self._store = store  # type: ignore[assignment]
         self.store_url = store_url or str(getattr(self._store, "url", "") or "?")
+        self.usage_service: str | None = None
+        """The ``service.name`` given (on this thread, not the caller's) to usage records that have none."""
         self.capacity = max_queue_size
         self.batch_size = max_batch_size
         self.flush_interval_s = flush_interval_s
@@ -678,6 +680,9 @@ class StoreWriter:
         invalid = 0
         for kind, item in batch:
             if kind == _USAGE:
+                service = self.usage_service
+                if service is not None and item.service is None:
+                    item = replace(item, service=service)  # a copy: other sinks saw the call's own record
                 usage.append(item)
                 continue
             try:
