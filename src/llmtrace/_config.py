@@ -57,6 +57,8 @@ from llmtrace._safety import report_internal_error
 from llmtrace._settings import ERROR_MESSAGES_ENV, env_flag, settings
 from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
 from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
+from llmtrace.store._open import DEFAULT_PATH as DEFAULT_STORE_PATH
+from llmtrace.store._open import SQLITE_PREFIX, env_store, env_store_off
 from llmtrace.store._writer import (
     DEFAULT_MAX_QUEUE_SIZE,
     SHUTDOWN_GRACE_S,
@@ -81,9 +83,6 @@ ENV_EXPORTERS: dict[Signal, frozenset[str]] = {
 }
 """What each ``OTEL_<SIGNAL>_EXPORTER`` accepts (besides ``none``); other values are ignored."""
 DEFAULT_JSONL_PATH = ".llmtrace/traces.jsonl"
-DEFAULT_STORE_PATH = ".llmtrace/traces.db"
-STORE_ENV = "LLMTRACE_STORE"
-_STORE_OFF = frozenset({"0", "false", "no", "off", "none"})
 
 DEFAULT_BATCH_QUEUE_SIZE = 2048
 DEFAULT_EXPORT_BATCH_SIZE = 512
@@ -792,8 +791,7 @@ def _select(
         any_endpoint = any(endpoint_for(signal, otlp_endpoint) for signal in SIGNALS)
         from_env = _env_names("traces")
         if from_env is None:
-            store_env_off = os.environ.get(STORE_ENV, "").strip().lower() in _STORE_OFF
-            from_env = [] if store_env_off else ["store"]
+            from_env = [] if env_store_off() else ["store"]
             if endpoint_for("traces", otlp_endpoint):
                 from_env.append("otlp")
             defaulted.add("traces")
@@ -901,8 +899,9 @@ def _store_url(store: str | os.PathLike[str] | bool | None) -> str:
     if isinstance(store, (str, os.PathLike)) and not isinstance(store, bool):
         location = os.fspath(store)
     else:
-        env = os.environ.get(STORE_ENV, "").strip()
-        location = env if env and env.lower() not in _STORE_OFF else DEFAULT_STORE_PATH
+        location = env_store() or str(DEFAULT_STORE_PATH)
+    if location.startswith(SQLITE_PREFIX):
+        location = location[len(SQLITE_PREFIX) :] or str(DEFAULT_STORE_PATH)
     if "://" in location or location == ":memory:":
         return location
     return os.path.abspath(os.path.expanduser(location))

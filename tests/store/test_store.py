@@ -785,3 +785,21 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> Non
     path.chmod(0o644)
     SqliteStore(path).close()
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_store_switched_off_is_still_read_from_the_default_place_and_sqlite_urls_are_anchored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LLMTRACE_STORE=off`` switches the writing store off: the command line then reads the
+    default location (not a file named "off"); a relative ``sqlite:///`` URL given to configure()
+    is made absolute at once, like a relative path (a later chdir does not move the store)."""
+    from llmtrace._config import _store_url
+    from llmtrace.store._open import default_store_url
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ENV_VAR, "off")
+    assert default_store_url() == str(tmp_path / DEFAULT_PATH)
+    assert _store_url(None) == str(tmp_path / DEFAULT_PATH)
+    assert _store_url("sqlite:///rel.db") == str(tmp_path / "rel.db")
+    monkeypatch.setenv(ENV_VAR, "sqlite:///env.db")
+    assert _store_url(None) == str(tmp_path / "env.db")

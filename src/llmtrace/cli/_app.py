@@ -34,11 +34,10 @@ from llmtrace.store._api import (
     TraceFilter,
     TraceNotFound,
 )
+from llmtrace.store._open import default_store_url
 from llmtrace.store._sql import INT64_MAX, INT64_MIN
 from llmtrace.store._writer import status_dir_for
 
-STORE_ENV = "LLMTRACE_STORE"
-DEFAULT_STORE = os.path.join(".llmtrace", "traces.db")
 PROGRESS_THRESHOLD = 2000
 """Spans (export) above which a progress bar is shown on a terminal."""
 
@@ -91,7 +90,7 @@ class _State:
 
     @property
     def url(self) -> str:
-        return self.store_url or os.environ.get(STORE_ENV) or os.path.abspath(DEFAULT_STORE)
+        return self.store_url or default_store_url()
 
     def store(self) -> Store:
         if self._store is None:

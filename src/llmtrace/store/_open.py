@@ -12,9 +12,25 @@ DEFAULT_PATH = Path(".llmtrace") / "traces.db"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+OFF = frozenset({"0", "false", "no", "off", "none"})
+"""``LLMTRACE_STORE`` values that switch the store off (for ``llmtrace.configure()``)."""
+SQLITE_PREFIX = "sqlite:///"
+
+
+def env_store() -> str | None:
+    """Where ``LLMTRACE_STORE`` puts the store: None when it is unset, empty or an ``OFF`` value."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    return value if value and value.lower() not in OFF else None
+
+
+def env_store_off() -> bool:
+    return os.environ.get(ENV_VAR, "").strip().lower() in OFF
+
+
 def default_store_url() -> str:
-    """``LLMTRACE_STORE`` when set, else ``.llmtrace/traces.db`` under the working directory."""
-    return os.environ.get(ENV_VAR) or str(Path.cwd() / DEFAULT_PATH)
+    """``LLMTRACE_STORE`` when it names a store, else ``.llmtrace/traces.db`` under the working
+    directory (a store switched off with ``LLMTRACE_STORE=off`` is still read from there)."""
+    return env_store() or str(Path.cwd() / DEFAULT_PATH)
 
 
 def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
@@ -31,8 +47,8 @@ def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True
         from llmtrace.store._postgres import PostgresStore  # psycopg is an optional dependency
 
         return PostgresStore(target, create=create)
-    if target.startswith("sqlite:///"):
-        target = target[len("sqlite:///") :] or str(DEFAULT_PATH)
+    if target.startswith(SQLITE_PREFIX):
+        target = target[len(SQLITE_PREFIX) :] or str(DEFAULT_PATH)
     from llmtrace.store._sqlite import SqliteStore
 
     return SqliteStore(target, create=create)
