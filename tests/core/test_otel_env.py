@@ -382,7 +382,10 @@ def test_defaults_and_zero_timeouts(monkeypatch, tmp_path):
         1000,
     )
     assert batch._export_timeout_millis == 5000 and pipeline.shutdown_timeout_s == 5.0
-    assert next(iter(pipeline.meter_provider._metric_readers))._export_interval_millis == 30_000  # type: ignore[attr-defined]
+    provider = pipeline.meter_provider
+    # the SDK keeps its readers in _metric_readers since 1.44, in _sdk_config before
+    readers = getattr(provider, "_metric_readers", None) or provider._sdk_config.metric_readers  # type: ignore[attr-defined]
+    assert next(iter(readers))._export_interval_millis == 30_000
     pipeline.shutdown()
     monkeypatch.setenv("OTEL_BSP_EXPORT_TIMEOUT", "0")  # no limit
     pipeline = llmtrace.configure(set_global=False)

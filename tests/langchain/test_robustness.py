@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from langchain_core.callbacks import CallbackManager
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.runnables import RunnableLambda, RunnableParallel
 from llmtrace_langchain import LangChainInstrumentor, LLMTraceCallbackHandler
+from packaging.version import Version
 
 from llmtrace import semconv
 from llmtrace._safety import internal_error_counts, reset_internal_errors
@@ -36,9 +38,23 @@ BREAKABLE = [
     (handler_module, "_agent_name"),  # agent detection
     (extract_module, "response_fields"),  # model end
 ]
+# create_agent puts its name in the runs' metadata (lc_agent_name) since langchain 1.2.4: before it
+# agents are found by their graph alone, and _agent_name is never called
+_NAMES_ITS_AGENT = Version(importlib.metadata.version("langchain")) >= Version("1.2.4")
+BREAKABLE_PARAMS = [
+    pytest.param(
+        module,
+        name,
+        id=name,
+        marks=pytest.mark.skipif(
+            name == "_agent_name" and not _NAMES_ITS_AGENT, reason="create_agent sets no lc_agent_name"
+        ),
+    )
+    for module, name in BREAKABLE
+]
 
 
-@pytest.mark.parametrize(("module", "name"), BREAKABLE, ids=[n for _, n in BREAKABLE])
+@pytest.mark.parametrize(("module", "name"), BREAKABLE_PARAMS)
 def test_internal_failure_never_changes_the_result(module, name, handler, span_exporter, monkeypatch, caplog):
     expected = react_agent().invoke({"messages": [("user", "go")]})["messages"][-1].content
 

@@ -7,11 +7,13 @@ per place, then only counted.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 
 import pytest
 from llmtrace_langchain import LangChainInstrumentor
 from llmtrace_llama_index import LlamaIndexInstrumentor
+from packaging.version import Version
 
 from llmtrace._content import CaptureMode, ContentPolicy
 from llmtrace._safety import internal_error_counts
@@ -25,6 +27,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 LC_TARGETS = targets(LC_MODULES, LC_ENTRY_POINTS)
 LI_TARGETS = targets(LI_MODULES, LI_ENTRY_POINTS)
+# create_agent puts its name in the runs' metadata (lc_agent_name) since langchain 1.2.4: before it
+# agents are found by their graph alone, and _agent_name is never called
+NAMES_ITS_AGENT = Version(importlib.metadata.version("langchain")) >= Version("1.2.4")
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +74,8 @@ def test_enumeration_is_complete():
 
 @pytest.mark.parametrize("target", LC_TARGETS, ids=str)
 def test_langchain_fault(target, tracked_provider, tracker, caplog):
+    if target.name == "_agent_name" and not NAMES_ITS_AGENT:
+        pytest.skip("create_agent sets no lc_agent_name")
     expected = baseline("langchain")
     instrumentor = LangChainInstrumentor()
     with caplog.at_level(logging.ERROR, logger="llmtrace"), inject(target, LC_MODULES) as calls:

@@ -11,6 +11,7 @@ attributes are a map.
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ ATTRIBUTES: dict[str, Any] = {  # 10 attributes: the span limit; one more drops 
     "strs_with_none": ("a", None),
     "empty": (),
 }
+# before 1.43 the SDK's OTLP encoder cannot encode None in an array: it logs an error and sends the
+# span without that attribute (the store keeps it, with an empty value, as 1.43+ sends it: asserted below)
+_ENCODER = importlib.metadata.version("opentelemetry-exporter-otlp-proto-common")
+SDK_SENDS_NONE_IN_ARRAYS = tuple(int(part) for part in _ENCODER.split(".")[:2]) >= (1, 43)
 LIMITS = SpanLimits(
     max_span_attributes=10, max_events=2, max_links=2, max_event_attributes=2, max_link_attributes=1
 )
@@ -149,6 +154,17 @@ def _by_span(requests: Sequence[Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _without_attribute(spans: dict[str, dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """``spans`` (as :func:`_by_span` gives them) with the span attribute ``key`` taken out."""
+    out = {}
+    for span_id, entry in spans.items():
+        span = dict(entry["span"])
+        if "attributes" in span:
+            span["attributes"] = [kv for kv in span["attributes"] if kv["key"] != key]
+        out[span_id] = {**entry, "span": span}
+    return out
+
+
 def test_export_equals_what_the_sdk_sends_over_otlp(store_url: str, tmp_path: Path) -> None:
     store = open_store(store_url)
     try:
@@ -168,7 +184,8 @@ def test_export_equals_what_the_sdk_sends_over_otlp(store_url: str, tmp_path: Pa
     assert result.exit_code == 0, result.output
     exported = _by_span([parse_otlp_json(target.read_text())])
 
-    assert exported == direct
+    comparable = exported if SDK_SENDS_NONE_IN_ARRAYS else _without_attribute(exported, "strs_with_none")
+    assert comparable == direct
 
     # what the comparison covers, so that it cannot pass on two empty or stripped sides
     spans = {entry["span"]["name"]: entry for entry in exported.values()}
