@@ -1045,7 +1045,11 @@ def _rebuild(node: Any, cap: int | None, count: int | None) -> Any:
 # --------------------------------------------------------------------------------------
 # The pipeline
 # --------------------------------------------------------------------------------------
-_failed_hooks: set[int] = set()
+_failed_hooks: dict[int, Callable[[str, Any], Any]] = {}
+"""Redaction hooks that failed (warned about once), by id; the hook is kept so that a new hook
+reusing a freed one's id is not taken for it. Bounded: a process making hooks without end warns
+again after ``_MAX_FAILED_HOOKS``."""
+_MAX_FAILED_HOOKS = 64
 
 
 def serialize_content(key: str, value: Any, policy: ContentPolicy) -> tuple[str, bool] | None:
@@ -1092,10 +1096,12 @@ def _redact(hook: Callable[[str, Any], Any], key: str, content: Any) -> Any:
     try:
         return hook(key, content)
     except Exception as exc:
-        if id(hook) in _failed_hooks:
+        if _failed_hooks.get(id(hook)) is hook:
             logger.debug("content redaction hook failed on %s", key, exc_info=True)
-        else:  # warn once per hook, not once per call
-            _failed_hooks.add(id(hook))
+        else:  # warn once per hook, not once per call (by identity: a new hook may reuse a freed id)
+            if len(_failed_hooks) >= _MAX_FAILED_HOOKS:
+                _failed_hooks.clear()
+            _failed_hooks[id(hook)] = hook
             logger.warning(
                 "The content redaction hook %s raised %s on %s: the content is replaced by %r",
                 _name(hook),
