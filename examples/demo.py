@@ -205,7 +205,7 @@ The same traces, from the store ({os.path.abspath(STORE) if "://" not in STORE e
   uv run llmtrace{store_option} traces
   uv run llmtrace{store_option} show {first}
   uv run llmtrace{store_option} stats --by model --bucket hour
-  uv run llmtrace{store_option} export {first} -o trace.json     # OTLP JSON
+  uv run llmtrace{store_option} export {first} -o trace.jsonl    # OTLP JSON Lines
 
 And in Jaeger (spans are exported over OTLP as well as stored):
   docker run --rm -p 16686:16686 -p 4317:4317 -p 4318:4318 jaegertracing/jaeger:latest
