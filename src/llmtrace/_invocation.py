@@ -540,14 +540,17 @@ class ToolInvocation(Invocation):
                 self._set_content(attrs, semconv.GEN_AI_TOOL_CALL_RESULT, self.result)
 
     def _record(self, duration: float, error_type: str | None) -> None:
-        attrs: dict[str, AttributeValue] = {semconv.GEN_AI_TOOL_NAME: self.name}
+        instruments = self._handler.instruments
+        attrs: dict[str, AttributeValue] = {
+            semconv.GEN_AI_TOOL_NAME: instruments.name(semconv.GEN_AI_TOOL_NAME, self.name)
+        }
         if error_type:
             attrs[semconv.ERROR_TYPE] = error_type
         if self.agent is not None and self.agent.name:
-            attrs[semconv.GEN_AI_AGENT_NAME] = self.agent.name
+            attrs[semconv.GEN_AI_AGENT_NAME] = instruments.name(semconv.GEN_AI_AGENT_NAME, self.agent.name)
         if self.tool_type:
             attrs[semconv.GEN_AI_TOOL_TYPE] = self.tool_type
-        self._handler.instruments.tool_duration.record(duration, attrs)
+        instruments.tool_duration.record(duration, attrs)
 
 
 class AgentInvocation(Invocation):
@@ -571,6 +574,8 @@ class AgentInvocation(Invocation):
         self.step_count = 0
         self.input_messages: Any = None
         self.output_messages: Any = None
+        self.system_instructions: Any = None
+        """The agent's own instructions (its system prompt) as the conventions' parts; content."""
 
     @never_raise
     def step(
@@ -602,6 +607,7 @@ class AgentInvocation(Invocation):
         _set_if(attrs, semconv.GEN_AI_REQUEST_MODEL, self.request_model)
         _set_if(attrs, semconv.GEN_AI_CONVERSATION_ID, self.conversation_id)
         if settings.content.mode.on_span:
+            self._set_content(attrs, semconv.GEN_AI_SYSTEM_INSTRUCTIONS, self.system_instructions)
             self._set_content(attrs, semconv.GEN_AI_INPUT_MESSAGES, self.input_messages)
             self._set_content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
 
@@ -609,7 +615,7 @@ class AgentInvocation(Invocation):
         instruments = self._handler.instruments
         attrs: dict[str, AttributeValue] = {}
         if self.name:
-            attrs[semconv.GEN_AI_AGENT_NAME] = self.name
+            attrs[semconv.GEN_AI_AGENT_NAME] = instruments.name(semconv.GEN_AI_AGENT_NAME, self.name)
         count_attrs = dict(attrs)
         if self.request_model:
             attrs[semconv.GEN_AI_REQUEST_MODEL] = self.request_model
@@ -643,12 +649,13 @@ class WorkflowInvocation(Invocation):
             self._set_content(attrs, semconv.GEN_AI_OUTPUT_MESSAGES, self.output_messages)
 
     def _record(self, duration: float, error_type: str | None) -> None:
+        instruments = self._handler.instruments
         attrs: dict[str, AttributeValue] = {}
         if self.name:
-            attrs[semconv.GEN_AI_WORKFLOW_NAME] = self.name
+            attrs[semconv.GEN_AI_WORKFLOW_NAME] = instruments.name(semconv.GEN_AI_WORKFLOW_NAME, self.name)
         if error_type:
             attrs[semconv.ERROR_TYPE] = error_type
-        self._handler.instruments.workflow_duration.record(duration, attrs)
+        instruments.workflow_duration.record(duration, attrs)
 
 
 class RetrievalInvocation(Invocation):

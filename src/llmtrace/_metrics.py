@@ -2,19 +2,59 @@
 
 from __future__ import annotations
 
+import logging
+import weakref
+
 from opentelemetry.metrics import Meter
 from opentelemetry.util.types import AttributeValue
 
-from llmtrace import semconv
+from llmtrace import _fork, semconv
+from llmtrace._parts import OTHER
 from llmtrace._usage import UsageRecord
 
 Attrs = dict[str, AttributeValue]
+logger = logging.getLogger("llmtrace")
+
+MAX_METRIC_NAMES = 200
+"""Distinct values a name attribute (``gen_ai.tool.name``, ``gen_ai.agent.name``,
+``gen_ai.workflow.name``) takes on the metrics of one meter provider; each value after these is
+``_OTHER``. Names come from the application (a LangChain ``run_name`` becomes a workflow's or
+agent's name, and some applications make one per request): spans keep them, metrics must stay
+bounded."""
+
+
+class _Names:
+    """The name values recorded so far on one meter's metrics, by attribute key."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, set[str]] = {}
+        self.full: set[str] = set()
+        """Keys whose cap was reached (and said so in the log)."""
+        self.lock = _fork.lock()
+
+
+_names_by_meter: weakref.WeakKeyDictionary[Meter, _Names] = weakref.WeakKeyDictionary()
+_names_lock = _fork.lock()
+
+
+def _names_of(meter: Meter) -> _Names:
+    """The name values of ``meter``'s metrics, shared by every handler on it (the SDK gives all of
+    them the same meter): an application that makes a callback handler per request is bounded too."""
+    with _names_lock:
+        try:
+            names = _names_by_meter.get(meter)
+            if names is None:
+                names = _names_by_meter[meter] = _Names()
+        except TypeError:  # a meter that cannot be weakly referenced: its own values
+            names = _Names()
+    return names
 
 
 class Instruments:
     """Every instrument, created once per meter."""
 
     def __init__(self, meter: Meter) -> None:
+        self._names = _names_of(meter)
         self.token_usage = meter.create_histogram(
             semconv.METRIC_CLIENT_TOKEN_USAGE,
             unit="{token}",
@@ -73,6 +113,34 @@ class Instruments:
             unit="{lookup}",
             description="Framework response-cache lookups by model calls, by hit or miss",
         )
+
+    def name(self, key: str, value: str) -> str:
+        """``value`` as the metric attribute ``key`` (a name): itself while ``key`` has taken fewer
+        than :data:`MAX_METRIC_NAMES` distinct values, ``_OTHER`` for every new value after that
+        (said once per key in the log)."""
+        names = self._names
+        seen = names.seen.get(key)
+        if seen is not None and value in seen:
+            return value
+        with names.lock:
+            seen = names.seen.setdefault(key, set())
+            if value in seen:
+                return value
+            if len(seen) < MAX_METRIC_NAMES:
+                seen.add(value)
+                return value
+            first = key not in names.full
+            names.full.add(key)
+        if first:
+            logger.warning(
+                "llmtrace: more than %d distinct %s values; metrics record each new one as %s "
+                "(spans keep it). Names made per request (a run_name with a user id) belong in "
+                "metadata, not in names.",
+                MAX_METRIC_NAMES,
+                key,
+                OTHER,
+            )
+        return OTHER
 
     def record_usage(self, record: UsageRecord) -> None:
         """Metrics of one model call, all from its usage record (the one usage path)."""

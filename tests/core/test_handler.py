@@ -866,3 +866,83 @@ def test_error_type_given_as_text_is_bounded(telemetry_handler, span_exporter):
     (span,) = span_exporter.get_finished_spans()
     assert len(span.attributes[sc.ERROR_TYPE]) <= 256
     assert len(span.status.description) <= 1024
+
+
+# ---- names on metrics stay bounded ---------------------------------------------------------------
+def test_names_on_metrics_are_bounded_spans_keep_them(
+    telemetry_handler, span_exporter, metric_reader, monkeypatch, caplog
+):
+    from llmtrace import _metrics
+
+    monkeypatch.setattr(_metrics, "MAX_METRIC_NAMES", 2)
+    with caplog.at_level(logging.WARNING, logger="llmtrace"):
+        for i in range(4):
+            workflow = telemetry_handler.start_workflow(f"request-{i}")
+            agent = telemetry_handler.start_agent(f"agent-{i}", parent=workflow)
+            telemetry_handler.start_tool(f"tool-{i}", parent=agent).stop()
+            agent.stop()
+            workflow.stop()
+        telemetry_handler.start_tool("tool-0").stop()  # a name seen before the cap stays itself
+    assert sorted(
+        s.name for s in span_exporter.get_finished_spans() if s.name.startswith("execute_tool")
+    ) == [
+        "execute_tool tool-0",
+        "execute_tool tool-0",
+        "execute_tool tool-1",
+        "execute_tool tool-2",
+        "execute_tool tool-3",
+    ]
+
+    def counts(metric: str) -> dict[tuple[tuple[str, Any], ...], int]:
+        return {tuple(sorted(p.attributes.items())): p.count for p in metric_points(metric_reader, metric)}
+
+    assert counts(sc.METRIC_WORKFLOW_DURATION) == {
+        ((sc.GEN_AI_WORKFLOW_NAME, "request-0"),): 1,
+        ((sc.GEN_AI_WORKFLOW_NAME, "request-1"),): 1,
+        ((sc.GEN_AI_WORKFLOW_NAME, "_OTHER"),): 2,
+    }
+    assert counts(sc.METRIC_INVOKE_AGENT_DURATION) == {
+        ((sc.GEN_AI_AGENT_NAME, "agent-0"),): 1,
+        ((sc.GEN_AI_AGENT_NAME, "agent-1"),): 1,
+        ((sc.GEN_AI_AGENT_NAME, "_OTHER"),): 2,
+    }
+    tool_type = (sc.GEN_AI_TOOL_TYPE, sc.TOOL_TYPE_FUNCTION)
+    assert counts(sc.METRIC_EXECUTE_TOOL_DURATION) == {
+        ((sc.GEN_AI_AGENT_NAME, "agent-0"), (sc.GEN_AI_TOOL_NAME, "tool-0"), tool_type): 1,
+        ((sc.GEN_AI_AGENT_NAME, "agent-1"), (sc.GEN_AI_TOOL_NAME, "tool-1"), tool_type): 1,
+        ((sc.GEN_AI_AGENT_NAME, "_OTHER"), (sc.GEN_AI_TOOL_NAME, "_OTHER"), tool_type): 2,
+        ((sc.GEN_AI_TOOL_NAME, "tool-0"), tool_type): 1,
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.name == "llmtrace"]
+    assert len(warnings) == 3  # once per attribute
+    for key in (sc.GEN_AI_WORKFLOW_NAME, sc.GEN_AI_AGENT_NAME, sc.GEN_AI_TOOL_NAME):
+        assert sum(key in w for w in warnings) == 1
+
+
+# ---- an agent's system instructions -----------------------------------------------------------------
+SYSTEM_PROMPT = [{"type": "text", "content": "be brief"}]
+
+
+def test_agent_system_instructions_when_captured(telemetry_handler, span_exporter, content_capture):
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_ONLY)
+    agent = telemetry_handler.start_agent("helper")
+    agent.system_instructions = SYSTEM_PROMPT
+    agent.input_messages = [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
+    agent.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert json.loads(span.attributes[sc.GEN_AI_SYSTEM_INSTRUCTIONS]) == SYSTEM_PROMPT
+    assert list(span.attributes).index(sc.GEN_AI_SYSTEM_INSTRUCTIONS) < list(span.attributes).index(
+        sc.GEN_AI_INPUT_MESSAGES
+    )
+
+
+@pytest.mark.parametrize("mode", [CaptureMode.NO_CONTENT, CaptureMode.EVENT_ONLY])
+def test_agent_system_instructions_not_on_spans_otherwise(
+    telemetry_handler, span_exporter, content_capture, mode
+):
+    content_capture.content = ContentPolicy(mode=mode)
+    agent = telemetry_handler.start_agent("helper")
+    agent.system_instructions = SYSTEM_PROMPT
+    agent.stop()
+    (span,) = span_exporter.get_finished_spans()
+    assert sc.GEN_AI_SYSTEM_INSTRUCTIONS not in span.attributes

@@ -90,6 +90,72 @@ def test_system_messages_keep_their_place_in_the_history(handler, span_exporter,
     assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS not in attrs(chat)
 
 
+# ---- 1b. the agent's own system prompt: gen_ai.system_instructions on invoke_agent -------------------
+def agent_span(span_exporter: Any) -> Any:
+    (span,) = [s for s in span_exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+    return span
+
+
+def adding_agent(name: str | None = None, **kwargs: Any) -> Any:
+    model = ScriptedChatModel(script=[call(("add", {"a": 1, "b": 2}, "c1")), answer("3")])
+    return create_agent(model, tools=[add], name=name, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["calc", None], ids=["named", "unnamed"])
+def test_agent_system_prompt_is_its_system_instructions(handler, span_exporter, capture, name):
+    agent = adding_agent(name, system_prompt="be brief")
+    agent.invoke({"messages": [HumanMessage("1+2?")]}, config={"callbacks": [handler]})
+    span = agent_span(span_exporter)
+    assert content(span, semconv.GEN_AI_SYSTEM_INSTRUCTIONS) == [text("be brief")]
+    # the messages the agent was given: the system prompt is not one of them
+    assert content(span, semconv.GEN_AI_INPUT_MESSAGES) == [{"role": "user", "parts": [text("1+2?")]}]
+    # each model call is sent the prompt as its first message (and has no system instructions)
+    for chat in chat_spans(span_exporter):
+        assert content(chat, semconv.GEN_AI_INPUT_MESSAGES)[0] == {
+            "role": "system",
+            "parts": [text("be brief")],
+        }
+        assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS not in attrs(chat)
+
+
+def test_agent_system_message_with_content_blocks(handler, span_exporter, capture):
+    prompt = SystemMessage(
+        content=[{"type": "text", "text": "be brief"}, {"type": "text", "text": "be kind"}]
+    )
+    adding_agent(system_prompt=prompt).invoke(
+        {"messages": [("user", "1+2?")]}, config={"callbacks": [handler]}
+    )
+    assert content(agent_span(span_exporter), semconv.GEN_AI_SYSTEM_INSTRUCTIONS) == [
+        text("be brief"),
+        text("be kind"),
+    ]
+
+
+def test_a_system_message_of_the_history_is_no_system_instruction(handler, span_exporter, capture):
+    history = [SystemMessage("rules"), HumanMessage("1+2?")]
+    adding_agent().invoke({"messages": history}, config={"callbacks": [handler]})
+    span = agent_span(span_exporter)
+    assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS not in attrs(span)
+    assert content(span, semconv.GEN_AI_INPUT_MESSAGES)[0] == {"role": "system", "parts": [text("rules")]}
+
+
+def test_system_prompt_and_a_system_message_of_the_history(handler, span_exporter, capture):
+    history = [SystemMessage("rules"), HumanMessage("1+2?")]
+    adding_agent(system_prompt="be brief").invoke({"messages": history}, config={"callbacks": [handler]})
+    span = agent_span(span_exporter)
+    assert content(span, semconv.GEN_AI_SYSTEM_INSTRUCTIONS) == [text("be brief")]
+    assert [m["role"] for m in content(span, semconv.GEN_AI_INPUT_MESSAGES)] == ["system", "user"]
+
+
+def test_agent_system_prompt_only_when_captured(handler, span_exporter):
+    adding_agent("calc", system_prompt="be brief").invoke(
+        {"messages": [HumanMessage("1+2?")]}, config={"callbacks": [handler]}
+    )
+    for span in span_exporter.get_finished_spans():
+        assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS not in attrs(span)
+        assert semconv.GEN_AI_INPUT_MESSAGES not in attrs(span)
+
+
 # ---- 2. finish reasons -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("reported", "expected"),

@@ -31,7 +31,8 @@ BREAKABLE = [
     (extract_module, "apply_request_params"),  # model start
     (extract_module, "usage"),  # model end
     (extract_module, "tool_calls"),  # model end -> agent steps
-    (extract_module, "run_name"),  # chain and tool start
+    (extract_module, "run_name"),  # chain start
+    (extract_module, "tool_name"),  # tool start
     (extract_module, "handled_tool_error"),  # tool end
     (extract_module, "documents"),  # retriever end
     (extract_module, "retrieval_source"),  # retriever start

@@ -4,8 +4,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen
-from llama_index.core.llms import MockLLM
+from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CompletionResponse,
+    CompletionResponseGen,
+    ToolCallBlock,
+)
+from llama_index.core.llms import MockFunctionCallingLLM, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llmtrace_llama_index import LlamaIndexInstrumentor
 from llmtrace_llama_index._lazy import LazyStreams
@@ -155,3 +161,51 @@ def stack_walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(LazyStreams, "find", counting_find)
     return walks
+
+
+def scripted(*turns: Any) -> Any:
+    """A ``MockFunctionCallingLLM`` response generator answering each call with the next turn: a
+    text, or a list of tool calls ``(call id, tool name, arguments)``."""
+    queue = list(turns)
+
+    def respond(messages: Any, **kwargs: Any) -> ChatMessage:
+        turn = queue.pop(0)
+        if isinstance(turn, str):
+            return ChatMessage(role="assistant", content=turn)
+        return ChatMessage(
+            role="assistant",
+            blocks=[ToolCallBlock(tool_call_id=c, tool_name=n, tool_kwargs=a) for c, n, a in turn],
+        )
+
+    return respond
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+HANDOFF_REASON = "numbers"
+
+
+def handoff_workflow(*, front_prompt: str | None = None, math_prompt: str | None = None) -> AgentWorkflow:
+    """Two agents: ``front`` hands over to ``math`` at once (call ``h1``), which calls ``add`` (call
+    ``c1``, 2+2) and answers "4". Fresh scripted models each time (a script is used up by one run)."""
+    front = FunctionAgent(
+        name="front",
+        description="routes",
+        tools=[],
+        can_handoff_to=["math"],
+        system_prompt=front_prompt,
+        llm=MockFunctionCallingLLM(
+            response_generator=scripted([("h1", "handoff", {"to_agent": "math", "reason": HANDOFF_REASON})])
+        ),
+    )
+    math = FunctionAgent(
+        name="math",
+        description="adds",
+        tools=[add],
+        system_prompt=math_prompt,
+        llm=MockFunctionCallingLLM(response_generator=scripted([("c1", "add", {"a": 2, "b": 2})], "4")),
+    )
+    return AgentWorkflow(agents=[front, math], root_agent="front")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent, ReActAgent
-from llama_index.core.base.llms.types import ToolCallBlock
+from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
 from llama_index.core.llms import ChatMessage, MockFunctionCallingLLM, MockLLM
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import (
@@ -23,7 +22,16 @@ from opentelemetry.trace import StatusCode
 
 from llmtrace import semconv
 from llmtrace.testing import metric_points
-from tests.llama_index.conftest import by_name, is_child, one, open_runs, steps, tree
+from tests.llama_index.conftest import (
+    by_name,
+    handoff_workflow,
+    is_child,
+    one,
+    open_runs,
+    scripted,
+    steps,
+    tree,
+)
 
 
 def run(start):
@@ -48,24 +56,6 @@ def multiply(a: int, b: int) -> int:
 def broken(a: int) -> int:
     """Always fails."""
     raise RuntimeError("tool broke")
-
-
-def scripted(*turns):
-    """A response generator answering each call with the next scripted turn."""
-    queue = list(turns)
-
-    def respond(messages, **kwargs):
-        turn = queue.pop(0)
-        if isinstance(turn, str):
-            return ChatMessage(role="assistant", content=turn)
-        return ChatMessage(
-            role="assistant",
-            blocks=[
-                ToolCallBlock(tool_call_id=cid, tool_name=name, tool_kwargs=args) for cid, name, args in turn
-            ],
-        )
-
-    return respond
 
 
 def test_function_agent_with_two_tools(instrumentor, span_exporter, metric_reader):
@@ -162,22 +152,7 @@ def test_tool_cut_off_by_the_workflow_timeout_is_cancelled(instrumentor, span_ex
 
 
 def test_agent_workflow_handoff_keeps_agents_under_workflow(instrumentor, span_exporter, metric_reader):
-    front = FunctionAgent(
-        name="front",
-        description="routes",
-        tools=[],
-        can_handoff_to=["math"],
-        llm=MockFunctionCallingLLM(
-            response_generator=scripted([("h1", "handoff", {"to_agent": "math", "reason": "numbers"})])
-        ),
-    )
-    math = FunctionAgent(
-        name="math",
-        description="adds",
-        tools=[add],
-        llm=MockFunctionCallingLLM(response_generator=scripted([("c1", "add", {"a": 2, "b": 2})], "4")),
-    )
-    workflow = AgentWorkflow(agents=[front, math], root_agent="front")
+    workflow = handoff_workflow()
     assert str(run(lambda: workflow.run(user_msg="2+2?"))) == "4"
     spans = span_exporter.get_finished_spans()
     assert tree(spans) == [

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
 from llama_index.core.base.llms.types import (
     AudioBlock,
     ChatMessage,
@@ -30,7 +30,7 @@ from llmtrace_llama_index import _extract
 from llmtrace import semconv
 from llmtrace._content import MAX_ITEMS
 from llmtrace.testing import metric_points
-from tests.llama_index.conftest import one, steps
+from tests.llama_index.conftest import HANDOFF_REASON, handoff_workflow, one, scripted, steps
 
 RAW = b"\x89PNG\r\n\x1a\n"
 B64 = base64.b64encode(RAW).decode()  # short enough to be recorded as it is
@@ -58,21 +58,6 @@ def chat_spans(span_exporter: Any) -> list[Any]:
 def add(a: int, b: int) -> int:
     """Add two numbers."""
     return a + b
-
-
-def scripted(*turns: Any) -> Any:
-    queue = list(turns)
-
-    def respond(messages: Any, **kwargs: Any) -> ChatMessage:
-        turn = queue.pop(0)
-        if isinstance(turn, str):
-            return ChatMessage(role="assistant", content=turn)
-        return ChatMessage(
-            role="assistant",
-            blocks=[ToolCallBlock(tool_call_id=c, tool_name=n, tool_kwargs=a) for c, n, a in turn],
-        )
-
-    return respond
 
 
 def raw_llm(raw: Any) -> MockLLM:
@@ -306,28 +291,87 @@ def test_agent_input_messages(instrumentor, span_exporter, capture):
 
 
 def test_agent_workflow_input_messages(instrumentor, span_exporter, capture):
-    front = FunctionAgent(
-        name="front",
-        description="routes",
-        tools=[],
-        can_handoff_to=["math"],
-        llm=MockFunctionCallingLLM(
-            response_generator=scripted([("h1", "handoff", {"to_agent": "math", "reason": "numbers"})])
-        ),
-    )
-    math = FunctionAgent(
-        name="math",
-        description="adds",
-        tools=[add],
-        llm=MockFunctionCallingLLM(response_generator=scripted("4")),
-    )
-    workflow = AgentWorkflow(agents=[front, math], root_agent="front")
+    """Each agent of an AgentWorkflow records the messages it was given: the agent handed over to
+    gets the conversation so far, the hand-off included."""
+    workflow = handoff_workflow()
+    history = [ChatMessage(role="user", content="hello"), ChatMessage(role="assistant", content="hi")]
+    assert str(run(lambda: workflow.run(user_msg="2+2?", chat_history=history))) == "4"
+    spans = span_exporter.get_finished_spans()
+    given = [
+        {"role": "user", "parts": [text("hello")]},
+        {"role": "assistant", "parts": [text("hi")]},
+        {"role": "user", "parts": [text("2+2?")]},
+    ]
+    assert content(one(spans, "invoke_workflow AgentWorkflow"), semconv.GEN_AI_INPUT_MESSAGES) == given
+    assert content(one(spans, "invoke_agent front"), semconv.GEN_AI_INPUT_MESSAGES) == given
+    handoff = {"to_agent": "math", "reason": HANDOFF_REASON}
+    assert content(one(spans, "invoke_agent math"), semconv.GEN_AI_INPUT_MESSAGES) == [
+        *given,
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": "h1", "name": "handoff", "arguments": handoff}],
+        },
+        {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": "h1",
+                    "response": "Agent math is now handling the request due to the following reason: "
+                    f"{HANDOFF_REASON}.\nPlease continue with the current request.",
+                }
+            ],
+        },
+    ]
+    # given once, when the agent starts: its next turns (after its add call) start no new span
+    assert [s.name for s in spans if s.name.startswith("invoke_agent")] == [
+        "invoke_agent front",
+        "invoke_agent math",
+    ]
+
+
+# ---- the agent's own instructions: gen_ai.system_instructions on invoke_agent -----------------------
+def test_agent_system_prompt_is_its_system_instructions(instrumentor, span_exporter, capture):
+    llm = MockFunctionCallingLLM(response_generator=scripted("hi"))
+    agent = FunctionAgent(name="helper", tools=[add], system_prompt="be brief", llm=llm)
+    run(lambda: agent.run(user_msg="hello"))
+    span = one(span_exporter.get_finished_spans(), "invoke_agent helper")
+    assert content(span, semconv.GEN_AI_SYSTEM_INSTRUCTIONS) == [text("be brief")]
+    # the messages it was given, not the system prompt put before them for the model
+    assert content(span, semconv.GEN_AI_INPUT_MESSAGES) == [{"role": "user", "parts": [text("hello")]}]
+
+
+def test_react_agent_system_prompt_is_its_system_instructions(instrumentor, span_exporter, capture):
+    llm = MockFunctionCallingLLM(response_generator=scripted("Thought: I can answer.\nAnswer: hi"))
+    agent = ReActAgent(name="reasoner", tools=[add], system_prompt="think twice", llm=llm)
+    assert str(run(lambda: agent.run(user_msg="hello"))) == "hi"
+    span = one(span_exporter.get_finished_spans(), "invoke_agent reasoner")
+    assert content(span, semconv.GEN_AI_SYSTEM_INSTRUCTIONS) == [text("think twice")]
+
+
+def test_each_workflow_agent_has_its_own_system_instructions(instrumentor, span_exporter, capture):
+    workflow = handoff_workflow(front_prompt="route it", math_prompt="do the math")
     run(lambda: workflow.run(user_msg="2+2?"))
     spans = span_exporter.get_finished_spans()
-    expected = [{"role": "user", "parts": [text("2+2?")]}]
-    assert content(one(spans, "invoke_workflow AgentWorkflow"), semconv.GEN_AI_INPUT_MESSAGES) == expected
-    assert content(one(spans, "invoke_agent front"), semconv.GEN_AI_INPUT_MESSAGES) == expected
-    assert semconv.GEN_AI_INPUT_MESSAGES not in one(spans, "invoke_agent math").attributes  # handed over
+    assert content(one(spans, "invoke_agent front"), semconv.GEN_AI_SYSTEM_INSTRUCTIONS) == [text("route it")]
+    assert content(one(spans, "invoke_agent math"), semconv.GEN_AI_SYSTEM_INSTRUCTIONS) == [
+        text("do the math")
+    ]
+    assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS not in one(spans, "invoke_workflow AgentWorkflow").attributes
+
+
+def test_agent_without_a_system_prompt_has_no_system_instructions(instrumentor, span_exporter, capture):
+    run(lambda: handoff_workflow(math_prompt="do the math").run(user_msg="2+2?"))
+    spans = span_exporter.get_finished_spans()
+    assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS not in one(spans, "invoke_agent front").attributes
+    assert semconv.GEN_AI_SYSTEM_INSTRUCTIONS in one(spans, "invoke_agent math").attributes
+
+
+def test_agent_content_only_when_captured(instrumentor, span_exporter):
+    run(lambda: handoff_workflow(front_prompt="route it", math_prompt="do the math").run(user_msg="2+2?"))
+    for span in span_exporter.get_finished_spans():
+        for key in (semconv.GEN_AI_SYSTEM_INSTRUCTIONS, semconv.GEN_AI_INPUT_MESSAGES):
+            assert key not in span.attributes, (span.name, key)
 
 
 ADD_DEFINITION = {

@@ -807,6 +807,26 @@ def retrieval_source(
     return None
 
 
+def tool_name(serialized: Mapping[str, Any] | None, name: object) -> str | None:
+    """A tool's declared name (``BaseTool.name``, in ``serialized``: the name the model calls it by),
+    not the run's name: a ``run_name`` in the config names that one run, and may be made per request."""
+    declared = serialized.get("name") if serialized else None
+    if isinstance(declared, str) and declared:
+        return declared
+    return run_name(serialized, name)
+
+
+def agent_system_prompt(sent: Sequence[Any], state: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """The system prompt an agent's model node put before the messages of its state (``state``) in
+    the model call that was sent ``sent``, as the parts of ``gen_ai.system_instructions``: the system
+    message ``sent`` starts with, unless it is the state's own first message (a system message of the
+    conversation, which stays a message). None if there is none."""
+    first = sent[0] if sent else None
+    if getattr(first, "type", None) != "system" or (state and first is state[0]):
+        return None
+    return _parts_of_content(getattr(first, "content", None)) or None
+
+
 def run_name(serialized: Mapping[str, Any] | None, name: object) -> str | None:
     if isinstance(name, str) and name:
         return name

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 FRAMEWORK = "langchain"
 LEGACY_AGENT_NAMES = frozenset({"AgentExecutor"})
+MODEL_NODE = "model"
+"""The node of a ``create_agent`` graph that calls the model, with the agent's system prompt first."""
 _NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
 """LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
 _INTERRUPTS = frozenset({"GraphInterrupt", "NodeInterrupt"})
@@ -89,6 +91,7 @@ class _Run:
         "key",
         "metadata",
         "name",
+        "node_messages",
         "parent",
         "refreshed",
         "root",
@@ -97,6 +100,10 @@ class _Run:
         "tools",
         "up",
     )
+    node_messages: Any
+    """The state messages of a ``create_agent`` model node, kept (content capture only, read with
+    getattr) until its model call starts: a system message that call starts with and that is not the
+    state's first message was added by the agent, its system prompt (see ``_note_system_prompt``)."""
     tools: Any
     """A model call's bound tools (``invocation_params["tools"]``), set only under an agent (read with
     getattr: other runs never pay for it); a tool call naming none of them was made up by the model
@@ -374,6 +381,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             run.start_ns = time.time_ns()
             if _capturing():
                 run.inputs = inputs
+        if agent_run is not None and md.get("langgraph_node") == MODEL_NODE and run.agent is not run:
+            _keep_node_messages(run, agent_run, inputs)
         key = _key(run_id)
         run.key = key
         self._runs.put(key, run)  # first: whatever fails below, the run's span still gets ended
@@ -460,6 +469,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             invocation.input_messages, dropped, invocation.tool_definitions = content
             if dropped:
                 invocation.mark_truncated(semconv.GEN_AI_INPUT_MESSAGES)
+            if parent_run_id is not None:
+                self._note_system_prompt(parent_run_id, messages)
 
     @never_raise
     def on_llm_start(
@@ -484,6 +495,21 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         )
         if invocation is not None and content is not None:
             invocation.input_messages = content
+
+    def _note_system_prompt(self, parent_run_id: UUID, messages: Sequence[Sequence[Any]]) -> None:
+        """The system prompt of a ``create_agent`` agent, from its model node's first model call: the
+        system message the call starts with, if the node's state does not (the agent adds it to
+        every call; a system message of the conversation is in the state, and stays a message)."""
+        node = self._runs.peek(_key(parent_run_id))
+        state = getattr(node, "node_messages", None)
+        if node is None or state is None:
+            return
+        node.node_messages = None
+        agent_run = node.agent
+        agent = agent_run.invocation if agent_run is not None else None
+        if not isinstance(agent, AgentInvocation) or agent.system_instructions is not None:
+            return
+        agent.system_instructions = _extract.agent_system_prompt(messages[0] if messages else (), state)
 
     def _start_model(
         self,
@@ -593,7 +619,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         parent_run = self._parent(parent_run_id, metadata)
         parent = parent_run.span_parent if parent_run is not None else None
         ser = serialized or {}
-        name = _extract.run_name(ser, kwargs.get("name")) or "tool"
+        name = _extract.tool_name(ser, kwargs.get("name")) or "tool"
         call_id = kwargs.get("tool_call_id")
         if call_id is None and isinstance(inputs, Mapping):
             call_id = inputs.get("tool_call_id")
@@ -779,6 +805,16 @@ def _chat_content(
         report_internal_error(f"{__name__}._chat_content", exc)
         return None
     return converted, dropped, tools
+
+
+def _keep_node_messages(run: _Run, agent_run: _Run, inputs: Any) -> None:
+    """Keep the state messages of an agent's model node until its model call (``_note_system_prompt``),
+    while content is captured and the agent's system prompt is not known yet."""
+    agent = agent_run.invocation
+    if _capturing() and isinstance(agent, AgentInvocation) and agent.system_instructions is None:
+        messages = inputs.get("messages") if isinstance(inputs, Mapping) else None
+        if isinstance(messages, Sequence) and not isinstance(messages, str):
+            run.node_messages = messages
 
 
 def _set_input(invocation: Invocation, inputs: Any) -> None:

@@ -54,9 +54,6 @@ class RunState:
     """Names of the acting agent's tools (read at its first tool call; None if not all known): a tool
     call naming none of them was made up by the model."""
     tool_names_read: bool = False
-    agent_input: Any = None
-    """The run's input messages, kept (content capture only) for the first agent of a multi-agent
-    workflow, which starts later."""
 
     @property
     def current(self) -> Invocation:

@@ -326,16 +326,16 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             )
             if messages is not None:
                 _set_input_messages(agent, messages)
+            if capture:
+                agent.system_instructions = _system_instructions(instance)
             return agent, RunState(agent, agent=agent, agent_name=agent.name, workflow=instance)
         # Kind.WORKFLOW_RUN
         multi_agent = is_multi_agent(instance)
         messages = _run_messages(bound_args) if capture and multi_agent else None
         workflow = handler.start_workflow(type(instance).__name__, parent=parent)
-        state = RunState(workflow, multi_agent=multi_agent, workflow=instance)
         if messages is not None:
             _set_input_messages(workflow, messages)
-            state.agent_input = messages  # for its first agent's span, which starts later
-        return workflow, state
+        return workflow, RunState(workflow, multi_agent=multi_agent, workflow=instance)
 
     def _start_model(
         self,
@@ -395,7 +395,9 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         step = method_name(id_)
         event = _argument(bound_args, "ev")
         if run.multi_agent and step in ("setup_agent", "run_agent_step"):
-            self._switch_agent(run, _extract.get(event, "current_agent_name"))
+            # setup_agent's event holds the messages the agent is given (its AgentInput)
+            given = event if step == "setup_agent" else None
+            self._switch_agent(run, _extract.get(event, "current_agent_name"), given)
         if step == "call_tool" and isinstance(_extract.get(event, "tool_name"), str):
             call_id = _extract.get(event, "tool_id") or None
             # a tool call that waited for an event (human in the loop) runs its step again: same span
@@ -418,7 +420,10 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             return node
         return Node(Kind.STEP, None, run.current, None, run)
 
-    def _switch_agent(self, run: RunState, name: Any) -> None:
+    def _switch_agent(self, run: RunState, name: Any, agent_input: Any) -> None:
+        """The acting agent of a multi-agent workflow is now ``name``: end the one before, start its
+        span, with the messages it is given (``agent_input``, the ``AgentInput`` event of its
+        ``setup_agent`` step, if known) and its system prompt (content capture only)."""
         if not isinstance(name, str) or name == run.agent_name:
             return
         if run.agent is not None and run.agent is not run.invocation:
@@ -426,7 +431,6 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         agent_obj = _extract.get(_extract.get(run.workflow, "agents"), name)
         llm = _extract.get(agent_obj, "llm")
         description = _extract.get(agent_obj, "description")
-        first = run.agent is None
         run.agent = self.runs.handler.start_agent(
             name,
             description=description if isinstance(description, str) else None,
@@ -435,9 +439,11 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         )
         run.agent_name = name
         run.tool_names, run.tool_names_read = None, False  # the new agent's tools
-        if first and run.agent_input is not None:
-            _set_input_messages(run.agent, run.agent_input)
-        run.agent_input = None
+        if capture_content():
+            messages = _given_messages(agent_input)
+            if messages is not None:
+                _set_input_messages(run.agent, messages)
+            run.agent.system_instructions = _system_instructions(agent_obj)
 
     # ---- leaving ----------------------------------------------------------------------
     def _exit(self, id_: str, bound_args: inspect.BoundArguments, result: Any) -> None:
@@ -603,6 +609,20 @@ def _run_messages(bound_args: inspect.BoundArguments | None) -> Messages | None:
     return _extract.conversation(history, user_msg)
 
 
+def _given_messages(agent_input: Any) -> Messages | None:
+    """The messages an ``AgentWorkflow`` gives its acting agent: its ``AgentInput`` event's ``input``
+    (the workflow's memory: the conversation so far, the hand-off included); None if not known or
+    if converting them failed."""
+    given = _extract.get(agent_input, "input") if agent_input is not None else None
+    if not isinstance(given, list):
+        return None
+    try:
+        return _extract.input_messages(given)
+    except Exception as exc:
+        report_internal_error(f"{__name__}._given_messages", exc)
+        return None
+
+
 def _model_content(
     kind: Kind, bound_args: inspect.BoundArguments | None, call_kwargs: Mapping[str, Any] | None
 ) -> tuple[list[dict[str, Any]] | None, int, list[dict[str, Any]] | None] | None:
@@ -688,6 +708,13 @@ def _tool_description(run: RunState, name: str) -> str | None:
             description = _extract.get(metadata, "description")
             return description if isinstance(description, str) and description else None
     return None
+
+
+def _system_instructions(agent: Any) -> list[dict[str, Any]] | None:
+    """An agent's system prompt (``system_prompt`` of a ``FunctionAgent``, ``ReActAgent``...) as the
+    conventions' ``gen_ai.system_instructions``; None if it has none."""
+    prompt = _extract.get(agent, "system_prompt")
+    return [{"type": "text", "content": prompt}] if isinstance(prompt, str) and prompt else None
 
 
 def _agent_name(instance: Any) -> str:
