@@ -8,6 +8,11 @@ releases everything (server, worker threads, client sockets) on exit (or ``stop(
   (gzip and deflate ``Content-Encoding`` accepted).
 * :class:`HangingServer` - accepts TCP connections, drains what it is sent and never answers.
 * :func:`closed_port` - a port on which nothing listens.
+* :class:`WireTap` - a TCP relay in front of a receiver that keeps the bytes the client sent and
+  decodes them as HTTP/2 (gRPC): the request headers (``grpc-encoding``) and each message as it
+  travelled (compressed flag and payload), which the gRPC server hides from its servicer.
+* :func:`make_test_pki` - a self-signed CA and a server and a client certificate signed by it, for
+  the receivers' TLS (``tls=ServerTls(...)``; ``client_ca`` makes the client certificate required).
 
 Both receivers decode what they stored into plain Python values::
 
@@ -36,10 +41,13 @@ payload is not stored: ``spans()`` & co. only show what the receiver acknowledge
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gzip
+import ipaddress
 import selectors
 import socket
 import socketserver
+import ssl
 import threading
 import time
 import zlib
@@ -47,6 +55,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -67,10 +76,16 @@ __all__ = [
     "ReceivedLog",
     "ReceivedPoint",
     "ReceivedSpan",
+    "ServerTls",
     "Signal",
+    "TestPki",
+    "WireCall",
+    "WireMessage",
+    "WireTap",
     "closed_port",
     "decode_any_value",
     "decode_attributes",
+    "make_test_pki",
 ]
 
 Signal = Literal["traces", "metrics", "logs"]
@@ -335,6 +350,150 @@ def _decode_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> list[Rec
 
 
 # --------------------------------------------------------------------------------------------
+# TLS
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestPki:
+    """PEM files of a test CA, a server certificate for ``127.0.0.1`` and ``localhost``, and a
+    client certificate (common name ``client_name``), both signed by the CA."""
+
+    __test__ = False  # not a pytest test class
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    client_name: str
+    other_ca_cert: Path
+    """A second, unrelated CA (a certificate that must not verify the server)."""
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A receiver's TLS: its certificate and key; with ``client_ca``, clients must present a
+    certificate signed by it (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    @classmethod
+    def of(cls, pki: TestPki, *, mutual: bool = False) -> ServerTls:
+        return cls(pki.server_cert, pki.server_key, pki.ca_cert if mutual else None)
+
+
+def make_test_pki(directory: Path, client_name: str = "llmtrace-test-client") -> TestPki:
+    """Generate the files of :class:`TestPki` into ``directory`` (EC P-256 keys, valid one day)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return path
+
+    def write_cert(cert: x509.Certificate, path: Path) -> Path:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    def ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(common_name))
+            .issuer_name(name(common_name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return key, cert
+
+    ca_key, ca_cert = ca("llmtrace test CA")
+    _, other_ca = ca("unrelated test CA")
+
+    def leaf(
+        common_name: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName] | None
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(common_name))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return key, builder.sign(ca_key, hashes.SHA256())
+
+    server_key, server_cert = leaf(
+        "127.0.0.1",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+    )
+    client_key, client_cert = leaf(client_name, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    return TestPki(
+        ca_cert=write_cert(ca_cert, directory / "ca.pem"),
+        server_cert=write_cert(server_cert, directory / "server.pem"),
+        server_key=write_key(server_key, directory / "server-key.pem"),
+        client_cert=write_cert(client_cert, directory / "client.pem"),
+        client_key=write_key(client_key, directory / "client-key.pem"),
+        client_name=client_name,
+        other_ca_cert=write_cert(other_ca, directory / "other-ca.pem"),
+    )
+
+
+def _common_name(subject: Any) -> str | None:
+    """The common name in ``ssl.SSLSocket.getpeercert()``'s ``subject``."""
+    for rdn in subject or ():
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # Shared storage / decoding / waiting
 # --------------------------------------------------------------------------------------------
 
@@ -342,13 +501,22 @@ def _decode_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> list[Rec
 class _Receiver:
     """Thread-safe store of export calls with the decoding and wait helpers."""
 
-    def __init__(self, *, delay: float, fail_times: int | None, retry_after: float | None) -> None:
+    def __init__(
+        self,
+        *,
+        delay: float,
+        fail_times: int | None,
+        retry_after: float | None,
+        tls: ServerTls | None = None,
+    ) -> None:
+        self.tls = tls
         self.delay = delay
         self.fail_times = fail_times
         self.retry_after = retry_after
         self._cond = threading.Condition()
         self._requests: dict[Signal, list[Message]] = {s: [] for s in _SIGNALS}
         self._calls: list[tuple[Signal, dict[str, str]]] = []
+        self._client_names: list[tuple[Signal, str | None]] = []
         self._failures_sent = 0
         self._stopping = threading.Event()
         self._port: int | None = None
@@ -396,7 +564,8 @@ class _Receiver:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:<port>``; ``https://`` with TLS."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # -- called by the transports -----------------------------------------------------------
 
@@ -404,10 +573,12 @@ class _Receiver:
         if self.delay > 0:
             self._stopping.wait(self.delay)
 
-    def _record_call(self, signal: Signal, headers: dict[str, str]) -> bool:
-        """Count one export call; True if it must be refused."""
+    def _record_call(self, signal: Signal, headers: dict[str, str], client_name: str | None = None) -> bool:
+        """Count one export call (``client_name``: the common name of the client's TLS certificate);
+        True if it must be refused."""
         with self._cond:
             self._calls.append((signal, headers))
+            self._client_names.append((signal, client_name))
             refuse = self._should_fail() and (
                 self.fail_times is None or self._failures_sent < self.fail_times
             )
@@ -441,11 +612,17 @@ class _Receiver:
         with self._cond:
             return [dict(h) for s, h in self._calls if signal is None or s == signal]
 
+    def client_names(self, signal: Signal | None = None) -> list[str | None]:
+        """The common name of the TLS client certificate of each call (None: none presented)."""
+        with self._cond:
+            return [name for s, name in self._client_names if signal is None or s == signal]
+
     def clear(self) -> None:
         with self._cond:
             for signal in _SIGNALS:
                 self._requests[signal].clear()
             self._calls.clear()
+            self._client_names.clear()
             self._failures_sent = 0
 
     # -- decoded access ---------------------------------------------------------------------
@@ -591,7 +768,8 @@ def _retry_info_bin(seconds: float) -> bytes:
 
 
 class GrpcReceiver(_Receiver):
-    """OTLP/gRPC collector on ``127.0.0.1:<ephemeral>`` (plaintext: use ``insecure=True``).
+    """OTLP/gRPC collector on ``127.0.0.1:<ephemeral>`` (plaintext: use ``insecure=True``; with
+    ``tls`` it serves TLS only, and ``endpoint`` is ``https://127.0.0.1:<port>``).
 
     :param status: answer export calls with this error code instead of OK (e.g. UNAVAILABLE).
     :param delay: seconds to sleep before answering each call.
@@ -607,10 +785,11 @@ class GrpcReceiver(_Receiver):
         delay: float = 0,
         fail_times: int | None = None,
         retry_after: float | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         if status is grpc.StatusCode.OK:
             status = None
-        super().__init__(delay=delay, fail_times=fail_times, retry_after=retry_after)
+        super().__init__(delay=delay, fail_times=fail_times, retry_after=retry_after, tls=tls)
         self.status = status
         self._server: grpc.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -620,7 +799,8 @@ class GrpcReceiver(_Receiver):
 
     def _handle(self, signal: Signal, request: Message, context: grpc.ServicerContext) -> Message:
         headers = {key.lower(): str(value) for key, value in context.invocation_metadata()}
-        refuse = self._record_call(signal, headers)
+        names = context.auth_context().get("x509_common_name") or [b""]
+        refuse = self._record_call(signal, headers, names[0].decode() or None)
         self._sleep()
         if refuse:
             assert self.status is not None
@@ -638,7 +818,16 @@ class GrpcReceiver(_Receiver):
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(self), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsServicer(self), server)
-        port = server.add_insecure_port("127.0.0.1:0")
+        if self.tls is None:
+            port = server.add_insecure_port("127.0.0.1:0")
+        else:
+            tls = self.tls
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+                require_client_auth=tls.client_ca is not None,
+            )
+            port = server.add_secure_port("127.0.0.1:0", credentials)
         if port == 0:
             raise RuntimeError("GrpcReceiver could not bind 127.0.0.1")
         server.start()
@@ -671,6 +860,21 @@ class _OtlpHttpServer(ThreadingHTTPServer):
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _OtlpHttpHandler)
+        tls = receiver.tls
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.cert, tls.key)
+            if tls.client_ca is not None:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(cafile=tls.client_ca)
+            # the handshake happens on the handler's thread (setup()), never on the accepting one
+            self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed TLS handshake (a client that does not trust the server, or has no certificate
+        while one is required) is counted, not printed."""
+        with self.receiver._cond:
+            self.receiver.tls_failures += 1
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() calls socket.getfqdn(), a reverse DNS lookup that can stall.
@@ -706,6 +910,11 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+
     def _reply(self, code: int, body: bytes = b"", content_type: str = "text/plain") -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
@@ -730,7 +939,8 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
             self._reply(404, f"unknown path {self.path}".encode())
             return
         headers = {key.lower(): value for key, value in self.headers.items()}
-        refuse = rx._record_call(signal, headers)
+        peer = self.request.getpeercert() if isinstance(self.request, ssl.SSLSocket) else None
+        refuse = rx._record_call(signal, headers, _common_name(peer.get("subject")) if peer else None)
         rx._sleep()
         if refuse:
             self._reply(rx.status, b"refused by test HttpReceiver")
@@ -758,7 +968,8 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
 
 
 class HttpReceiver(_Receiver):
-    """OTLP/HTTP (protobuf) collector on ``127.0.0.1:<ephemeral>``.
+    """OTLP/HTTP (protobuf) collector on ``127.0.0.1:<ephemeral>`` (HTTPS with ``tls``; failed
+    handshakes are counted in ``tls_failures``).
 
     Exporters must be given the full signal URL, e.g. ``f"{rx.endpoint}/v1/traces"``.
 
@@ -776,9 +987,11 @@ class HttpReceiver(_Receiver):
         delay: float = 0,
         fail_times: int | None = None,
         retry_after: float | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
-        super().__init__(delay=delay, fail_times=fail_times, retry_after=retry_after)
+        super().__init__(delay=delay, fail_times=fail_times, retry_after=retry_after, tls=tls)
         self.status = status
+        self.tls_failures = 0
         self._server: _OtlpHttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -913,6 +1126,363 @@ class HangingServer:
         self._port = None
 
     def __enter__(self) -> HangingServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Wire tap: what a gRPC client really sent
+# --------------------------------------------------------------------------------------------
+
+_HPACK_STATIC: tuple[tuple[str, str], ...] = (
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    *(
+        (header, "")
+        for header in [
+            "accept-language",
+            "accept-ranges",
+            "accept",
+            "access-control-allow-origin",
+            "age",
+            "allow",
+            "authorization",
+            "cache-control",
+            "content-disposition",
+            "content-encoding",
+            "content-language",
+            "content-length",
+            "content-location",
+            "content-range",
+            "content-type",
+            "cookie",
+            "date",
+            "etag",
+            "expect",
+            "expires",
+            "from",
+            "host",
+            "if-match",
+            "if-modified-since",
+            "if-none-match",
+            "if-range",
+            "if-unmodified-since",
+            "last-modified",
+            "link",
+            "location",
+            "max-forwards",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "range",
+            "referer",
+            "refresh",
+            "retry-after",
+            "server",
+            "set-cookie",
+            "strict-transport-security",
+            "transfer-encoding",
+            "user-agent",
+            "vary",
+            "via",
+            "www-authenticate",
+        ]
+    ),
+)
+"""RFC 7541 Appendix A: the 61 entries of HPACK's static table."""
+assert len(_HPACK_STATIC) == 61
+_HUFFMAN = "<huffman-coded>"
+"""What a Huffman-coded string decodes to here (gRPC's C core sends its headers as plain literals)."""
+
+
+class _Hpack:
+    """An HPACK decoder (RFC 7541) for one connection, without the Huffman code."""
+
+    def __init__(self) -> None:
+        self._table: list[tuple[str, str]] = []  # newest first
+        self._max_size = 4096
+
+    def _size(self) -> int:
+        return sum(len(name) + len(value) + 32 for name, value in self._table)
+
+    def _evict(self) -> None:
+        while self._table and self._size() > self._max_size:
+            self._table.pop()
+
+    def _entry(self, index: int) -> tuple[str, str]:
+        if index <= len(_HPACK_STATIC):
+            return _HPACK_STATIC[index - 1]
+        return self._table[index - len(_HPACK_STATIC) - 1]
+
+    @staticmethod
+    def _integer(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+        limit = (1 << prefix_bits) - 1
+        value = block[pos] & limit
+        pos += 1
+        if value < limit:
+            return value, pos
+        shift = 0
+        while True:
+            byte = block[pos]
+            pos += 1
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, pos
+
+    def _string(self, block: bytes, pos: int) -> tuple[str, int]:
+        huffman = bool(block[pos] & 0x80)
+        length, pos = self._integer(block, pos, 7)
+        raw = block[pos : pos + length]
+        return (_HUFFMAN if huffman else raw.decode("latin-1")), pos + length
+
+    def decode(self, block: bytes) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(block):
+            first = block[pos]
+            if first & 0x80:  # indexed field
+                index, pos = self._integer(block, pos, 7)
+                headers.append(self._entry(index))
+                continue
+            if first & 0xE0 == 0x20:  # dynamic table size update
+                self._max_size, pos = self._integer(block, pos, 5)
+                self._evict()
+                continue
+            indexing = bool(first & 0x40)
+            index, pos = self._integer(block, pos, 6 if indexing else 4)
+            if index:
+                name = self._entry(index)[0]
+            else:
+                name, pos = self._string(block, pos)
+            value, pos = self._string(block, pos)
+            headers.append((name, value))
+            if indexing:
+                self._table.insert(0, (name, value))
+                self._evict()
+        return headers
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """One gRPC message as it travelled: its compressed flag and its payload (compressed or not)."""
+
+    compressed: bool
+    payload: bytes
+
+
+_GRPC_PATHS: dict[str, Signal] = {
+    "/opentelemetry.proto.collector.trace.v1.TraceService/Export": "traces",
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export": "metrics",
+    "/opentelemetry.proto.collector.logs.v1.LogsService/Export": "logs",
+}
+
+
+@dataclass
+class WireCall:
+    """One gRPC call (HTTP/2 stream) as the client sent it."""
+
+    headers: dict[str, str]
+    body: bytearray = field(default_factory=bytearray)
+
+    @property
+    def signal(self) -> Signal | None:
+        return _GRPC_PATHS.get(self.headers.get(":path", ""))
+
+    @property
+    def messages(self) -> list[WireMessage]:
+        """The length-prefixed messages of the body (a message cut off at the end is left out)."""
+        out: list[WireMessage] = []
+        pos = 0
+        body = bytes(self.body)
+        while pos + 5 <= len(body):
+            length = int.from_bytes(body[pos + 1 : pos + 5], "big")
+            if pos + 5 + length > len(body):
+                break
+            out.append(WireMessage(bool(body[pos]), body[pos + 5 : pos + 5 + length]))
+            pos += 5 + length
+        return out
+
+    def requests(self) -> list[Message]:
+        """The messages decoded: decompressed as ``grpc-encoding`` says, then parsed."""
+        signal = self.signal
+        if signal is None:
+            raise AssertionError(f"not an OTLP export call: {self.headers.get(':path')!r}")
+        out: list[Message] = []
+        for message in self.messages:
+            payload = message.payload
+            if message.compressed:
+                encoding = self.headers.get("grpc-encoding")
+                if encoding == "gzip":
+                    payload = gzip.decompress(payload)
+                elif encoding == "deflate":
+                    payload = zlib.decompress(payload)
+                else:
+                    raise AssertionError(f"a compressed message with grpc-encoding {encoding!r}")
+            request = _REQUEST_TYPES[signal]()
+            request.ParseFromString(payload)
+            out.append(request)
+        return out
+
+    def spans(self) -> list[ReceivedSpan]:
+        return [span for request in self.requests() for span in _decode_spans(request)]  # type: ignore[arg-type]
+
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def _http2_calls(stream: bytes) -> list[WireCall]:
+    """The calls in what an HTTP/2 client sent on one connection (up to the last whole frame)."""
+    if not stream.startswith(_PREFACE):
+        raise AssertionError(f"not an HTTP/2 connection: {stream[:24]!r}")
+    hpack = _Hpack()
+    calls: dict[int, WireCall] = {}
+    block = bytearray()
+    pos = len(_PREFACE)
+    while pos + 9 <= len(stream):
+        length = int.from_bytes(stream[pos : pos + 3], "big")
+        kind, flags = stream[pos + 3], stream[pos + 4]
+        stream_id = int.from_bytes(stream[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        payload = stream[pos + 9 : pos + 9 + length]
+        if len(payload) < length:
+            break
+        pos += 9 + length
+        if kind in (0x0, 0x1) and flags & 0x8:  # PADDED
+            payload = payload[1 : len(payload) - payload[0]]
+        if kind == 0x0:  # DATA
+            if stream_id in calls:
+                calls[stream_id].body += payload
+        elif kind in (0x1, 0x9):  # HEADERS, CONTINUATION
+            if kind == 0x1 and flags & 0x20:  # PRIORITY
+                payload = payload[5:]
+            block += payload
+            if flags & 0x4:  # END_HEADERS
+                headers = dict(hpack.decode(bytes(block)))
+                block.clear()
+                calls.setdefault(stream_id, WireCall(headers))
+    return list(calls.values())
+
+
+class WireTap:
+    """A TCP relay on ``127.0.0.1:<ephemeral>`` to ``127.0.0.1:<target_port>`` that keeps every
+    byte the clients sent: point a gRPC exporter at ``endpoint`` (plaintext) and read the calls
+    as they were on the wire with :meth:`calls`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._lock = threading.Lock()
+        self._streams: list[bytearray] = []
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._listener: socket.socket | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("WireTap is not running (use it as a context manager)")
+        return self._port
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WireTap:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        self._listener = listener
+        self._port = int(listener.getsockname()[1])
+        self._spawn(self._accept, "wire-tap-accept")
+        return self
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            kept = bytearray()
+            with self._lock:
+                self._streams.append(kept)
+                self._sockets += [client, upstream]
+            self._spawn(self._pump, "wire-tap-up", client, upstream, kept)
+            self._spawn(self._pump, "wire-tap-down", upstream, client, None)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, kept: bytearray | None) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if kept is not None:
+                    with self._lock:
+                        kept += data
+                sink.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def calls(self) -> list[WireCall]:
+        """Every call the clients sent so far, connection by connection, in order."""
+        with self._lock:
+            streams = [bytes(stream) for stream in self._streams]
+        return [call for stream in streams if stream for call in _http2_calls(stream)]
+
+    def stop(self) -> None:
+        if self._port is None:
+            return
+        assert self._listener is not None
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            sockets, threads = list(self._sockets), list(self._threads)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(5)
+        for sock in sockets:
+            sock.close()
+        self._listener = None
+        self._port = None
+
+    def __enter__(self) -> WireTap:
         return self.start()
 
     def __exit__(

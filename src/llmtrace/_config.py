@@ -2,7 +2,8 @@
 
 Standard OpenTelemetry environment variables come first (``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_*``, ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER``,
-``OTEL_BSP_*``, ``OTEL_BLRP_*``, ``OTEL_METRIC_EXPORT_*``, ``OTEL_SDK_DISABLED``,
+``OTEL_BSP_*``, ``OTEL_BLRP_*``, ``OTEL_METRIC_EXPORT_*``, ``OTEL_EXPORTER_PROMETHEUS_*``,
+``OTEL_TRACES_SAMPLER`` (read by the SDK's TracerProvider), ``OTEL_SDK_DISABLED``,
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``); ``LLMTRACE_*`` variables only where
 OTel has none (``LLMTRACE_STORE``). Keyword arguments override the environment. A variable with a
 value the specification says to ignore is logged at WARNING and ignored (see ``_env``); a bad
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -24,16 +26,21 @@ from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs._internal import ProxyLoggerProvider
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
-from opentelemetry.sdk._logs.export import LogRecordExporter
+from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from llmtrace import _fork, semconv
 from llmtrace._content import ContentPolicy, parse_capture_mode
-from llmtrace._env import env, env_bool, env_duration_ms, env_positive_int, env_timeout_ms
+from llmtrace._env import env, env_bool, env_duration_ms, env_port, env_positive_int, env_timeout_ms
 from llmtrace._exporters import (
     BoundedBatchLogRecordProcessor,
     BoundedLogExporter,
@@ -78,10 +85,20 @@ EXPORTER_ENV: dict[Signal, str] = {
 }
 ENV_EXPORTERS: dict[Signal, frozenset[str]] = {
     "traces": frozenset({"otlp", "console", "jsonl", "store"}),
+    "metrics": frozenset({"otlp", "console", "prometheus"}),
+    "logs": frozenset({"otlp", "console", "jsonl"}),
+}
+"""What each ``OTEL_<SIGNAL>_EXPORTER`` accepts (besides ``none``); other values are ignored."""
+KEYWORD_EXPORTERS: dict[Signal, frozenset[str]] = {
+    "traces": frozenset({"otlp", "console", "jsonl", "store"}),
     "metrics": frozenset({"otlp"}),
     "logs": frozenset({"otlp", "jsonl"}),
 }
-"""What each ``OTEL_<SIGNAL>_EXPORTER`` accepts (besides ``none``); other values are ignored."""
+"""What each name of ``exporters=`` gives each signal (``console`` prints spans only; metrics and
+events go to the console with ``OTEL_METRICS_EXPORTER`` / ``OTEL_LOGS_EXPORTER=console``)."""
+PROMETHEUS_HOST_ENV = "OTEL_EXPORTER_PROMETHEUS_HOST"
+PROMETHEUS_PORT_ENV = "OTEL_EXPORTER_PROMETHEUS_PORT"
+DEFAULT_PROMETHEUS_PORT = 9464
 DEFAULT_JSONL_PATH = ".llmtrace/traces.jsonl"
 
 DEFAULT_BATCH_QUEUE_SIZE = 2048
@@ -321,7 +338,10 @@ def configure(
             queue are dropped and counted, never waited for.
         metric_export_interval_ms: how often metrics are pushed over OTLP
             (``OTEL_METRIC_EXPORT_INTERVAL``, else 30 s).
-        prometheus_port: also serve metrics for Prometheus on this port (extra ``prometheus``).
+        prometheus_port: also serve metrics for Prometheus on this port (extra ``prometheus``),
+            on ``OTEL_EXPORTER_PROMETHEUS_HOST``, else ``LLMTRACE_PROMETHEUS_HOST``, else
+            127.0.0.1. ``OTEL_METRICS_EXPORTER=prometheus`` serves the same endpoint on
+            ``OTEL_EXPORTER_PROMETHEUS_PORT`` (default 9464), host default ``localhost``.
         log_usage: write one JSON line per model call to the ``llmtrace.usage`` logger
             (``LLMTRACE_LOG_USAGE``).
         run_ttl_s, max_open_runs: bounds of the integrations' open-run maps.
@@ -420,6 +440,8 @@ def configure(
         )
         configured = {signal for signal in SIGNALS if signal not in found}  # llmtrace adds exporters
         names = {signal: selection.names[signal] if signal in configured else [] for signal in SIGNALS}
+        if prometheus_port is not None and "metrics" in configured and "prometheus" not in names["metrics"]:
+            names["metrics"].append("prometheus")  # the same reader as OTEL_METRICS_EXPORTER=prometheus
         pipeline = Pipeline(
             provider,
             found.get("metrics") or metrics.NoOpMeterProvider(),  # replaced below when created
@@ -483,8 +505,9 @@ def configure(
         readers: list[MetricReader] = []
         if "traces" in otlp_settings:
             add_span_exporter(otlp_settings["traces"].span_exporter())
-        if "metrics" in otlp_settings:
-            counted_metrics = CountingMetricExporter(otlp_settings["metrics"].metric_exporter())
+
+        def add_metric_exporter(exporter: MetricExporter) -> None:
+            counted_metrics = CountingMetricExporter(exporter)
             pipeline._failure_counters.append(counted_metrics)
             readers.append(
                 PeriodicExportingMetricReader(
@@ -493,10 +516,17 @@ def configure(
                     export_timeout_millis=metric_timeout_ms,
                 )
             )
+
+        if "metrics" in otlp_settings:
+            add_metric_exporter(otlp_settings["metrics"].metric_exporter())
+        if "console" in names["metrics"]:
+            add_metric_exporter(ConsoleMetricExporter(out=sys.stdout))
         if "logs" in otlp_settings:
             add_log_exporter(otlp_settings["logs"].log_exporter())
-        if "console" in names["traces"]:
-            add_span_exporter(ConsoleSpanExporter())
+        if "console" in names["traces"]:  # sys.stdout now: one redirected since import is honoured
+            add_span_exporter(ConsoleSpanExporter(out=sys.stdout))
+        if "console" in names["logs"]:
+            add_log_exporter(ConsoleLogRecordExporter(out=sys.stdout))
         if "jsonl" in names["traces"] or "jsonl" in names["logs"]:
             path = jsonl_path or os.environ.get("LLMTRACE_JSONL_PATH") or DEFAULT_JSONL_PATH
             span_exporter, log_exporter = jsonl_exporters(path)
@@ -524,17 +554,23 @@ def configure(
             pipeline._shutdown_callbacks.append(lambda: remove_usage_sink(sink))
             # the writer may wait that much longer for a write still hung at its deadline to cancel
             pipeline.shutdown_timeout_s += SHUTDOWN_GRACE_S
-        if prometheus_port is not None:
-            if "metrics" in found:
-                logger.warning(
-                    "llmtrace.configure(prometheus_port=%s): a global MeterProvider was already set; "
-                    "llmtrace adds no reader to it, so there is no Prometheus endpoint",
-                    prometheus_port,
+        if prometheus_port is not None and "metrics" in found:
+            logger.warning(
+                "llmtrace.configure(prometheus_port=%s): a global MeterProvider was already set; "
+                "llmtrace adds no reader to it, so there is no Prometheus endpoint",
+                prometheus_port,
+            )
+        if "prometheus" in names["metrics"]:
+            started = _prometheus_reader(prometheus_port)
+            if started is not None:
+                readers.append(started[0])
+                pipeline._shutdown_callbacks.append(started[1])
+            else:  # OTEL_METRICS_EXPORTER=prometheus could not be served: warned about, left out
+                names["metrics"].remove("prometheus")
+                pipeline.exporters_by_signal["metrics"] = tuple(names["metrics"])
+                pipeline.exporters = tuple(
+                    dict.fromkeys(name for signal in SIGNALS for name in names[signal])
                 )
-            else:
-                reader, stop_server = _prometheus_reader(prometheus_port)
-                readers.append(reader)
-                pipeline._shutdown_callbacks.append(stop_server)
 
         if "metrics" not in found:
             pipeline.meter_provider = MeterProvider(
@@ -786,7 +822,7 @@ def _select(
     if exporters is not None:
         given = _keyword_names(exporters)
         for signal in SIGNALS:
-            names[signal] = [name for name in given if name in ENV_EXPORTERS[signal]]
+            names[signal] = [name for name in given if name in KEYWORD_EXPORTERS[signal]]
     else:
         any_endpoint = any(endpoint_for(signal, otlp_endpoint) for signal in SIGNALS)
         from_env = _env_names("traces")
@@ -918,15 +954,63 @@ def _store_opener(url: str) -> Callable[[], Any]:
     return open_it
 
 
-def _prometheus_reader(port: int) -> tuple[MetricReader, Callable[[], Any]]:
-    """A Prometheus reader and a function that stops its scrape endpoint."""
+def _prometheus_reader(port: int | None) -> tuple[MetricReader, Callable[[], Any]] | None:
+    """A Prometheus reader and a function that stops its scrape endpoint, for ``prometheus_port``
+    (``port``) or ``OTEL_METRICS_EXPORTER=prometheus`` (``port`` None).
+
+    The endpoint listens on ``OTEL_EXPORTER_PROMETHEUS_HOST``, else ``LLMTRACE_PROMETHEUS_HOST``,
+    else ``localhost`` as the specification says (``127.0.0.1`` with ``prometheus_port``, as
+    before), port ``prometheus_port``, else ``OTEL_EXPORTER_PROMETHEUS_PORT``, else 9464. With the
+    keyword, a missing extra or a port in use raises; with the variable it is logged and there is
+    no endpoint (None): an application never fails to start over a variable."""
+    keyword = port is not None
+    host = (
+        env(PROMETHEUS_HOST_ENV)
+        or env("LLMTRACE_PROMETHEUS_HOST")
+        or ("127.0.0.1" if keyword else "localhost")
+    )
+    if port is None:
+        port = env_port(PROMETHEUS_PORT_ENV) or DEFAULT_PROMETHEUS_PORT
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import start_http_server
     except ImportError as exc:
-        raise ImportError(
-            "prometheus_port needs the Prometheus exporter: pip install opentelemetry-exporter-prometheus"
-        ) from exc
+        if keyword:
+            raise ImportError(
+                "prometheus_port needs the Prometheus exporter: pip install opentelemetry-exporter-prometheus"
+            ) from exc
+        logger.warning(
+            "llmtrace: %s=%r asks for a Prometheus endpoint, but the Prometheus exporter is not "
+            "installed (%s): install the extra, pip install 'llmtrace[prometheus]' (or "
+            "opentelemetry-exporter-prometheus); metrics get no Prometheus endpoint",
+            EXPORTER_ENV["metrics"],
+            env(EXPORTER_ENV["metrics"]),
+            exc,
+        )
+        return None
     reader: MetricReader = PrometheusMetricReader()
-    server, _ = start_http_server(port, addr=os.environ.get("LLMTRACE_PROMETHEUS_HOST", "127.0.0.1"))
-    return reader, server.shutdown
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        reader.shutdown()
+        if keyword:
+            raise
+        logger.warning(
+            "llmtrace: %s=%r: cannot serve Prometheus metrics on %s port %s (%s); set %s / %s; "
+            "metrics get no Prometheus endpoint",
+            EXPORTER_ENV["metrics"],
+            env(EXPORTER_ENV["metrics"]),
+            host,
+            port,
+            exc,
+            PROMETHEUS_HOST_ENV,
+            PROMETHEUS_PORT_ENV,
+        )
+        return None
+    logger.info("llmtrace: Prometheus metrics served at http://%s:%s/metrics", host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return reader, stop

@@ -81,6 +81,34 @@ def env_duration_ms(name: str, *, positive: bool = False) -> float | None:
     return value
 
 
+def env_port(name: str) -> int | None:
+    """A TCP port number (1 to 65535); None when unset or ignored."""
+    raw = env(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        warn_ignored(name, raw, "is not a port number")
+        return None
+    if not 0 < value < 65536:
+        warn_ignored(name, raw, "is not a port number (1 to 65535)")
+        return None
+    return value
+
+
+def env_readable_file(name: str) -> str | None:
+    """A path to a file that can be read (a certificate, a key); None when unset or ignored."""
+    raw = env(name)
+    if raw is None:
+        return None
+    path = os.path.expanduser(raw)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        warn_ignored(name, raw, "is not a file llmtrace can read")
+        return None
+    return path
+
+
 def env_positive_int(name: str) -> int | None:
     raw = env(name)
     if raw is None:

@@ -20,9 +20,18 @@ else a default:
   zero means no limit), else the signal's batch export timeout.
 * **compression**: the variables (``gzip``, ``deflate``, ``none``; another value is logged and
   ignored), else none.
+* **certificate**, **client certificate**, **client key** (PEM files, for TLS): the variables, each
+  on its own (the signal's, else the generic one), so a signal's own CA file still goes with the
+  generic client certificate and key. A file that cannot be read is logged and ignored; a client
+  certificate without its key (or a key without its certificate) is logged and neither is used.
 
 Everything is handed to the exporters explicitly: the Python SDK's gRPC exporters would raise on
-a timeout variable that is not a number or on a compression they do not know (``none``).
+a timeout variable that is not a number or on a compression they do not know (``none``); they
+read a signal's client certificate and key only from the signal's own variables, and only with the
+signal's own CA file (a CA file of ``OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`` with the generic client
+certificate sent none, and mutual TLS failed). Over HTTP, the CA file is kept even where
+``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` is set (the SDK's exporter let those replace it, and
+every export to a collector with a private CA failed verification).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import os
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -40,7 +50,14 @@ from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.util.re import parse_env_headers
 
-from llmtrace._env import NO_LIMIT_MS, env, env_optional_bool, env_timeout_ms, warn_ignored
+from llmtrace._env import (
+    NO_LIMIT_MS,
+    env,
+    env_optional_bool,
+    env_readable_file,
+    env_timeout_ms,
+    warn_ignored,
+)
 
 logger = logging.getLogger("llmtrace")
 
@@ -165,9 +182,10 @@ def _env_compression(name: str) -> str | None:
 
 @contextmanager
 def _hidden(names: Collection[str]) -> Iterator[None]:
-    """The Python SDK's gRPC exporters parse their signal's timeout variable with ``float()`` even
-    when given a timeout (and raise on ``10s``): hidden while they are made (configure() holds its
-    lock; the value is ours to interpret, and was)."""
+    """Variables hidden while an exporter is made (configure() holds its lock; their values are
+    ours to interpret, and were): the Python SDK's gRPC exporters parse their signal's timeout
+    variable with ``float()`` even when given a timeout (and raise on ``10s``), and its exporters
+    fall back to the TLS variables for a file llmtrace decided not to use."""
     saved = {name: os.environ.pop(name) for name in names if name in os.environ}
     try:
         yield
@@ -178,6 +196,83 @@ def _hidden(names: Collection[str]) -> Iterator[None]:
 def _env_headers(name: str) -> dict[str, str] | None:
     raw = env(name)
     return dict(parse_env_headers(raw, liberal=True)) if raw is not None else None
+
+
+TLS_SETTINGS = ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY")
+
+
+def _credential_provider_set(signal: Signal, protocol: Protocol) -> bool:
+    """The Python SDK's own credential provider variables (an entry point giving gRPC channel
+    credentials or a requests session): when set, TLS is left to the SDK, which reads them."""
+    transport = "GRPC" if protocol == "grpc" else "HTTP"
+    return bool(
+        env(f"OTEL_PYTHON_EXPORTER_OTLP_{transport}_CREDENTIAL_PROVIDER")
+        or env(f"OTEL_PYTHON_EXPORTER_OTLP_{transport}_{signal.upper()}_CREDENTIAL_PROVIDER")
+    )
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for TLS: the CA certificate that verifies the collector, and the client
+    certificate and key that identify llmtrace to it (mutual TLS); None: not set."""
+
+    certificate: str | None = None
+    client_certificate: str | None = None
+    client_key: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.certificate or self.client_certificate or self.client_key)
+
+
+def _tls_files(
+    signal: Signal, generic: Mapping[str, str | None], unpaired: dict[tuple[str, str], list[Signal]]
+) -> TlsFiles:
+    """The signal's TLS files; a client certificate without its key (or the reverse) is left out
+    and noted in ``unpaired`` (the variable set, the setting missing: the signals)."""
+    found: dict[str, str | None] = {}
+    names: dict[str, str] = {}
+    for setting in TLS_SETTINGS:
+        own_name = signal_env(signal, setting)
+        own = env_readable_file(own_name)
+        found[setting] = own if own is not None else generic[setting]
+        names[setting] = own_name if own is not None else generic_env(setting)
+    certificate, key = found["CLIENT_CERTIFICATE"], found["CLIENT_KEY"]
+    if bool(certificate) != bool(key):
+        given, missing = (
+            ("CLIENT_CERTIFICATE", "CLIENT_KEY") if certificate else ("CLIENT_KEY", "CLIENT_CERTIFICATE")
+        )
+        unpaired.setdefault((names[given], missing), []).append(signal)
+        certificate = key = None
+    return TlsFiles(found["CERTIFICATE"], certificate, key)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        logger.warning("llmtrace: cannot read %s (%s); it is not used", path, exc)
+        return None
+
+
+@lru_cache(maxsize=1)
+def _ca_session_class() -> type[Any]:
+    import requests
+
+    class CaFileSession(requests.Session):
+        """A requests session whose ``verify`` (the CA file) is not replaced by
+        ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` (requests lets those win over a session's
+        ``verify`` when a request does not give its own)."""
+
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> dict[str, Any]:
+            merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None:
+                merged["verify"] = self.verify
+            return merged
+
+    return CaFileSession
 
 
 @dataclass(frozen=True)
@@ -193,6 +288,7 @@ class SignalSettings:
     insecure: bool | None
     timeout_s: float
     compression: str = "none"
+    tls: TlsFiles = TlsFiles()
 
     @property
     def grpc_insecure(self) -> bool:
@@ -206,7 +302,37 @@ class SignalSettings:
         else:
             where = self.endpoint.http_url(self.signal) if self.endpoint else "the default endpoint"
         source = f" from {self.endpoint.source}" if self.endpoint else ""
-        return f"{self.signal}: {self.protocol} ({self.protocol_source}) to {where}{source}"
+        files = [
+            f"{what} {path}"
+            for what, path in (
+                ("CA certificate", self.tls.certificate),
+                ("client certificate", self.tls.client_certificate),
+            )
+            if path
+        ]
+        tls = f", {' and '.join(files)}" if files and self._uses_tls else ""
+        compression = f", {self.compression}" if self.compression != "none" else ""
+        return f"{self.signal}: {self.protocol} ({self.protocol_source}) to {where}{source}{tls}{compression}"
+
+    @property
+    def _uses_tls(self) -> bool:
+        if self.protocol == "grpc":
+            return not self.grpc_insecure
+        return self.endpoint is not None and self.endpoint.scheme == "https"
+
+    def _grpc_credentials(self) -> Any:
+        """Channel credentials from the TLS files (None: the SDK's own, the system's CAs)."""
+        if not self.tls or not self._uses_tls or _credential_provider_set(self.signal, self.protocol):
+            return None
+        import importlib
+
+        ssl_channel_credentials = importlib.import_module("grpc").ssl_channel_credentials
+        root = _read(self.tls.certificate) if self.tls.certificate else None
+        chain = _read(self.tls.client_certificate) if self.tls.client_certificate else None
+        key = _read(self.tls.client_key) if self.tls.client_key else None
+        if chain is None or key is None:
+            chain = key = None
+        return ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
 
     def _kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"timeout": self.timeout_s}
@@ -218,6 +344,9 @@ class SignalSettings:
             GrpcCompression = importlib.import_module("grpc").Compression  # grpc has no type stubs
             kwargs["endpoint"] = self.endpoint.grpc_target() if self.endpoint else "localhost:4317"
             kwargs["insecure"] = self.grpc_insecure
+            credentials = self._grpc_credentials()
+            if credentials is not None:
+                kwargs["credentials"] = credentials
             kwargs["compression"] = {
                 "gzip": GrpcCompression.Gzip,
                 "deflate": GrpcCompression.Deflate,
@@ -228,10 +357,23 @@ class SignalSettings:
             kwargs["compression"] = Compression(self.compression)
             if self.endpoint is not None:
                 kwargs["endpoint"] = self.endpoint.http_url(self.signal)
+            if not _credential_provider_set(self.signal, self.protocol):
+                kwargs["certificate_file"] = self.tls.certificate
+                kwargs["client_certificate_file"] = self.tls.client_certificate
+                kwargs["client_key_file"] = self.tls.client_key
+                if self.tls.certificate:
+                    kwargs["session"] = _ca_session_class()()
         return kwargs
 
     def _made(self) -> AbstractContextManager[None]:
-        return _hidden([signal_env(self.signal, "TIMEOUT")] if self.protocol == "grpc" else [])
+        """While the exporter is made, the variables llmtrace has read for it are hidden from the
+        SDK, which would read them its own way."""
+        hidden = [signal_env(self.signal, "TIMEOUT")] if self.protocol == "grpc" else []
+        if not _credential_provider_set(self.signal, self.protocol):
+            # the TLS files llmtrace resolved (or ignored: unreadable, a certificate without a key)
+            hidden += [generic_env(setting) for setting in TLS_SETTINGS]
+            hidden += [signal_env(self.signal, setting) for setting in TLS_SETTINGS]
+        return _hidden(hidden)
 
     def span_exporter(self) -> SpanExporter:
         if self.protocol == "grpc":
@@ -241,7 +383,8 @@ class SignalSettings:
                 return Grpc(**self._kwargs())
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-        return Http(**self._kwargs())
+        with self._made():
+            return Http(**self._kwargs())
 
     def metric_exporter(self) -> MetricExporter:
         if self.protocol == "grpc":
@@ -251,7 +394,8 @@ class SignalSettings:
                 return Grpc(**self._kwargs())
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-        return Http(**self._kwargs())
+        with self._made():
+            return Http(**self._kwargs())
 
     def log_exporter(self) -> LogRecordExporter:
         if self.protocol == "grpc":
@@ -261,7 +405,8 @@ class SignalSettings:
                 return Grpc(**self._kwargs())
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
 
-        return Http(**self._kwargs())
+        with self._made():
+            return Http(**self._kwargs())
 
 
 def check_keywords(protocol: str | None, timeout_s: float | None) -> None:
@@ -289,6 +434,8 @@ def resolve(
     generic_headers = _env_headers(generic_env("HEADERS"))
     generic_insecure = env_optional_bool(generic_env("INSECURE")) if insecure is None else None
     generic_compression = _env_compression(generic_env("COMPRESSION"))
+    generic_tls = {setting: env_readable_file(generic_env(setting)) for setting in TLS_SETTINGS}
+    unpaired: dict[tuple[str, str], list[Signal]] = {}
     keyword_headers = {key.lower(): value for key, value in (headers or {}).items()}
     resolved: dict[Signal, SignalSettings] = {}
     for signal in SIGNALS:
@@ -324,6 +471,23 @@ def resolve(
             signal_insecure = own_insecure if own_insecure is not None else generic_insecure
         compression = _env_compression(signal_env(signal, "COMPRESSION")) or generic_compression
         resolved[signal] = SignalSettings(
-            signal, chosen, source, where, merged, signal_insecure, seconds, compression or "none"
+            signal,
+            chosen,
+            source,
+            where,
+            merged,
+            signal_insecure,
+            seconds,
+            compression or "none",
+            _tls_files(signal, generic_tls, unpaired),
+        )
+    for (given, missing), signals_left in unpaired.items():
+        logger.warning(
+            "llmtrace: %s is set but no %s is: a client certificate needs its key and a key its "
+            "certificate; %s %s exported without a client certificate",
+            given,
+            " or ".join([*(signal_env(signal, missing) for signal in signals_left), generic_env(missing)]),
+            ", ".join(signals_left),
+            "is" if len(signals_left) == 1 else "are",
         )
     return resolved

@@ -646,7 +646,7 @@ def test_service_name_precedence(monkeypatch, env, kwargs, expected):
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC", "grpc"),
         ("OTEL_TRACES_EXPORTER", "zipkin", "http/protobuf"),
         ("OTEL_TRACES_EXPORTER", "otlp_proto_grpc", "http/protobuf"),
-        ("OTEL_METRICS_EXPORTER", "prometheus", "http/protobuf"),
+        ("OTEL_METRICS_EXPORTER", "logging", "http/protobuf"),  # the specification's deprecated name
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5", "http/protobuf"),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "http/protobuf"),
         ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s", "grpc"),

@@ -48,8 +48,11 @@ from tests.otlp_receivers import (
     GrpcReceiver,
     HangingServer,
     HttpReceiver,
+    ServerTls,
+    WireTap,
     closed_port,
     decode_any_value,
+    make_test_pki,
 )
 
 Transport = Literal["grpc", "http"]
@@ -276,14 +279,77 @@ def test_env_headers_arrive(transport: Transport, monkeypatch: pytest.MonkeyPatc
     ids=["grpc-gzip", "http-gzip", "http-deflate"],
 )
 def test_compressed_exports_are_decoded(transport: Transport, compression: Any) -> None:
-    with make_receiver(transport) as rx:
-        exporter = span_exporter(transport, rx.endpoint, compression=compression)
+    with make_receiver(transport) as rx, WireTap(rx.port) as tap:
+        endpoint = tap.endpoint if transport == "grpc" else rx.endpoint
+        exporter = span_exporter(transport, endpoint, compression=compression)
         assert exporter.export([finished_span("squeezed")]) is SpanExportResult.SUCCESS
         exporter.shutdown()
         assert [s.name for s in rx.spans()] == ["squeezed"]
         if transport == "http":
             assert rx.headers()[0]["content-encoding"] == compression.value
-        # gRPC decompresses transparently and hides grpc-encoding from the servicer.
+            return
+        # gRPC decompresses transparently and hides grpc-encoding from the servicer: the tap sees it
+        assert "grpc-encoding" not in rx.headers()[0]
+        (call,) = tap.calls()
+    assert (call.signal, call.headers["grpc-encoding"], call.headers[":method"]) == ("traces", "gzip", "POST")
+    assert call.headers["content-type"] == "application/grpc"
+    (message,) = call.messages
+    assert message.compressed and message.payload[:2] == b"\x1f\x8b"
+    assert [s.name for s in call.spans()] == ["squeezed"]
+
+
+def test_wire_tap_reads_every_call_of_a_connection() -> None:
+    """Later calls on one connection refer to headers of the first through HPACK's dynamic table."""
+    with GrpcReceiver() as rx, WireTap(rx.port) as tap:
+        exporter = GrpcSpanExporter(endpoint=tap.endpoint, insecure=True, headers={"x-tenant": "acme"})
+        for name in ("first", "second", "third"):
+            assert exporter.export([finished_span(name)]) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+        calls = tap.calls()
+    assert [[s.name for s in call.spans()] for call in calls] == [["first"], ["second"], ["third"]]
+    assert {call.headers["x-tenant"] for call in calls} == {"acme"}
+    assert all(call.headers.get("grpc-encoding") is None for call in calls)
+    assert all(not m.compressed for call in calls for m in call.messages)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_tls_receivers(transport: Transport, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TLS receiver serves ``https://``; with ``mutual`` it takes only clients with a certificate
+    of its CA, and records the certificate's name."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # the SDK's HTTP exporter lets them win
+        monkeypatch.delenv(name, raising=False)
+    pki = make_test_pki(tmp_path)
+    with make_receiver(transport, tls=ServerTls.of(pki, mutual=True)) as rx:
+        assert rx.endpoint == f"https://127.0.0.1:{rx.port}"
+        if transport == "grpc":
+            good: SpanExporter = GrpcSpanExporter(
+                endpoint=rx.endpoint,
+                credentials=grpc.ssl_channel_credentials(
+                    pki.ca_cert.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+                ),
+            )
+            anonymous: SpanExporter = GrpcSpanExporter(
+                endpoint=rx.endpoint,
+                credentials=grpc.ssl_channel_credentials(pki.ca_cert.read_bytes()),
+                timeout=1,
+            )
+        else:
+            url = f"{rx.endpoint}/v1/traces"
+            good = HttpSpanExporter(
+                endpoint=url,
+                certificate_file=str(pki.ca_cert),
+                client_certificate_file=str(pki.client_cert),
+                client_key_file=str(pki.client_key),
+            )
+            anonymous = HttpSpanExporter(endpoint=url, certificate_file=str(pki.ca_cert), timeout=1)
+        assert anonymous.export([finished_span("refused")]) is SpanExportResult.FAILURE
+        assert good.export([finished_span("welcome")]) is SpanExportResult.SUCCESS
+        good.shutdown()
+        anonymous.shutdown()
+        assert [s.name for s in rx.spans()] == ["welcome"]
+        assert rx.client_names() == [pki.client_name]
+        if isinstance(rx, HttpReceiver):
+            assert rx.tls_failures >= 1
 
 
 def test_http_receiver_rejects_bad_requests() -> None:
