@@ -66,6 +66,7 @@ from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
 from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
 from llmtrace.store._open import DEFAULT_PATH as DEFAULT_STORE_PATH
 from llmtrace.store._open import SQLITE_PREFIX, env_store, env_store_off
+from llmtrace.store._retention import RetentionValue, check_retention, retention_seconds
 from llmtrace.store._writer import (
     DEFAULT_MAX_QUEUE_SIZE,
     SHUTDOWN_GRACE_S,
@@ -279,6 +280,7 @@ def configure(
     jsonl_path: str | os.PathLike[str] | None = None,
     store: str | os.PathLike[str] | bool | None = None,
     store_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+    store_retention: RetentionValue | None = None,
     capture_content: str | bool | None = None,
     max_attribute_length: int | None = None,
     redact: Callable[[str, Any], Any] | None = None,
@@ -322,6 +324,11 @@ def configure(
             leaves the store out of the default exporters).
         store_queue_size: spans and usage records that may wait for the store's writer; beyond
             it they are dropped and counted (``pipeline.store_writer.snapshot()``).
+        store_retention: how long the store keeps traces and usage records, in seconds or as a
+            ``datetime.timedelta`` (default ``LLMTRACE_STORE_RETENTION``: ``7d``, ``24h``, ``30m``;
+            unset: everything is kept). The store's writer deletes older ones on its own thread,
+            when it starts and then every hour, in short batches (``llmtrace prune`` does the
+            same by hand).
         capture_content: ``NO_CONTENT`` (default), ``SPAN_ONLY``, ``EVENT_ONLY`` or
             ``SPAN_AND_EVENT``; default ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         max_attribute_length: size limit of one content attribute, in characters.
@@ -375,6 +382,7 @@ def configure(
             trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), _logs.NoOpLoggerProvider(), (), False
         )
     check_keywords(otlp_protocol, otlp_timeout_s)
+    check_retention(store_retention)
     if export_timeout_ms is not None and not 0 < export_timeout_ms < float("inf"):
         raise ValueError(
             f"export_timeout_ms must be a positive number of milliseconds, got {export_timeout_ms!r}"
@@ -541,6 +549,7 @@ def configure(
                 store_url=url,
                 max_queue_size=store_queue_size,
                 status_path=status_path_for(url),
+                retention_s=retention_seconds(store_retention),
             )
             add_span_processor(
                 StoreSpanProcessor(

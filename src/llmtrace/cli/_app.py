@@ -29,21 +29,28 @@ from llmtrace.cli._otlp import request_to_json, trace_to_request
 from llmtrace.store._api import (
     InvalidCursor,
     InvalidFilter,
+    Pruned,
     Store,
     StoreError,
+    Trace,
     TraceFilter,
     TraceNotFound,
 )
 from llmtrace.store._open import default_store_url
+from llmtrace.store._retention import parse_duration
+from llmtrace.store._retention import prune as prune_store
 from llmtrace.store._sql import INT64_MAX, INT64_MIN
-from llmtrace.store._writer import status_dir_for
+from llmtrace.store._writer import classify_failure, status_dir_for
 
 PROGRESS_THRESHOLD = 2000
 """Spans (export) above which a progress bar is shown on a terminal."""
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_TRACE_ID = re.compile(r"^[0-9a-f]{1,32}$")
+MIN_TRACE_ID_PREFIX = 4
+"""Hex digits a trace id given to ``show`` or ``export`` must have at least (or all 32)."""
+MAX_SERIES_BUCKETS = 100
+"""``stats`` without ``--bucket`` takes the finest bucket that splits the calls' time span into
+at most about this many."""
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -124,10 +131,9 @@ def parse_time(value: str, *, now: dt.datetime | None = None, name: str = "time"
     ``2d``, ``1w`` (that long before now). Times the store cannot hold (outside 1677-2262) are
     refused with :class:`click.BadParameter`."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    match = _RELATIVE.match(value)
+    seconds = parse_duration(value)
     try:
-        if match:
-            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+        if seconds is not None:
             moment = now - dt.timedelta(seconds=seconds)
         else:
             try:
@@ -220,12 +226,40 @@ def _trace_filter(kwargs: dict[str, Any]) -> TraceFilter:
 
 
 def _check_trace_id(trace_id: str) -> str:
+    """The trace id, or the beginning of one (lowercase, without ``0x``)."""
     normalized = trace_id.strip().lower()
     if normalized.startswith("0x"):
         normalized = normalized[2:]
     if not _TRACE_ID.match(normalized):
-        raise click.BadParameter(f"{trace_id!r} is not a trace id (32 hex digits)", param_hint="TRACE_ID")
+        raise click.BadParameter(
+            f"{trace_id!r} is not a trace id (32 hex digits, or at least the first "
+            f"{MIN_TRACE_ID_PREFIX} of them)",
+            param_hint="TRACE_ID",
+        )
+    if len(normalized) < MIN_TRACE_ID_PREFIX:
+        raise click.BadParameter(
+            f"{trace_id!r} is too short: give at least the first {MIN_TRACE_ID_PREFIX} hex digits of "
+            "the trace id (or all 32)",
+            param_hint="TRACE_ID",
+        )
     return normalized
+
+
+def _get_trace(store: Store, trace_id: str) -> Trace:
+    """The trace with this id, or the only stored trace whose id starts with it."""
+    wanted = _check_trace_id(trace_id)
+    if len(wanted) < 32:
+        found, total = store.find_trace_ids(wanted, limit=2)
+        if total == 0:
+            _fail(f"no trace id starts with {wanted} in {store.url}")
+        if total > 1:
+            count = f"{total:,}" if total < 1000 else "1,000 or more"
+            _fail(f"{count} traces start with {wanted} in {store.url}: give more digits of the trace id")
+        wanted = found[0]
+    try:
+        return store.get_trace(wanted)
+    except TraceNotFound:
+        _fail(f"no trace {wanted} in {store.url}")
 
 
 def _timezone(value: str) -> str:
@@ -376,13 +410,10 @@ def _next_page_command(ctx: click.Context, cursor: str) -> str:
 @click.pass_context
 def show(ctx: click.Context, trace_id: str) -> None:
     """One trace as a span tree: durations, models, tokens, cost, cache hits, tool calls, agent
-    steps and errors."""
-    trace_id = _check_trace_id(trace_id)
-    store = _state(ctx).store()
-    try:
-        trace = store.get_trace(trace_id)
-    except TraceNotFound:
-        _fail(f"no trace {trace_id} in {store.url}")
+    steps and errors. TRACE_ID may be the beginning of the id (4 hex digits or more) when only one
+    stored trace starts with it."""
+    _check_trace_id(trace_id)
+    trace = _get_trace(_state(ctx).store(), trace_id)
     _console().print(render.render_trace(trace))
 
 
@@ -402,9 +433,8 @@ def show(ctx: click.Context, trace_id: str) -> None:
 @click.option(
     "--bucket",
     type=click.Choice(["minute", "hour", "day"]),
-    default="hour",
-    show_default=True,
-    help="Time bucket of the usage series.",
+    help="Time bucket of the usage series (default: the finest one that makes at most about "
+    f"{MAX_SERIES_BUCKETS} buckets of the calls' time span).",
 )
 @click.option("--tz", default="UTC", show_default=True, help="Time zone the buckets start in (IANA name).")
 @click.option(
@@ -438,6 +468,11 @@ def stats(
     trace_filter = _trace_filter(kwargs)
     tz = _timezone(tz)
     store = _state(ctx).store()
+    if bucket is None:
+        try:
+            bucket = auto_bucket(store.usage_time_range(trace_filter))
+        except InvalidFilter as exc:
+            _fail(f"invalid filter: {exc}", 2)
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("summary", lambda: store.usage_summary(trace_filter)),
         ("models", lambda: store.model_stats(trace_filter)),
@@ -461,7 +496,9 @@ def stats(
             fields = getattr(value, "__dataclass_fields__", None)
             return {f: getattr(value, f) for f in fields} if fields else value
 
-        click.echo(json.dumps({name: plain(value) for name, value in results.items()}, indent=2))
+        document = {name: plain(value) for name, value in results.items()}
+        document["bucket"] = bucket
+        click.echo(json.dumps(document, indent=2))
         return
     console = _console()
     console.print(render.summary_table(results["summary"]))
@@ -469,6 +506,18 @@ def stats(
     console.print(render.series_table(results["series"], group_by=group_by, bucket=bucket, tz=tz))
     console.print(render.percentiles_table(results["latency"], by=latency_by))
     console.print(render.error_rates_table(results["errors"], by=errors_by))
+
+
+def auto_bucket(time_range: tuple[int, int] | None) -> str:
+    """The finest bucket (minute, hour, day) that cuts ``time_range`` (first and last call start,
+    ns) into at most about MAX_SERIES_BUCKETS buckets; ``hour`` when there are no calls."""
+    if time_range is None:
+        return "hour"
+    span_s = max(0, time_range[1] - time_range[0]) / 1e9
+    for name, size_s in (("minute", 60), ("hour", 3600)):
+        if span_s / size_s < MAX_SERIES_BUCKETS:
+            return name
+    return "day"
 
 
 @contextlib.contextmanager
@@ -552,13 +601,11 @@ def prices(models: tuple[str, ...]) -> None:
 )
 @click.pass_context
 def export(ctx: click.Context, trace_id: str, output: str, encoding: Any) -> None:
-    """A trace as an OTLP ExportTraceServiceRequest in JSON, for other OpenTelemetry tools."""
-    trace_id = _check_trace_id(trace_id)
-    store = _state(ctx).store()
-    try:
-        trace = store.get_trace(trace_id)
-    except TraceNotFound:
-        _fail(f"no trace {trace_id} in {store.url}")
+    """A trace as an OTLP ExportTraceServiceRequest in JSON, for other OpenTelemetry tools.
+    TRACE_ID may be the beginning of the id, as for ``show``."""
+    _check_trace_id(trace_id)
+    trace = _get_trace(_state(ctx).store(), trace_id)
+    trace_id = trace.trace_id
     total = len(trace.spans)
     if total >= PROGRESS_THRESHOLD:
         with _progress(f"Encoding {total:,} spans", total) as advance:
@@ -574,6 +621,143 @@ def export(ctx: click.Context, trace_id: str, output: str, encoding: Any) -> Non
         except OSError as exc:
             _fail(f"cannot write {output}: {exc.strerror or exc}")
         click.echo(f"wrote {total} spans of trace {trace_id} to {output}", err=True)
+
+
+# --------------------------------------------------------------------------------------
+# prune
+# --------------------------------------------------------------------------------------
+def _amounts(counts: Pruned) -> str:
+    return (
+        f"{counts.traces:,} trace{'s' * (counts.traces != 1)} ({counts.spans:,} span"
+        f"{'s' * (counts.spans != 1)}) and {counts.usage:,} usage record{'s' * (counts.usage != 1)}"
+    )
+
+
+def _write_failure(store: Store, exc: Exception) -> str:
+    """One line for an error while pruning (a StoreError says it already)."""
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if classify_failure(exc) == "contention":
+        return f"the store {store.url} is busy: another process held its lock too long; try again ({exc})"
+    return f"cannot prune {store.url}: {type(exc).__name__}: {exc}"
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    metavar="AGE",
+    help="Delete what ended more than this long ago: 30m, 24h, 7d, 2w.",
+)
+@click.option(
+    "--before",
+    metavar="TIME",
+    help="Delete what ended before this time: ISO time (UTC if no offset) or an age, as --until of "
+    "the other commands. With --older-than too, the earlier of the two.",
+)
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask (needed when standard input is not a terminal).")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Then give the freed space back. SQLite: the file is rewritten (VACUUM; writers wait until "
+    "it is done, and as much free disk space as the store takes is needed); PostgreSQL: VACUUM ANALYZE.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def prune(
+    ctx: click.Context,
+    older_than: str | None,
+    before: str | None,
+    dry_run: bool,
+    yes: bool,
+    vacuum: bool,
+    as_json: bool,
+) -> None:
+    """Delete old traces with their spans, events and usage records.
+
+    A trace goes when its newest span ended before the cutoff and its root span is stored; a trace
+    whose root span is not stored (still running, or its root is in another service) goes once it
+    has also been quiet for a day, so a trace being written is never cut in half. Usage records of
+    calls whose trace is not stored (sampled out) go when the call started before the cutoff and a
+    day ago. Deletion runs in short batches, so programs writing to the store keep going.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    cutoffs: list[int] = []
+    if older_than is not None:
+        if parse_duration(older_than) is None:
+            raise click.BadParameter(
+                f"{older_than!r} is not an age such as 30m, 24h, 7d or 2w", param_hint="--older-than"
+            )
+        cutoffs.append(parse_time(older_than, now=now, name="--older-than"))
+    if before is not None:
+        cutoffs.append(parse_time(before, now=now, name="--before"))
+    if not cutoffs:
+        raise click.UsageError("say what to delete: --older-than AGE (such as 7d), --before TIME, or both")
+    cutoff = min(cutoffs)
+    now_ns = int(now.timestamp() * 1_000_000_000)
+    state = _state(ctx)
+    reader = state.store()  # read-only: a dry run works on any store the user may read
+    with _busy("Counting…"):
+        found = reader.count_prunable(cutoff, now_ns=now_ns)
+    when = render.fmt_time(cutoff)
+    report: dict[str, Any] = {"store": reader.url, "cutoff": when, "dry_run": dry_run}
+    if dry_run:
+        report.update(traces=found.traces, spans=found.spans, usage=found.usage)
+        _echo_report(report, [f"would delete {_amounts(found)} older than {when} from {reader.url}"], as_json)
+        return
+    nothing = found == Pruned()
+    if nothing and not vacuum:
+        report.update(traces=0, spans=0, usage=0)
+        _echo_report(report, [f"nothing older than {when}"], as_json)
+        return
+    if not nothing and not yes and not sys.stdin.isatty():
+        _fail(
+            "prune deletes data: add --yes to confirm (standard input is not a terminal, so it "
+            "cannot ask), or --dry-run to see what would go",
+            2,
+        )
+    from llmtrace.store._open import open_store
+
+    try:  # before asking: a store this user may not write is refused now
+        store = open_store(state.url, create=False, write=True)
+    except StoreError as exc:
+        _fail(str(exc))
+    ctx.call_on_close(store.close)
+    if not nothing and not yes:
+        click.confirm(f"Delete {_amounts(found)} older than {when} from {reader.url}?", abort=True, err=True)
+    size_before = store.size_bytes() if vacuum else None
+    done = Pruned()
+
+    def progress(total: Pruned) -> None:
+        nonlocal done
+        done = total
+
+    if not nothing:
+        try:
+            with _busy("Deleting…"):
+                done = prune_store(store, cutoff, now_ns=now_ns, progress=progress)
+        except Exception as exc:
+            _fail(f"{_write_failure(store, exc)} (deleted before that: {_amounts(done)})")
+    report.update(traces=done.traces, spans=done.spans, usage=done.usage)
+    lines = [f"deleted {_amounts(done)} older than {when}" if not nothing else f"nothing older than {when}"]
+    if vacuum:
+        try:
+            with _busy("Vacuuming…"):
+                store.reclaim_space()
+        except Exception as exc:
+            _fail(_write_failure(store, exc))
+        size_after = store.size_bytes()
+        report.update(size_before=size_before, size_after=size_after)
+        lines.append(f"vacuumed: {render.fmt_bytes(size_before)} -> {render.fmt_bytes(size_after)}")
+    _echo_report(report, lines, as_json)
+
+
+def _echo_report(report: dict[str, Any], lines: list[str], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for line in lines:
+            click.echo(line)
 
 
 # --------------------------------------------------------------------------------------
@@ -605,6 +789,18 @@ def _writer_snapshots(url: str) -> list[dict[str, Any]]:
             found.append(data)
     found.sort(key=lambda d: d.get("taken_at", 0), reverse=True)
     return found
+
+
+def _pruned_cell(snap: dict[str, Any]) -> str:
+    """What a writer's automatic retention deleted: ``off``, or traces (and failed batches)."""
+    retention = snap.get("retention_s")
+    if not isinstance(retention, (int, float)):
+        return "off"
+    units = (("d", 86400), ("h", 3600), ("m", 60))
+    age = next((f"{retention / n:g}{unit}" for unit, n in units if retention >= n), f"{retention:g}s")
+    text = f"{render.fmt_int(snap.get('pruned_traces') or 0)} traces (> {age})"
+    failures = snap.get("prune_failures") or 0
+    return text + (f", {failures} failed" if failures else "")
 
 
 @cli.command()
@@ -668,6 +864,7 @@ def diagnostics(ctx: click.Context, limit: int, as_json: bool) -> None:
         "high water",
         "write failures",
         "last error",
+        "pruned",
     ):
         table.add_column(name)
     for snap in snapshots:
@@ -685,5 +882,6 @@ def diagnostics(ctx: click.Context, limit: int, as_json: bool) -> None:
             f"{snap.get('high_water_mark')}/{snap.get('queue_capacity')}",
             ", ".join(f"{k}={v}" for k, v in failures.items()) or "none",
             render.clean(str(snap.get("last_error") or render.NONE)[:80]),
+            _pruned_cell(snap),
         )
     console.print(table)

@@ -74,6 +74,24 @@ def fmt_cost(cost: float | None) -> str:
     return f"${cost:.6f}"
 
 
+def fmt_trace_cost(cost: float | None, unpriced_calls: int) -> str:
+    """A trace's cost, and how many of its calls it leaves out (no price known): ``$0.0123 +1
+    unpriced``, or ``- +2 unpriced`` when none was priced."""
+    text = fmt_cost(cost)
+    return f"{text} +{unpriced_calls} unpriced" if unpriced_calls else text
+
+
+def fmt_bytes(size: int | None) -> str:
+    if size is None:
+        return NONE
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
 def fmt_int(value: int | None) -> str:
     return NONE if value is None else f"{value:,}"
 
@@ -119,9 +137,11 @@ def traces_table(items: Sequence[TraceSummary], *, title: str | None = None) -> 
             fmt_duration(item.duration_ns),
             str(item.span_count),
             f"{item.input_tokens:,} / {item.output_tokens:,}",
-            fmt_cost(item.cost),
+            fmt_trace_cost(item.cost, item.unpriced_calls),
             _status_text(item.status),
         )
+    if any(item.unpriced_calls for item in items):
+        table.caption = "+N unpriced: calls whose model llmtrace has no price for, left out of the cost"
     return table
 
 

@@ -105,6 +105,9 @@ class TraceSummary:
     output_tokens: int
     cost: float | None
     status: TraceStatus
+    unpriced_calls: int = 0
+    """Model calls of the trace that reported token usage but have no cost (no price known): ``cost``
+    leaves them out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,21 @@ class Percentiles:
 
 
 @dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a prune deleted (or, for a dry run, would delete)."""
+
+    traces: int = 0
+    spans: int = 0
+    usage: int = 0  # usage records: of the traces deleted, and of calls whose trace is not stored
+    more: bool = False  # one batch: there is more to delete (another batch is needed)
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            self.traces + other.traces, self.spans + other.spans, self.usage + other.usage, other.more
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorRate:
     key: str
     calls: int
@@ -213,5 +231,25 @@ class Store(Protocol):
     ) -> list[Percentiles]: ...
 
     def error_rates(self, *, by: ErrorBy, filter: TraceFilter | None = None) -> list[ErrorRate]: ...
+
+    def usage_time_range(self, filter: TraceFilter | None = None) -> tuple[int, int] | None:
+        """The start times of the first and last model calls the filter matches; None if none."""
+
+    def find_trace_ids(self, prefix: str, *, limit: int = 2) -> tuple[list[str], int]:
+        """Up to ``limit`` stored trace ids that start with ``prefix`` (lowercase hex), and how many
+        match in all (counted up to 1,000)."""
+
+    def prune_batch(self, cutoff_ns: int, *, now_ns: int, max_spans: int) -> Pruned:
+        """Delete, in one short transaction, some of what is older than ``cutoff_ns`` (see
+        :mod:`llmtrace.store._retention`); ``more`` says whether there is more."""
+
+    def count_prunable(self, cutoff_ns: int, *, now_ns: int) -> Pruned:
+        """What pruning at ``cutoff_ns`` would delete (nothing is deleted)."""
+
+    def size_bytes(self) -> int | None:
+        """The space the store takes (SQLite: its file and journal; PostgreSQL: its tables)."""
+
+    def reclaim_space(self) -> None:
+        """Give the space of deleted rows back (SQLite: ``VACUUM``; PostgreSQL: ``VACUUM ANALYZE``)."""
 
     def close(self) -> None: ...

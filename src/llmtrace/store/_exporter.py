@@ -165,6 +165,7 @@ def store_writer(
     max_batch_size: int | None = None,
     flush_interval_s: float | None = None,
     status_path: Any = None,
+    retention_s: float | None = None,
 ) -> StoreWriter:
     """A writer that converts SDK spans (what :class:`StoreSpanProcessor` hands it) itself."""
     kwargs: dict[str, Any] = {}
@@ -174,7 +175,14 @@ def store_writer(
         kwargs["max_batch_size"] = max_batch_size
     if flush_interval_s is not None:
         kwargs["flush_interval_s"] = flush_interval_s
-    return StoreWriter(store, store_url=store_url, convert_span=_convert, status_path=status_path, **kwargs)
+    return StoreWriter(
+        store,
+        store_url=store_url,
+        convert_span=_convert,
+        status_path=status_path,
+        retention_s=retention_s,
+        **kwargs,
+    )
 
 
 def _convert(item: Any) -> SpanRecord:

@@ -33,22 +33,25 @@ def default_store_url() -> str:
     return env_store() or str(Path.cwd() / DEFAULT_PATH)
 
 
-def open_store(url: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+def open_store(
+    url: str | os.PathLike[str] | None = None, *, create: bool = True, write: bool | None = None
+) -> Store:
     """Open (and create or migrate) a store.
 
     ``url`` is ``postgresql://...`` / ``postgres://...`` for PostgreSQL, anything else a SQLite
     file path (``sqlite:///path`` is accepted too); None means ``LLMTRACE_STORE`` or the default.
     With ``create=False`` (a reader) nothing is created, upgraded or written: a missing SQLite file
     or a database without an llmtrace store raises :class:`StoreError`, and a store of an older
-    schema version is read as it is.
+    schema version is read as it is. ``write=True`` with ``create=False`` (maintenance:
+    ``llmtrace prune``) opens an existing store to write it, creating and upgrading nothing.
     """
     target = default_store_url() if url is None else os.fspath(url)
     if target.startswith(_POSTGRES_SCHEMES):
         from llmtrace.store._postgres import PostgresStore  # psycopg is an optional dependency
 
-        return PostgresStore(target, create=create)
+        return PostgresStore(target, create=create, write=write)
     if target.startswith(SQLITE_PREFIX):
         target = target[len(SQLITE_PREFIX) :] or str(DEFAULT_PATH)
     from llmtrace.store._sqlite import SqliteStore
 
-    return SqliteStore(target, create=create)
+    return SqliteStore(target, create=create, write=write)

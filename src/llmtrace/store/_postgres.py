@@ -70,15 +70,18 @@ class PostgresStore(SqlStore):
 
     ``create=True`` (writers) creates and upgrades the tables. ``create=False`` (readers such as
     the CLI) only reads: the database must hold an llmtrace store, which is read as it is (an
-    older schema is not upgraded), and no lock is taken."""
+    older schema is not upgraded), and no lock is taken. ``write=True`` with ``create=False``
+    (``llmtrace prune``) writes an existing store without creating or upgrading its tables."""
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, connect_timeout_s: int = 10, create: bool = True) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout_s: int = 10, create: bool = True, write: bool | None = None
+    ) -> None:
         super().__init__()
         self._dsn = url
         self.url = redact(url)
-        self.read_only = not create
+        self.read_only = not (create if write is None else write)
         self._connect_timeout_s = connect_timeout_s
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -94,8 +97,11 @@ class PostgresStore(SqlStore):
         except psycopg.Error as exc:
             raise StoreError(f"{message}: {exc}".strip()) from exc
         try:
-            if self.read_only:
-                self._rconn = first
+            if self.read_only or not create:
+                if self.read_only:
+                    self._rconn = first
+                else:
+                    self._wconn = first
                 self._version = _schema.stored_version(self._read, "postgresql", self.url)
                 if self._version < _schema.MIN_READABLE_VERSION:
                     raise _schema.too_old_to_read(self.url, self._version)
@@ -165,6 +171,28 @@ class PostgresStore(SqlStore):
 
     def schema_version(self) -> int:
         return _schema.schema_version(self._read)
+
+    def size_bytes(self) -> int | None:
+        """The store's tables with their indexes and TOAST data."""
+        tables = ", ".join(f"'{t}'" for t in _schema.STORE_TABLES)
+        row = self._read(
+            f"SELECT SUM(pg_total_relation_size(to_regclass(t))) FROM unnest(ARRAY[{tables}]) AS t"
+        )
+        return None if not row or row[0][0] is None else int(row[0][0])
+
+    def reclaim_space(self) -> None:
+        """``VACUUM ANALYZE`` of the store's tables: their free space is reused, and writers go on
+        meanwhile (PostgreSQL gives space back to the file system only at the end of a table;
+        ``VACUUM FULL``, which locks the tables, is the database administrator's call)."""
+        if self.read_only:
+            raise StoreError(f"the store {self.url} was opened for reading only")
+        with self._read_lock:
+            self._check_open()
+            if self._rconn is None or self._rconn.closed or self._rconn.broken:
+                self._rconn = self._connect(autocommit=True)
+            with self._rconn.cursor() as cur:
+                for table in _schema.STORE_TABLES:
+                    cur.execute(f"VACUUM (ANALYZE) {table}")
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:

@@ -182,6 +182,8 @@ MIN_READABLE_VERSION = 2
 """The oldest schema a reader reads as it is, without upgrading it (version 2 added trace_keys)."""
 
 _STORE_TABLES = ("meta", "schema_version", "spans", "traces", "trace_keys", "usage")
+STORE_TABLES = _STORE_TABLES
+"""Every table of the store (for maintenance: sizes, ``VACUUM``)."""
 
 
 def render(statement: str, dialect: Dialect) -> str:

@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 
 from llmtrace import semconv
 from llmtrace._usage import UsageRecord, coerce_tokens
-from llmtrace.store import _cursor
+from llmtrace.store import _cursor, _retention
 from llmtrace.store._api import (
     Bucket,
     ErrorBy,
@@ -70,6 +70,7 @@ from llmtrace.store._api import (
     ModelStats,
     Page,
     Percentiles,
+    Pruned,
     SeriesPoint,
     SpanEvent,
     SpanLink,
@@ -925,6 +926,7 @@ class SqlStore(ABC):
             f"output_tokens, cost, status FROM traces{where} ORDER BY start_ns DESC, trace_id DESC LIMIT ?",
             (*params, limit + 1),
         )
+        unpriced = self._unpriced_calls([r[0] for r in rows[:limit]])
         items = [
             TraceSummary(
                 trace_id=r[0],
@@ -937,6 +939,7 @@ class SqlStore(ABC):
                 output_tokens=int(r[7]),
                 cost=_float(r[8]),
                 status=_status(r[9]),
+                unpriced_calls=unpriced.get(r[0], 0),
             )
             for r in rows[:limit]
         ]
@@ -945,6 +948,54 @@ class SqlStore(ABC):
             last = items[-1]
             next_cursor = _cursor.encode(self._store_id, f, last.start_ns, last.trace_id)
         return Page(items, next_cursor)
+
+    def _unpriced_calls(self, trace_ids: Sequence[str]) -> dict[str, int]:
+        """Per trace, its model-call spans with token usage and no cost (as ``unpriced_calls`` of
+        the usage analytics counts calls): the trace's cost leaves them out."""
+        found: dict[str, int] = {}
+        for chunk in _chunks(trace_ids):
+            rows = self._read(
+                "SELECT trace_id, COUNT(*) FROM spans "
+                f"WHERE trace_id IN ({', '.join('?' * len(chunk))}) AND cost IS NULL "
+                "AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL) GROUP BY trace_id",
+                chunk,
+            )
+            found.update((str(trace_id), int(n)) for trace_id, n in rows)
+        return found
+
+    def find_trace_ids(self, prefix: str, *, limit: int = 2) -> tuple[list[str], int]:
+        """Up to ``limit`` trace ids that start with ``prefix`` (lowercase hex), and how many match
+        (counted up to ``_PROBE_LIMIT``): a range of the traces' primary key."""
+        if not re.fullmatch(r"[0-9a-f]{1,32}", prefix):
+            raise InvalidFilter(f"{prefix!r} is not the beginning of a trace id (lowercase hex)")
+        bounds = (prefix, prefix + "g")  # "g" sorts after every hex digit, bytewise on both backends
+        rows = self._read(
+            "SELECT trace_id FROM traces WHERE trace_id >= ? AND trace_id < ? ORDER BY trace_id LIMIT ?",
+            (*bounds, max(1, limit)),
+        )
+        found = [str(r[0]) for r in rows]
+        total = len(found)
+        if total >= limit:
+            total = _int(
+                self._read(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM traces WHERE trace_id >= ? AND trace_id < ? "
+                    f"LIMIT {_PROBE_LIMIT}) p",
+                    bounds,
+                )[0][0]
+            )
+        return found, total
+
+    # -- retention ---------------------------------------------------------------------
+    def prune_batch(self, cutoff_ns: int, *, now_ns: int, max_spans: int = _retention.BATCH_SPANS) -> Pruned:
+        """One short transaction of :func:`llmtrace.store._retention.delete_batch`. Database
+        errors propagate unchanged (as from :meth:`write`), so the writer can classify them."""
+        if self.read_only:
+            raise StoreError(f"the store {self.url} was opened for reading only")
+        with self._transaction() as tx:
+            return _retention.delete_batch(tx, int(cutoff_ns), int(now_ns), max_spans)
+
+    def count_prunable(self, cutoff_ns: int, *, now_ns: int) -> Pruned:
+        return _retention.count(self._read, int(cutoff_ns), int(now_ns))
 
     def _narrowed(self, f: TraceFilter) -> tuple[list[str] | None, list[Any]]:
         """The conditions of the filters that an index can count, each in the form that suits how
@@ -1036,6 +1087,11 @@ class SqlStore(ABC):
             SeriesPoint(start, group, acc[0], acc[1], acc[2], acc[3])
             for (start, group), acc in sorted(points.items())
         ]
+
+    def usage_time_range(self, filter: TraceFilter | None = None) -> tuple[int, int] | None:
+        where, params = _usage_where(check_filter(filter), self._version)
+        first, last = self._read(f"SELECT MIN(u.start_ns), MAX(u.start_ns) FROM usage u{where}", params)[0]
+        return None if first is None else (int(first), int(last))
 
     def model_stats(self, filter: TraceFilter | None = None) -> list[ModelStats]:
         where, params = _usage_where(check_filter(filter), self._version)

@@ -8,15 +8,21 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
 from llmtrace import _fork
 from llmtrace.store import _schema
-from llmtrace.store._api import StoreError
+from llmtrace.store._api import Pruned, StoreError
+from llmtrace.store._retention import BATCH_SPANS
 from llmtrace.store._sql import SqlStore, Tx
+
+try:
+    import fcntl
+except ImportError:  # Windows: a file open there cannot be deleted anyway
+    fcntl = None  # type: ignore[assignment]
 
 FORK_WAIT_S: Final = 1.0
 """How long ``os.fork()`` waits, at most, for the SQLite stores' writes in progress to commit."""
@@ -44,9 +50,17 @@ class SqliteStore(SqlStore):
     (from version ``MIN_READABLE_VERSION`` on) is read as it is, not upgraded: the program that
     writes it upgrades it when it runs a newer llmtrace.
 
+    ``write=True`` with ``create=False`` (``llmtrace prune``) opens an existing store to write it,
+    without creating or upgrading it: like a reader it must exist and hold an llmtrace store of a
+    readable version, and the user must be allowed to write it.
+
     ``busy_timeout_ms`` is how long a statement waits for another process's lock before
     ``sqlite3.OperationalError('database is locked')`` is raised (a write) or :class:`StoreError`
-    saying the store is busy (opening, reading).
+    saying the store is busy (opening, reading, pruning).
+
+    A writer calls :meth:`reopen_if_moved` now and then: when the file was deleted or replaced
+    while the store had it open (what it writes would go to a file nobody sees), the store opens
+    the file found at its path, or creates it afresh.
 
     In a forked child the store opens a connection of its own when it is next used; the one
     inherited from the parent is neither used nor closed there (SQLite forbids both). SQLite keeps
@@ -58,7 +72,12 @@ class SqliteStore(SqlStore):
     dialect = "sqlite"
 
     def __init__(
-        self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout_ms: int = 5000
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        busy_timeout_ms: int = 5000,
+        write: bool | None = None,
     ) -> None:
         super().__init__()
         self.path = Path(path).expanduser().resolve()
@@ -69,16 +88,22 @@ class SqliteStore(SqlStore):
                     f"no llmtrace store at {self.path}: run a program that calls llmtrace.configure() first, "
                     "or point LLMTRACE_STORE (or --store) at an existing store"
                 )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # readable by its owner only (it may hold prompts); SQLite's journals follow it. If it
-            # cannot be created here, connecting says what is wrong.
-            with contextlib.suppress(OSError):
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self.read_only = not create
+            self._create_file()
+        self.read_only = not (create if write is None else write)
+        if not self.read_only and not create:
+            for target in (self.path, self.path.parent):  # SQLite needs the directory for its journals
+                if not os.access(target, os.W_OK):
+                    raise StoreError(
+                        f"the store {self.path} is read-only for this user: cannot write "
+                        f"{'it' if target == self.path else 'its directory'} {target}"
+                    )
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None  # None: (re)opened on first use (a forked child)
+        self._file_id: tuple[int, int] | None = None
+        self._journals: dict[str, tuple[int, int]] = {}  # the -wal and -shm files last seen with it
         try:
             conn = self._conn = self._connect()
+            self._file_id = self._stat_file()
         except sqlite3.Error as exc:
             if _is_busy(exc):
                 raise self._busy_error(exc) from exc
@@ -88,7 +113,7 @@ class SqliteStore(SqlStore):
         self._lock = threading.RLock()
         try:
             self._set_pragmas(conn)
-            if self.read_only:
+            if self.read_only or not create:
                 self._version = _schema.stored_version(self._read_raw, "sqlite", str(self.path))
                 if self._version < _schema.MIN_READABLE_VERSION:
                     raise _schema.too_old_to_read(str(self.path), self._version)
@@ -108,7 +133,82 @@ class SqliteStore(SqlStore):
         except StoreError:
             conn.close()
             raise
+        self.moved()  # notes the journal files that are its own
         _live.add(self)
+
+    def _create_file(self, stale: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """Create the file (when it is missing), readable by its owner only (it may hold prompts;
+        SQLite's journals follow it); if it cannot be created, connecting says what is wrong.
+
+        ``-wal`` and ``-shm`` files left at the path belong to a database that is gone when the
+        file is missing, or when they are the ``stale`` ones (a replaced file's): they are removed
+        first, or the database at the path would read the old one's pages from them. Processes
+        that create the file at the same moment take turns (a lock on the directory)."""
+        with _directory_lock(self.path.parent):
+            missing = not self.path.exists()
+            for suffix in ("-wal", "-shm"):
+                found = self._stat_file(suffix)
+                if found is not None and (missing or (stale is not None and found == stale.get(suffix))):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
+            if missing:
+                with contextlib.suppress(OSError):
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+    def _stat_file(self, suffix: str = "") -> tuple[int, int] | None:
+        try:
+            found = os.stat(f"{self.path}{suffix}")
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def moved(self) -> str | None:
+        """``deleted`` or ``replaced`` when the file at the store's path is no longer the one the
+        store has open; None when it is (three ``stat`` calls: the file, and its ``-wal`` and
+        ``-shm`` files, noted as the store's own), or cannot be told."""
+        known = self._file_id
+        if known is None or self.read_only:
+            return None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError:
+            return None
+        if (found.st_dev, found.st_ino) != known:
+            return "replaced"
+        journals = {suffix: self._stat_file(suffix) for suffix in ("-wal", "-shm")}
+        self._journals = {suffix: found_id for suffix, found_id in journals.items() if found_id is not None}
+        return None
+
+    def reopen_if_moved(self) -> str | None:
+        """When :meth:`moved`, open the store at the path afresh (creating and initialising it when
+        the file is gone) and say how it had moved; None when it had not (:meth:`moved`).
+
+        The old connection is closed: SQLite neither checkpoints into nor deletes the journal of a
+        database whose file has moved. The ``-wal`` and ``-shm`` files last seen with it, if still
+        at the path, are removed (see ``_create_file``). Raises like opening does; the next call
+        tries again."""
+        how = self.moved()
+        if how is None:
+            return None
+        with self._lock:
+            self._check_open()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._create_file(stale=self._journals)
+            self._connection()
+            file_id = self._stat_file()
+            if self._current_version() != _schema.CURRENT_VERSION:
+                with self._transaction() as tx:
+                    self._store_id = _schema.migrate(tx.execute, "sqlite")
+            else:
+                self._store_id = self._identity()
+            self._file_id = file_id
+            self._journals = {}
+        return how
 
     def _current_version(self) -> int | None:
         """The schema version found without taking the write lock; None: no llmtrace store yet."""
@@ -218,6 +318,38 @@ class SqliteStore(SqlStore):
     def schema_version(self) -> int:
         return _schema.schema_version(self._read)
 
+    def prune_batch(self, cutoff_ns: int, *, now_ns: int, max_spans: int = BATCH_SPANS) -> Pruned:
+        try:
+            return super().prune_batch(cutoff_ns, now_ns=now_ns, max_spans=max_spans)
+        except sqlite3.OperationalError as exc:  # the cause keeps its SQLite error code (the writer)
+            if _is_busy(exc):
+                raise self._busy_error(exc) from exc
+            raise
+
+    def size_bytes(self) -> int | None:
+        """The file and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    def reclaim_space(self) -> None:
+        """``VACUUM`` (the file is rewritten without its free pages: writers wait meanwhile), then
+        the write-ahead log is checkpointed and truncated."""
+        if self.read_only:
+            raise StoreError(f"the store {self.url} was opened for reading only")
+        with self._lock:
+            self._check_open()
+            conn = self._connection()
+            try:
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise self._busy_error(exc) from exc
+                raise
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:
@@ -228,6 +360,23 @@ class SqliteStore(SqlStore):
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.url!r})"
+
+
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the directory (where there is one), held while a store file that
+    was deleted is created again: writers of several processes reopen in turn."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = None
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(directory, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

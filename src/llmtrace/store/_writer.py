@@ -22,6 +22,15 @@ batch is kept whole until space returns, and items beyond the queue are dropped 
 ``queue_full``); a connection failure also reopens the store when the writer was given a way to
 open it.
 
+With a retention (``retention_s``), the writer also deletes what is older than that, on its own
+thread: when it starts, then every :data:`RETENTION_INTERVAL_S`, one short batch at a time between
+its writes (:mod:`llmtrace.store._retention`, the code ``llmtrace prune`` runs). A failed pass is
+logged once, counted (``prune_failures``) and tried again later; it never touches the items.
+
+A SQLite store file deleted or replaced while the writer has it open is noticed within
+:data:`FILE_CHECK_INTERVAL_S` of writing (a few ``stat`` calls): the writer warns once and reopens the
+store at its path (creating it afresh), so what it writes next lands where the command line reads.
+
 In a forked child every writer starts afresh (an at-fork hook, :func:`llmtrace._fork.each_in_child`): new
 locks, an empty queue and zeroed counters (the parent writes what it had queued; the child's
 books cover its own items), a thread of its own started with the first item, and a status
@@ -81,6 +90,16 @@ MAX_BACKOFF_S: Final = 1.0
 SHUTDOWN_GRACE_S: Final = 1.0
 """How long shutdown waits past its deadline for a cancelled write to give up."""
 STATUS_INTERVAL_S: Final = 2.0
+FILE_CHECK_INTERVAL_S: Final = 2.0
+"""How often, at most, the writer checks that a SQLite store's file is still the one it writes."""
+RETENTION_INTERVAL_S: Final = 3600.0
+"""Between two retention passes (the first runs when the writer starts)."""
+RETENTION_RETRY_S: Final = 60.0
+"""Until the next pass after one that failed for a transient reason (a busy store, a lost connection)."""
+RETENTION_BATCH_SPANS: Final = 500
+"""Spans one retention batch deletes at most (one short transaction)."""
+RETENTION_PAUSE_S: Final = 0.05
+"""While a retention pass has more to delete, the writer's loop waits this long, not the flush interval."""
 STATUS_MAX_AGE_S: Final = 7 * 24 * 3600
 
 _SPAN: Final = 0
@@ -310,6 +329,18 @@ class WriterSnapshot:
     pressure: Pressure
     pid: int = field(default_factory=os.getpid)
     taken_at: float = field(default_factory=time.time)
+    retention_s: float | None = None
+    """How old data the writer deletes (None: it keeps everything)."""
+    pruned_traces: int = 0
+    pruned_spans: int = 0
+    pruned_usage: int = 0
+    prune_failures: int = 0
+    """Failed retention batches (each is tried again at the next pass)."""
+    last_prune_error: str | None = None
+    last_prune_time: float | None = None
+    """When the last retention pass finished (``time.time()``)."""
+    store_reopened: int = 0
+    """Times the SQLite store's file was found deleted or replaced, and opened afresh."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,6 +364,8 @@ class StoreWriter:
             writer thread, so the application does not pay for it). Default: items already are.
         status_path: a JSON file the writer keeps its snapshot in (every few seconds and at
             shutdown), for ``llmtrace diagnostics`` in another process. None: no file.
+        retention_s: delete what is older than this many seconds (see the module's docstring).
+            None: keep everything.
     """
 
     def __init__(
@@ -345,6 +378,7 @@ class StoreWriter:
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         convert_span: Callable[[Any], SpanRecord] | None = None,
         status_path: str | os.PathLike[str] | None = None,
+        retention_s: float | None = None,
     ) -> None:
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1, got {max_queue_size}")
@@ -352,6 +386,8 @@ class StoreWriter:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if flush_interval_s <= 0:
             raise ValueError(f"flush_interval_s must be positive, got {flush_interval_s}")
+        if retention_s is not None and not 0 < retention_s < float("inf"):
+            raise ValueError(f"retention_s must be positive, got {retention_s}")
         if callable(store) and not hasattr(store, "write"):
             self._opener: Callable[[], Store] | None = store
             self._store: Store | None = None
@@ -365,6 +401,7 @@ class StoreWriter:
         self.batch_size = max_batch_size
         self.flush_interval_s = flush_interval_s
         self._convert_span = convert_span
+        self.retention_s = retention_s
         self._status_path = Path(status_path) if status_path is not None else None
         self._pid = os.getpid()
         self._closed = False
@@ -410,6 +447,14 @@ class StoreWriter:
         if not self._closed:
             self._deadline = None
         self._status_written = 0.0
+        self._file_checked = time.monotonic()  # the store was just opened (or is opened with the first write)
+        self._store_reopened = 0
+        self._pruned = [0, 0, 0]  # traces, spans, usage
+        self._prune_failures = 0
+        self._last_prune_error: str | None = None
+        self._last_prune_time: float | None = None
+        self._prune_pass: tuple[int, int] | None = None  # (cutoff, now) of the pass in progress
+        self._next_prune = 0.0  # monotonic: the first pass runs when the writer starts
 
     def _start_afresh_in_child(self) -> None:
         """In a forked child (the at-fork hook; nothing here blocks or raises).
@@ -422,6 +467,7 @@ class StoreWriter:
         parent_pid, self._pid = self._pid, os.getpid()
         self._thread = None
         self._start_afresh()
+        self._next_prune = time.monotonic() + RETENTION_INTERVAL_S  # the parent's writer prunes now
         self._status_path = _status_path_in_child(self._status_path, parent_pid, self._pid)
 
     def _start_thread(self) -> None:
@@ -575,6 +621,14 @@ class StoreWriter:
                 queue_depth=pending,
                 high_water_mark=self._high_water,
                 pressure=pressure_level(pending, self.capacity),
+                retention_s=self.retention_s,
+                pruned_traces=self._pruned[0],
+                pruned_spans=self._pruned[1],
+                pruned_usage=self._pruned[2],
+                prune_failures=self._prune_failures,
+                last_prune_error=self._last_prune_error,
+                last_prune_time=self._last_prune_time,
+                store_reopened=self._store_reopened,
             )
 
     def register_metrics(self, meter_provider: metrics.MeterProvider | None = None) -> None:
@@ -627,7 +681,7 @@ class StoreWriter:
         try:
             self._prune_status_files()
             while True:
-                self._wake.wait(self.flush_interval_s)
+                self._wake.wait(RETENTION_PAUSE_S if self._prune_pass is not None else self.flush_interval_s)
                 self._wake.clear()
                 while not self._past_deadline():
                     batch = self._take()
@@ -635,6 +689,8 @@ class StoreWriter:
                         break
                     self._write(batch)
                     self._maybe_write_status()
+                if not self._stopping:
+                    self._maybe_prune()
                 self._maybe_write_status()
                 with self._lock:
                     if self._stopping and (not self._queue or self._past_deadline()):
@@ -706,6 +762,7 @@ class StoreWriter:
                 return
             try:
                 store = self._open()
+                self._check_file(store)
                 store.write(spans, usage)
             except Exception as exc:
                 failure = classify_failure(exc)
@@ -748,6 +805,76 @@ class StoreWriter:
             if self.store_url == "?":
                 self.store_url = str(getattr(store, "url", "?"))
         return store
+
+    def _check_file(self, store: Store) -> None:
+        """Every FILE_CHECK_INTERVAL_S at most: reopen a SQLite store whose file was deleted or
+        replaced (a ``stat``). Raises like opening the store (checked again on the retry)."""
+        now = time.monotonic()
+        if now - self._file_checked < FILE_CHECK_INTERVAL_S:
+            return
+        reopen = getattr(store, "reopen_if_moved", None)
+        how = reopen() if callable(reopen) else None
+        self._file_checked = now
+        if how is None:
+            return
+        with self._lock:
+            self._store_reopened += 1
+        if "reopened" not in self._logged_classes:
+            self._logged_classes.add("reopened")
+            logger.warning(
+                "llmtrace store writer: the store file %s was %s while this process had it open; the "
+                "store is open at that path again (created afresh if it was gone). What was written "
+                "since (at most %g s of writes) is lost with the old file: stop the programs that write "
+                "a store before deleting or replacing it. Further ones are counted (store_reopened), "
+                "not logged",
+                getattr(store, "url", self.store_url),
+                how,
+                FILE_CHECK_INTERVAL_S,
+            )
+
+    def _maybe_prune(self) -> None:
+        """One retention batch when a pass is due or in progress (on the writer's thread)."""
+        retention = self.retention_s
+        if retention is None:
+            return
+        now = time.monotonic()
+        if self._prune_pass is None:
+            if now < self._next_prune:
+                return
+            wall = time.time_ns()
+            self._prune_pass = (wall - int(retention * 1e9), wall)
+        cutoff, wall = self._prune_pass
+        try:
+            pruned = self._open().prune_batch(cutoff, now_ns=wall, max_spans=RETENTION_BATCH_SPANS)
+        except Exception as exc:
+            failure = classify_failure(exc)
+            with self._lock:
+                self._prune_failures += 1
+                self._last_prune_error = f"{type(exc).__name__}: {exc}"[:500]
+            if failure == "connection":
+                self._close_store()
+            transient = failure in TRANSIENT_FAILURES
+            self._prune_pass = None
+            self._next_prune = now + (RETENTION_RETRY_S if transient else RETENTION_INTERVAL_S)
+            if "retention" not in self._logged_classes:
+                self._logged_classes.add("retention")
+                logger.warning(
+                    "llmtrace store writer: deleting data older than the retention failed (%s: %s); "
+                    "trying again in %g s; further failures are counted (prune_failures), not logged",
+                    type(exc).__name__,
+                    exc,
+                    RETENTION_RETRY_S if transient else RETENTION_INTERVAL_S,
+                )
+            return
+        with self._lock:
+            self._pruned[0] += pruned.traces
+            self._pruned[1] += pruned.spans
+            self._pruned[2] += pruned.usage
+            if not pruned.more:
+                self._last_prune_time = time.time()
+        if not pruned.more:
+            self._prune_pass = None
+            self._next_prune = now + RETENTION_INTERVAL_S
 
     def _cancel_write(self) -> None:
         """Ask the store to cancel the write in progress (stores with a ``cancel()`` method)."""
@@ -804,7 +931,13 @@ class StoreWriter:
     # ---------------------------------------------------------------- status file
     def _maybe_write_status(self, force: bool = False) -> None:
         path = self._status_path
-        if path is None or (self._taken == 0 and not self._refused_full and not self._refused_closed):
+        if path is None or (
+            self._taken == 0
+            and not self._refused_full
+            and not self._refused_closed
+            and self._last_prune_time is None
+            and not self._prune_failures
+        ):
             return  # nothing to report yet: leave no file behind
         now = time.monotonic()
         if not force and now - self._status_written < STATUS_INTERVAL_S:
