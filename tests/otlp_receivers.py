@@ -60,6 +60,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import grpc
+import hpack
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
@@ -1141,147 +1142,6 @@ class HangingServer:
 # Wire tap: what a gRPC client really sent
 # --------------------------------------------------------------------------------------------
 
-_HPACK_STATIC: tuple[tuple[str, str], ...] = (
-    (":authority", ""),
-    (":method", "GET"),
-    (":method", "POST"),
-    (":path", "/"),
-    (":path", "/index.html"),
-    (":scheme", "http"),
-    (":scheme", "https"),
-    (":status", "200"),
-    (":status", "204"),
-    (":status", "206"),
-    (":status", "304"),
-    (":status", "400"),
-    (":status", "404"),
-    (":status", "500"),
-    ("accept-charset", ""),
-    ("accept-encoding", "gzip, deflate"),
-    *(
-        (header, "")
-        for header in [
-            "accept-language",
-            "accept-ranges",
-            "accept",
-            "access-control-allow-origin",
-            "age",
-            "allow",
-            "authorization",
-            "cache-control",
-            "content-disposition",
-            "content-encoding",
-            "content-language",
-            "content-length",
-            "content-location",
-            "content-range",
-            "content-type",
-            "cookie",
-            "date",
-            "etag",
-            "expect",
-            "expires",
-            "from",
-            "host",
-            "if-match",
-            "if-modified-since",
-            "if-none-match",
-            "if-range",
-            "if-unmodified-since",
-            "last-modified",
-            "link",
-            "location",
-            "max-forwards",
-            "proxy-authenticate",
-            "proxy-authorization",
-            "range",
-            "referer",
-            "refresh",
-            "retry-after",
-            "server",
-            "set-cookie",
-            "strict-transport-security",
-            "transfer-encoding",
-            "user-agent",
-            "vary",
-            "via",
-            "www-authenticate",
-        ]
-    ),
-)
-"""RFC 7541 Appendix A: the 61 entries of HPACK's static table."""
-assert len(_HPACK_STATIC) == 61
-_HUFFMAN = "<huffman-coded>"
-"""What a Huffman-coded string decodes to here (gRPC's C core sends its headers as plain literals)."""
-
-
-class _Hpack:
-    """An HPACK decoder (RFC 7541) for one connection, without the Huffman code."""
-
-    def __init__(self) -> None:
-        self._table: list[tuple[str, str]] = []  # newest first
-        self._max_size = 4096
-
-    def _size(self) -> int:
-        return sum(len(name) + len(value) + 32 for name, value in self._table)
-
-    def _evict(self) -> None:
-        while self._table and self._size() > self._max_size:
-            self._table.pop()
-
-    def _entry(self, index: int) -> tuple[str, str]:
-        if index <= len(_HPACK_STATIC):
-            return _HPACK_STATIC[index - 1]
-        return self._table[index - len(_HPACK_STATIC) - 1]
-
-    @staticmethod
-    def _integer(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
-        limit = (1 << prefix_bits) - 1
-        value = block[pos] & limit
-        pos += 1
-        if value < limit:
-            return value, pos
-        shift = 0
-        while True:
-            byte = block[pos]
-            pos += 1
-            value += (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value, pos
-
-    def _string(self, block: bytes, pos: int) -> tuple[str, int]:
-        huffman = bool(block[pos] & 0x80)
-        length, pos = self._integer(block, pos, 7)
-        raw = block[pos : pos + length]
-        return (_HUFFMAN if huffman else raw.decode("latin-1")), pos + length
-
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
-        headers: list[tuple[str, str]] = []
-        pos = 0
-        while pos < len(block):
-            first = block[pos]
-            if first & 0x80:  # indexed field
-                index, pos = self._integer(block, pos, 7)
-                headers.append(self._entry(index))
-                continue
-            if first & 0xE0 == 0x20:  # dynamic table size update
-                self._max_size, pos = self._integer(block, pos, 5)
-                self._evict()
-                continue
-            indexing = bool(first & 0x40)
-            index, pos = self._integer(block, pos, 6 if indexing else 4)
-            if index:
-                name = self._entry(index)[0]
-            else:
-                name, pos = self._string(block, pos)
-            value, pos = self._string(block, pos)
-            headers.append((name, value))
-            if indexing:
-                self._table.insert(0, (name, value))
-                self._evict()
-        return headers
-
 
 @dataclass(frozen=True)
 class WireMessage:
@@ -1355,7 +1215,7 @@ def _http2_calls(stream: bytes) -> list[WireCall]:
     """The calls in what an HTTP/2 client sent on one connection (up to the last whole frame)."""
     if not stream.startswith(_PREFACE):
         raise AssertionError(f"not an HTTP/2 connection: {stream[:24]!r}")
-    hpack = _Hpack()
+    decoder = hpack.Decoder()  # one per connection: HPACK's dynamic table is the connection's
     calls: dict[int, WireCall] = {}
     block = bytearray()
     pos = len(_PREFACE)
@@ -1377,7 +1237,7 @@ def _http2_calls(stream: bytes) -> list[WireCall]:
                 payload = payload[5:]
             block += payload
             if flags & 0x4:  # END_HEADERS
-                headers = dict(hpack.decode(bytes(block)))
+                headers = {str(name): str(value) for name, value in decoder.decode(bytes(block), raw=False)}
                 block.clear()
                 calls.setdefault(stream_id, WireCall(headers))
     return list(calls.values())
