@@ -305,6 +305,7 @@ _HYPHENATED_KEYS: Final = _anchored(
         ("xai", r"[A-Za-z0-9_-]{20,}"),  # xAI
         ("pplx", r"[A-Za-z0-9_-]{20,}"),  # Perplexity
         ("glpat", r"[A-Za-z0-9_-]{20,}"),  # GitLab
+        ("GOCSPX", r"[A-Za-z0-9_-]{20,}"),  # Google OAuth client secrets
         ("xox[abpors]", r"[A-Za-z0-9-]{10,}"),  # Slack
     ),
 )
@@ -318,6 +319,8 @@ _UNDERSCORED_KEYS: Final = _anchored(
         ("[rs]k", r"(?:live|test)_[A-Za-z0-9]{10,}"),  # Stripe secret and restricted keys
         ("npm", r"[A-Za-z0-9]{30,}"),  # npm
         ("r8", r"[A-Za-z0-9]{30,}"),  # Replicate
+        ("shp(?:at|ca|pa|ss)", r"[a-fA-F0-9]{32}"),  # Shopify
+        ("do[opr]", r"v1_[a-f0-9]{64}"),  # DigitalOcean
     ),
 )
 _JWT: Final = re.compile(
@@ -325,6 +328,216 @@ _JWT: Final = re.compile(
     r"(?<!\w)eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
 )
 _HEADER_GATE_END: Final = r"\\?[\"']?[ \t]*[:=,]"
+
+# Command lines: a secret given as the argument after a flag named for it (--password X,
+# --db-password X, --api-key X, --client-secret X, --token X, httpie's --auth X, curl's --pass X,
+# openssl's -passin X, keytool's -storepass X, PowerShell's -Password X). --password=X is a
+# name=value pair (_NAME_VALUE). The flag starts an argument (after a space, a quote, a bracket or
+# at the start), and the name is its last dash-separated part: --max-tokens, --token-file,
+# --password-stdin and --tokenizer are kept, as are boolean flags such as --no-password,
+# --ask-pass and --with-token. The value is the next argument on the same line, quoted or not,
+# unless it is no value: another flag (-x), shell syntax (< > | & ;), a variable ($TOKEN,
+# ${TOKEN}), markup ([cyan]), a placeholder (YOUR_TOKEN, ***, password) or a word of prose ("the
+# --token flag", "pass --password to be asked"). So a password starting with "-" or "$" is not
+# masked in text (in an argument list, see _mask_argument, only another flag or a variable is no
+# value). The flag is found from its first dash, which must not follow a letter or a dash: each
+# start is tried once, and looks at a bounded flag (up to 8 parts before the name, 32 characters
+# each: a run of "a-a-a" after " --" was scanned and given back part by part), and the value
+# cannot start with the spaces before it, so the search stays linear.
+_ARG_START: Final = r"-(?<![^\s\"'`(\[,]-)"
+_CLI_SECRET_NAMES: Final = (
+    r"passw(?:or)?d|passphrase|passcode|pass(?:in|out)?|(?:src|dest)?(?:store|key)pass"
+    r"|token|secret|api[_-]?key|(?:access|secret)[_-]?key|auth|credentials?"
+)
+_CLI_SECRET_FLAG: Final = (
+    r"-?(?!(?:no|ask|prompt|skip|with|without|disable|enable|show|hide|print)[_-])"
+    rf"(?:[a-z0-9]{{1,32}}[_-]){{0,8}}(?:{_CLI_SECRET_NAMES})"
+)
+_NO_VALUE: Final = r"(?![-<>|&;\[]|\$\{?[a-z_]\w*\}?(?![^\s\"'`]))"
+# Words of prose and placeholders in documentation (--token YOUR_TOKEN, -u user:password,
+# --password ***) are no value either: checked on what _CLI_FLAG matched (_keep_flag), since
+# trying these alternatives at every flag was most of the cost of searching for it.
+_PLACEHOLDER: Final = (
+    r"(?:passw(?:or)?d|pass|secret|token|pwd?|api[_-]?key|your[_-][\w-]*|x{3,}|\*{3,}|\.{3}|…)"
+    r"[.,;:!?)\]]*"
+)
+_NOT_A_VALUE: Final = re.compile(
+    r"(?:flags?|options?|arg(?:ument)?s?|param(?:eter)?s?|switch|values?|is|to|or|and|the|an?|with|for"
+    rf"|if|when|which|that|instead|can|must|should|will|only|also|not|from|in|of|on|as)[.,;:!?)]*|{_PLACEHOLDER}",
+    re.IGNORECASE,
+)
+_MAX_NOT_A_VALUE: Final = 32
+# A quoted argument runs to its closing quote or the end of the line (escapes skipped; an
+# unclosed one is masked to the end of the line); a bare one to the next space or quote.
+# (One alternative per quote: a character class is several times faster than a look-ahead for
+# the quote, a back-reference, at each character.)
+_ARG_VALUE: Final = (
+    r"(?P<value>\"(?:[^\"\\\n]|\\[^\n])*\"?|'(?:[^'\\\n]|\\[^\n])*'?|`(?:[^`\\\n]|\\[^\n])*`?"
+    r"|[^\s\"'`]+)"
+)
+# Case-insensitive after the first dash: a pattern compiled with re.IGNORECASE is not searched
+# for quickly by its first character, and was ten times slower on text with many dashes.
+# The flag is matched in a look-ahead and taken as matched, (?=(?P<flag>...))(?P=flag): a look-ahead
+# is atomic, so a value that is no value fails at once instead of trying the flag's other splits.
+_CLI_FLAG: Final = re.compile(
+    rf"(?P<head>{_ARG_START}(?=(?P<flag>(?i:{_CLI_SECRET_FLAG})[ \t]+))(?P=flag))"
+    rf"(?i:{_NO_VALUE}){_ARG_VALUE}"
+)
+# curl's -u/--user and -U/--proxy-user user:password (and --user=user:password): the user is
+# kept, the password masked; "-u alice" has none (curl asks for it). Two numbers are a uid:gid
+# (docker run -u 1000:1000), not a user and a password.
+_USER_FLAG: Final = re.compile(
+    rf"(?P<head>{_ARG_START}(?:[uU]|-user|-proxy-user)(?:[ \t]+(?![ \t])|=)"
+    r"(?P<q>[\"'])?(?!\d+:\d+[.,;:!?)\]]*(?![^\s\"'`]))[^\s:\"'\\]*:)"
+    rf"(?!\$|<|(?i:{_PLACEHOLDER})(?![^\s\"'`]))(?(q)(?:(?!(?P=q))[^\\\n]|\\[^\n])+(?P<end>(?P=q))?|[^\s\"'`]+)"
+)
+_CLI_GATES: Final = (  # (the literal a flag's name ends with, what is around it)
+    ("pass", r"(?:(?<=[-_]pass)(?:w(?:or)?d|phrase|code|in|out)?|(?<=storepass)|(?<=keypass))[ \t]"),
+    ("token", r"(?<=[-_]token)[ \t]"),
+    ("secret", r"(?<=[-_]secret)[ \t]"),
+    ("key", r"(?:(?<=[-_]key)|(?<=[-_]apikey)|(?<=[-_]accesskey)|(?<=[-_]secretkey))[ \t]"),
+    ("auth", r"(?<=[-_]auth)[ \t]"),
+    ("credential", r"(?<=[-_]credential)s?[ \t]"),
+)
+_ARGUMENT_FLAG: Final = re.compile(rf"-{_CLI_SECRET_FLAG}", re.IGNORECASE)
+"""A flag, alone in an argument list, whose next argument is a secret (["mysql", "--password", "x"])."""
+_USER_ARGUMENT_FLAG: Final = re.compile(r"-[uU]|--user|--proxy-user")
+_UID_GID: Final = re.compile(r"\d+:\d+")
+_ARGUMENT_NO_VALUE: Final = re.compile(r"-|\$\{?[A-Za-z_]\w*\}?\Z")
+
+
+_NO_FLAG: Final = 0
+_SECRET_FLAG: Final = 1
+_USER_FLAG_ARGUMENT: Final = 2
+_MAX_FLAG_LENGTH: Final = 64
+
+
+def _argument_flag(item: object) -> int:
+    """What the argument after ``item``, an item of a list, is: a secret (``--password``), a user
+    and password (``-u``), or nothing to mask."""
+    if type(item) is not str or not item.startswith("-") or len(item) > _MAX_FLAG_LENGTH:
+        return _NO_FLAG
+    if _USER_ARGUMENT_FLAG.fullmatch(item) is not None:
+        return _USER_FLAG_ARGUMENT
+    return _SECRET_FLAG if _ARGUMENT_FLAG.fullmatch(item) is not None else _NO_FLAG
+
+
+def _mask_argument(flag: int, argument: str) -> str:
+    """``argument``, the (converted) item after a flag in a list, masked as ``flag`` says: whole, or
+    after the user. Another flag or a variable ($TOKEN) is no value."""
+    if not argument or isinstance(argument, _More) or _ARGUMENT_NO_VALUE.match(argument) is not None:
+        return argument
+    if flag == _SECRET_FLAG:
+        return REDACTED
+    user, colon, password = argument.partition(":")
+    if not password or _UID_GID.fullmatch(argument) is not None:
+        return argument
+    return user + colon + REDACTED
+
+
+def _keep_flag(match: re.Match[str]) -> str:
+    """The flag kept, its value masked; a quoted value keeps its quotes (_CLI_FLAG)."""
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'`" else ""
+    if not quote and len(value) <= _MAX_NOT_A_VALUE and _NOT_A_VALUE.fullmatch(value) is not None:
+        return match.group()
+    closed = len(value) > 1 and value[-1] == quote
+    return match.group("head") + quote + REDACTED + (quote if closed else "")
+
+
+def _keep_user(match: re.Match[str]) -> str:
+    """The flag and the user kept, the password masked; a quoted one keeps its quotes (_USER_FLAG)."""
+    return match.group("head") + REDACTED + (match.group("end") or "")
+
+
+# Prose: "the password is hunter2", "my API key is: sk...", "the password for bob was changed to
+# Tr0ub4dor&3", "the access token is 'abc'". A name (password, passphrase, passcode; secret; API,
+# access or secret key; an access, API, auth, bearer, refresh, bot, session, id... token: not a bare
+# "token", which in prose about models is a piece of text), perhaps "for"/"of" and up to three
+# words, then "is"/"was" (now, still, set to, changed to) or "set/changed/reset/updated to", or a
+# colon after such words or after a key or token name, and the value. A quoted value is masked
+# whatever it is. A bare one only if it looks like a credential: at least 4 characters, no URL, and
+# not a plain word ("incorrect", "Required.", "short-lived", "JWT", "e.g.", "LangSmith"): so "the
+# password is incorrect" and "the token is valid for 3600 seconds" are kept, and "the password is
+# swordfish" too, unquoted (the price of keeping prose readable). A plain word has letters only,
+# at most 15 (and up to two more such parts joined by - or .): a longer one, or one with a digit
+# or a symbol, is masked.
+#
+# They are found in the lower-cased text (the positions are the text's: see _lower_aligned), by
+# patterns that start with the trigger, a literal, and look behind it for the start of a word and
+# for the word before a "key" or a "token". The name and its link (the head) are matched in a
+# look-ahead, atomic: a value that fails does not make the head try its other splits, so each
+# head is tried once and the search stays linear.
+_PROSE_QUALIFIED: Final = {  # trigger: words that make it a credential's name, before it
+    "key": ("api", "access", "secret"),
+    "token": (
+        "access", "api", "auth", "bearer", "refresh", "bot", "session", "id", "oauth", "personal",
+        "security", "github", "gitlab", "slack", "discord", "telegram", "hf", "my", "your", "our",
+    ),
+}  # fmt: skip
+
+
+def _qualified(trigger: str, words: tuple[str, ...]) -> str:
+    """Look-behinds, after ``trigger``, for one of ``words`` (starting a word) before it, joined by a
+    space, a - or nothing (not a _: "api_key is None" is code); first a look-ahead for what may follow
+    a name, which rules out most occurrences ("tokens") at once. One look-behind per width: each
+    must have a fixed width."""
+    widths: dict[int, list[str]] = {}
+    for word in words:
+        for separator in (" ", "-", ""):
+            widths.setdefault(len(word + separator), []).append(re.escape(word + separator))
+    behind = "|".join(
+        f"(?<=(?<![a-z0-9_])(?:{'|'.join(names)}){re.escape(trigger)})" for names in widths.values()
+    )
+    return rf"(?=[ \t:])(?:{behind})"
+
+
+def _prose_link(bare_colon: bool) -> str:
+    """What joins a name to its value: "for bob" or "of the admin account" perhaps, then "is" (or
+    "was", "is now", "was set to", "changed to"...) or, after such words, a colon. A colon right
+    after the name only if ``bare_colon``: "password: ..." is _NAME_VALUE's, which masks the line."""
+    qualifier = r"[ \t]+(?:for|of)(?:[ \t]+[\w.@-]{1,64}){1,3}?"
+    verb = (
+        r"[ \t]+(?:(?:is|was)(?:[ \t]+(?:now|still))?(?:[ \t]+(?:set|changed))?(?:[ \t]+to)?"
+        r"|(?:set|changed|reset|updated)[ \t]+to)(?:[ \t]*:[ \t]*|[ \t]+)"
+    )
+    colon = r"[ \t]*:[ \t]*"
+    link = rf"(?:(?:{qualifier})?{verb}|{qualifier}{colon}{f'|{colon}' if bare_colon else ''})(?![ \t])"
+    return rf"(?=(?P<link>{link}))(?P=link)"
+
+
+_PROSE_NAMES: Final = {  # trigger: (look-behinds after it, what follows it, a colon may follow it)
+    "pass": (r"(?<![a-z0-9_]pass)", r"(?:w(?:or)?d|phrase|code)", False),
+    "secret": (r"(?<![a-z0-9_]secret)", "", False),
+    **{trigger: (_qualified(trigger, words), "", True) for trigger, words in _PROSE_QUALIFIED.items()},
+}
+_PLAIN_WORD: Final = r"[a-z]{1,15}(?:[-.][a-z]{1,15}){0,2}[.,;:!?)]*(?![^\s\"'`])"
+_PROSE_VALUE: Final = (
+    r"(?P<value>\"(?:[^\"\\\n]|\\[^\n])+\"?|'(?:[^'\\\n]|\\[^\n])+'?|`(?:[^`\\\n]|\\[^\n])+`?"
+    rf"|(?!{_PLAIN_WORD}|[a-z][a-z0-9+.-]*://)(?=[^\s\"'`]{{4}})[^\s\"'`]+)"
+)
+_PROSE_HEADS: Final = tuple(
+    (trigger, _gate(trigger, behind + rest + _prose_link(bare_colon) + _PROSE_VALUE))
+    for trigger, (behind, rest, bare_colon) in _PROSE_NAMES.items()
+)
+"""(trigger, pattern) of the secrets told in prose, searched for in the lower-cased text."""
+
+
+def _mask_prose(text: str, folded: str, pattern: re.Pattern[str]) -> str:
+    """``text`` with the values ``pattern`` finds in ``folded`` (aligned with it) masked."""
+    pieces: list[str] = []
+    done = 0
+    for found in pattern.finditer(folded):
+        value = found.group("value")
+        quote = value[0] if value[0] in "\"'`" else ""
+        closed = len(value) > 1 and value[-1] == quote
+        pieces += (text[done : found.start("value")], quote, REDACTED, quote if closed else "")
+        done = found.end()
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
+
 
 # Rules: (trigger, gate, pattern, replacement). A rule runs only on text containing its trigger
 # substring, in which its gate, if any, also finds something: most text pays one substring search
@@ -343,6 +556,18 @@ _CASED_RULES: Final[tuple[_Rule, ...]] = (
         REDACTED,
     ),
     ("ya29.", None, re.compile(r"ya29\.(?<=\bya29\.)[A-Za-z0-9_-]{20,}"), REDACTED),  # Google OAuth
+    (
+        "SG.",
+        None,
+        re.compile(r"SG\.(?<=\bSG\.)[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{32,}"),
+        REDACTED,
+    ),  # SendGrid
+    (  # Slack incoming webhooks and workflow triggers: the path is the credential
+        "://",
+        None,
+        re.compile(r"(hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9_/-]+"),
+        _KEEP_PREFIX,
+    ),
     # JWT: header.payload.signature, header and payload JSON objects in base64url ("eyJ" is '{"').
     # It starts at a word boundary, and "-" is both a boundary and a base64url character: tried at
     # every "-eyJ" of a long run ("-eyJ-eyJ..."), the header scanned to the end of the run each
@@ -360,6 +585,8 @@ _CASED_RULES: Final[tuple[_Rule, ...]] = (
         _KEEP_PREFIX,
     ),
     ("://", None, re.compile(r"(://[^/\s:@]*:)[^/\s@]+(?=@)"), _KEEP_PREFIX),  # URL password (redis://:pw@)
+    # curl -u user:password, --user, --proxy-user, -U
+    ("-", re.compile(r"-(?:-(?:proxy-)?user|[uU])[ \t=]"), _USER_FLAG, _keep_user),
 )
 _FOLDED_RULES: Final[tuple[_Rule, ...]] = (
     (
@@ -369,13 +596,45 @@ _FOLDED_RULES: Final[tuple[_Rule, ...]] = (
         _KEEP_PREFIX,
     ),
     ("authorization", _gate("authorization", _HEADER_GATE_END), _AUTHORIZATION, _keep_head),
-    (
+    (  # PEM private keys, PGP private key blocks: all between the BEGIN and END lines
         "key",
-        _gate("private key-----", ""),
-        re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|\Z)"),
+        _gate("private key", "(?: block)?-----"),
+        re.compile(
+            r"(-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----)[\s\S]*?"
+            r"(-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+        ),
         f"\\g<1>{REDACTED}\\g<2>",
     ),
+    # --password X: tried where a gate finds the name that ends such a flag, after a - or _ (or
+    # keytool's -storepass), followed by a space; once, whichever gates find something
+    *((trigger, _gate(trigger, rest), _CLI_FLAG, _keep_flag) for trigger, rest in _CLI_GATES),
+    (  # Azure storage and Service Bus connection strings: to the next ";", EntityPath=... stays
+        "key",
+        re.compile(r"key=(?<=accountkey=)|key=(?<=sharedaccesskey=)"),
+        re.compile(r"((?<![A-Za-z0-9])(?:AccountKey|SharedAccessKey)=)[^;\s\"'`&,<>]+", re.IGNORECASE),
+        _KEEP_PREFIX,
+    ),
 )
+
+
+def _by_trigger(
+    rules: tuple[_Rule, ...],
+) -> tuple[tuple[str, tuple[tuple[re.Pattern[str] | None, re.Pattern[str], Any], ...]], ...]:
+    """``rules`` grouped by trigger, in the order of their first rule: each trigger is looked for once."""
+    return tuple(
+        (
+            trigger,
+            tuple(
+                (gate, pattern, replacement) for each, gate, pattern, replacement in rules if each == trigger
+            ),
+        )
+        for trigger in dict.fromkeys(rule[0] for rule in rules)
+    )
+
+
+_CASED_GROUPS: Final = _by_trigger(_CASED_RULES)
+_FOLDED_GROUPS: Final = _by_trigger(_FOLDED_RULES)
+_FOLDED_TRIGGERS: Final = frozenset(trigger for trigger, _ in _FOLDED_GROUPS)
 # The name=value rule (_NAME_VALUE) is tried only where a gate finds a name and a separator in the
 # lower-cased text. Its names may end a word (PGPASSWORD), so it cannot start with a look-behind
 # that skips the inside of words quickly, and searching the whole text with it was several times
@@ -425,20 +684,39 @@ def _mask(text: str) -> str:
         return text
     original = text
     folded = text.lower()  # before any masking, which adds no trigger
-    for trigger, gate, pattern, replacement in _CASED_RULES:
-        if trigger in text and (gate is None or gate.search(text) is not None):
-            text = pattern.sub(replacement, text)
-    for trigger, gate, pattern, replacement in _FOLDED_RULES:
-        if trigger in folded and (gate is None or gate.search(folded) is not None):
-            text = pattern.sub(replacement, text)
+    for trigger, cased in _CASED_GROUPS:
+        if trigger in text:
+            for gate, pattern, replacement in cased:
+                if gate is None or gate.search(text) is not None:
+                    text = pattern.sub(replacement, text)
+    present: set[str] = set()  # the folded triggers in the text, each looked for once
+    applied: set[re.Pattern[str]] = set()  # a pattern of several rules (_CLI_FLAG) is applied once
+    for trigger, folded_rules in _FOLDED_GROUPS:
+        if trigger not in folded:
+            continue
+        present.add(trigger)
+        for gate, pattern, replacement in folded_rules:
+            if pattern not in applied and (gate is None or gate.search(folded) is not None):
+                text = pattern.sub(replacement, text)
+                applied.add(pattern)
+    aligned = text is original and len(folded) == len(text)  # folded gives positions in text
+    for trigger, head in _PROSE_HEADS:
+        if (trigger in present if trigger in _FOLDED_TRIGGERS else trigger in folded) and head.search(
+            folded
+        ) is not None:
+            if not aligned:
+                folded, aligned = _lower_aligned(text), True
+            masked = _mask_prose(text, folded, head)
+            if masked is not text:  # the next heads are looked for in the masked text
+                text, folded = masked, _lower_aligned(masked)
     if not (":" in folded or "=" in folded or "," in folded):
         return text  # no separator: no name=value pair (the cheap common case of prose)
-    if text is not original or len(folded) != len(text):
+    if not aligned:
         folded = _lower_aligned(text)  # the name gates give positions in the text
     starts = [
         name.start()
         for trigger, gates in _NAME_GATES
-        if trigger in folded
+        if (trigger in present if trigger in _FOLDED_TRIGGERS else trigger in folded)
         for gate in gates
         for name in gate.finditer(folded)
     ]
@@ -822,13 +1100,19 @@ class _Converter:
             if self.scrub and total == 2 and isinstance(owner, (list, tuple)) and self._secret_pair(owner):
                 return [self.convert(owner[0], depth + 1), REDACTED]
             out: list[Any] = []
+            flag = _NO_FLAG  # the item before was a flag whose argument is a secret (an argv list)
             for index, item in enumerate(items):
                 if index >= MAX_ITEMS or self.budget <= 0:
                     out.append(_more(total - index))
                     self.truncated = True
                     break
                 self.budget -= 2
-                out.append(self.convert(item, depth + 1))
+                converted = self.convert(item, depth + 1)
+                if self.scrub:
+                    if flag and type(converted) is str:
+                        converted = _mask_argument(flag, converted)
+                    flag = _argument_flag(item)
+                out.append(converted)
             return out
         finally:
             self._open.discard(id(owner))
@@ -857,9 +1141,12 @@ def scrub_secrets(value: Any) -> Any:
     and the generated-looking ones of ``key`` and ``*_key``, and the values of headers given as
     (name, value) pairs. Credentials inside strings are masked: bearer tokens, provider API keys
     (OpenAI, Anthropic, Groq, Perplexity, xAI, Hugging Face, Google, AWS key ids, GitHub, GitLab,
-    Slack, Stripe, npm, Replicate), JWTs, private keys, authorization headers written as text,
-    ``api_key=...``/``"password": "..."``/``X-Custom-Auth: ...``/``Cookie: ...`` pairs, credential
-    URL parameters (``?key=``, ``&sig=``) and URL passwords. Never raises.
+    Slack, Stripe, npm, Replicate, SendGrid, Shopify, DigitalOcean), Google OAuth client secrets,
+    Slack webhook URLs, JWTs, PEM and PGP private keys, authorization headers written as text,
+    ``api_key=...``/``"password": "..."``/``X-Custom-Auth: ...``/``Cookie: ...`` pairs, Azure
+    ``AccountKey=``/``SharedAccessKey=``, credential URL parameters (``?key=``, ``&sig=``), URL
+    passwords, command-line secrets (``--password X``, ``curl -u user:password``, also as items
+    of an argument list) and secrets told in prose ("the password is hunter2"). Never raises.
     """
     return _Converter(DEFAULT_MAX_DEPTH, scrub=True).convert(value, 0)
 

@@ -956,6 +956,46 @@ def _adversarial_cases() -> dict[str, tuple[str, Callable[[int], str]]]:
         "auth: repeated": ("auth", rep("oauth:")),
         "credentials= tabs": ("credential", run("credentials=", "\t", "\n")),
         "cookie: spaces quote": ("cookie", run("cookie:", " ", "'")),
+        # command-line flags (--password X) and curl's -u user:password
+        "--password flags": ("-", rep(" --password ")),
+        "--password then spaces": ("-", run(" --password", " ", "-")),
+        "long flag prefix": ("-", run(" --", "a-", "password")),
+        "flag prefix parts": ("-", rep(" --a-b_c-d-token")),
+        "dash runs": ("-", rep("-a")),
+        "--token prose": ("-", rep(" --token flag ")),
+        "--token unclosed quotes": ("-", rep(" --token '--token \"x\\")),
+        "--token quote to the end": ("-", run(' --token "', "a", "\\\n")),
+        "-u without a password": ("-", rep(" -u a")),
+        "-u long user": ("-", run(" -u ", "a", "")),
+        "-u uid:gid": ("-", rep(" -u 1:1")),
+        "--user= quote": ("-", run(' --user="a:', "b", "\\\n")),
+        "GOCSPX- prefixes": ("-", rep("-GOCSPX-")),
+        "shpat_ prefixes": ("_", rep("-shpat_")),
+        "dop_v1_ prefixes": ("_", rep("-dop_v1_")),
+        "SG. prefixes": ("SG.", rep("SG.")),
+        "SG. almost keys": ("SG.", rep("SG." + "a" * 22 + ".")),
+        "slack hooks": ("://", rep("://hooks.slack.com/services/")),
+        "slack hook path": ("://", run("https://hooks.slack.com/services/", "T/", "")),
+        "AccountKey= repeated": ("key", rep("AccountKey=")),
+        "AccountKey= inside words": ("key", rep("xsharedaccesskey=")),
+        "AccountKey long value": ("key", run("AccountKey=", "a", "")),
+        "PGP block long body": ("key", run("-----BEGIN PGP PRIVATE KEY BLOCK-----", "a\n", "")),
+        "PGP block headers": ("key", rep("private key block-----")),
+        # secrets told in prose ("the password is hunter2")
+        "password is plain words": ("pass", rep("password is ")),
+        "password is long word": ("pass", run("password is ", "a", "")),
+        "password for words": ("pass", rep("password for a a a ")),
+        "password then spaces prose": ("pass", run("password", " ", "x")),
+        "password is unclosed quote": ("pass", run("password is '", "a", "\\\n")),
+        "password: repeated": ("pass", rep("password: ")),
+        "secret is repeated": ("secret", rep("secret is ")),
+        "api key is repeated": ("key", rep("api key is ")),
+        "access token is repeated": ("token", rep("access token is ")),
+        "token is without a qualifier": ("token", rep("xtoken was set to ")),
+        "--token placeholders": ("-", rep(" --token YOUR_TOKEN")),
+        "my token: values": ("token", rep("my token: x1 ")),
+        "password for many words": ("pass", rep("password for a b c d e ")),
+        "password for a long word": ("pass", run("password for ", "a", " is x1")),
     }
 
 
@@ -985,7 +1025,7 @@ def _deadline(seconds: float) -> Iterator[None]:
 
 def test_adversarial_cases_cover_every_masking_rule() -> None:
     triggers = {trigger for trigger, *_ in (*_content._CASED_RULES, *_content._FOLDED_RULES)}
-    triggers |= {trigger for trigger, _ in _content._NAME_GATES}
+    triggers |= {trigger for trigger, _ in (*_content._NAME_GATES, *_content._PROSE_HEADS)}
     assert triggers <= {trigger for trigger, _ in ADVERSARIAL.values()}
 
 
@@ -997,11 +1037,13 @@ def test_masking_is_linear_on_adversarial_text(case: str) -> None:
     assert len(text) == 4 * DEFAULT_MAX_ATTRIBUTE_LENGTH
     assert trigger in text or trigger in text.lower()
     elapsed = []
-    for _ in range(2):  # the best of two: a loaded machine may stall one run
-        start = time.perf_counter()
-        with _deadline(10 * MAX_MASK_SECONDS):
+    for _ in range(2):  # the best of two
+        # CPU time, not wall time: other processes taking the cores do not count (quadratic
+        # rules took seconds of CPU on these inputs; linear ones take a few ms)
+        start = time.process_time()
+        with _deadline(50 * MAX_MASK_SECONDS):  # wall clock: only stops a runaway rule
             _content._mask(text)
-        elapsed.append(time.perf_counter() - start)
+        elapsed.append(time.process_time() - start)
     assert min(elapsed) < MAX_MASK_SECONDS
 
 
