@@ -12,6 +12,7 @@ import stat
 import threading
 import types
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -25,6 +26,12 @@ from tests.otlp_receivers import GrpcReceiver, HttpReceiver, _Receiver
 
 SIGNALS = ("traces", "metrics", "logs")
 OTEL_PREFIXES = ("OTEL_", "LLMTRACE_")
+
+
+def metric_readers(provider: Any) -> list[Any]:
+    """An SDK MeterProvider's readers: in ``_metric_readers`` since 1.44, in ``_sdk_config`` before."""
+    readers = getattr(provider, "_metric_readers", None) or provider._sdk_config.metric_readers
+    return list(readers)
 
 
 @pytest.fixture(autouse=True)
@@ -383,8 +390,7 @@ def test_defaults_and_zero_timeouts(monkeypatch, tmp_path):
     )
     assert batch._export_timeout_millis == 5000 and pipeline.shutdown_timeout_s == 5.0
     provider = pipeline.meter_provider
-    # the SDK keeps its readers in _metric_readers since 1.44, in _sdk_config before
-    readers = getattr(provider, "_metric_readers", None) or provider._sdk_config.metric_readers  # type: ignore[attr-defined]
+    readers = metric_readers(provider)
     assert next(iter(readers))._export_interval_millis == 30_000
     pipeline.shutdown()
     monkeypatch.setenv("OTEL_BSP_EXPORT_TIMEOUT", "0")  # no limit

@@ -25,6 +25,7 @@ from llmtrace._env import env_port
 from llmtrace._exporters import CountingMetricExporter
 from llmtrace._settings import settings
 from tests.core.test_configure import _handler
+from tests.core.test_otel_env import metric_readers
 from tests.otlp_receivers import HttpReceiver
 
 COST = 0.0075
@@ -120,7 +121,7 @@ def test_console_metrics_and_events(monkeypatch, capsys):
     monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "7000")
     pipeline = llmtrace.configure(service_name="console-test", set_global=False)
     assert pipeline.exporters_by_signal == {"traces": (), "metrics": ("console",), "logs": ("console",)}
-    (reader,) = pipeline.meter_provider._metric_readers  # type: ignore[attr-defined]
+    (reader,) = metric_readers(pipeline.meter_provider)
     assert isinstance(reader, PeriodicExportingMetricReader)
     assert (reader._export_interval_millis, reader._export_timeout_millis) == (100, 7000)
     assert isinstance(reader._exporter, CountingMetricExporter)
@@ -256,7 +257,7 @@ def test_prometheus_keyword_and_variable_make_one_endpoint(monkeypatch):
     pipeline = llmtrace.configure(prometheus_port=port, set_global=False)
     try:
         assert pipeline.exporters_by_signal["metrics"] == ("prometheus",)
-        readers = pipeline.meter_provider._metric_readers  # type: ignore[attr-defined]
+        readers = metric_readers(pipeline.meter_provider)
         assert [type(reader).__name__ for reader in readers] == ["PrometheusMetricReader"]
         _chat(pipeline)
         assert _cost(_scrape(port)) == pytest.approx(COST)  # 127.0.0.1, the keyword's default host
