@@ -86,6 +86,8 @@ _CATEGORY_BY_CLASS_NAME: Final[dict[str, str]] = {
     "ConnectionError": CONNECTION,
     "gaierror": CONNECTION,
     "CancelledError": CANCELLED,
+    # frameworks: a LlamaIndex workflow (or agent) run cut off by its own timeout
+    "WorkflowTimeoutError": TIMEOUT,
 }
 
 # Attributes that may hold an HTTP status: openai/anthropic ``status_code``, google ``code``,

@@ -236,6 +236,12 @@ def test_builtins(exc: BaseException, expected: str) -> None:
     assert classify_error(exc) == expected
 
 
+def test_llama_index_workflow_timeout() -> None:
+    from workflows.errors import WorkflowTimeoutError  # what Workflow(timeout=...).run() raises
+
+    assert classify_error(WorkflowTimeoutError("Operation timed out after 0.2 seconds")) == "timeout"
+
+
 class UnknownProblem(Exception):
     pass
 

@@ -153,3 +153,46 @@ def test_async_chat_error(instrumentor, openai_server, span_exporter):
         asyncio.run(_llm(openai_server).achat(USER))
     chat = one(span_exporter.get_finished_spans(), "chat gpt-4o-mini")
     assert chat.status.status_code is StatusCode.ERROR
+
+
+def _add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@pytest.mark.parametrize("include_usage", [False, True], ids=["default", "include_usage"])
+def test_function_agent_streams_usage_only_when_asked(
+    instrumentor, openai_server, span_exporter, include_usage
+):
+    """``FunctionAgent`` streams its model calls, and llama-index-llms-openai asks for no stream usage:
+    the documented workaround (docs/limitations.md) is ``stream_options.include_usage``."""
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    openai_server.replies = [
+        {"tool_calls": [{"id": "c1", "name": "_add", "arguments": {"a": 1, "b": 2}}]},
+        {"text": "3", "prompt_tokens": 30, "completion_tokens": 2},
+    ]
+    extra = {"additional_kwargs": {"stream_options": {"include_usage": True}}} if include_usage else {}
+    agent = FunctionAgent(name="adder", tools=[_add], llm=_llm(openai_server, **extra))
+
+    async def main() -> str:
+        return str(await agent.run("1+2?"))
+
+    assert asyncio.run(main()) == "3"
+    spans = span_exporter.get_finished_spans()
+    chat = "  chat gpt-4o-mini"
+    assert tree(spans) == ["invoke_agent adder", chat, "  execute_tool _add", chat]
+    chats = sorted((s for s in spans if s.name == "chat gpt-4o-mini"), key=lambda s: s.start_time)
+    for chat in chats:
+        assert chat.attributes[semconv.GEN_AI_REQUEST_STREAM] is True
+    usage = [
+        (
+            chat.attributes.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+            chat.attributes.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+            chat.attributes.get(semconv.LLMTRACE_USAGE_REPORTED),
+        )
+        for chat in chats
+    ]
+    assert usage == ([(12, 5, None), (30, 2, None)] if include_usage else [(None, None, False)] * 2)
+    costs = [semconv.GEN_AI_USAGE_COST_AMOUNT in chat.attributes for chat in chats]
+    assert costs == [include_usage, include_usage]

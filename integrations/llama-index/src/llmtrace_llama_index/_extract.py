@@ -19,8 +19,10 @@ from llmtrace._content import MAX_ITEMS
 from llmtrace._formats import output_type
 from llmtrace._objects import BoundedCache, attribute, attributes, url_host_port
 
-# (substring of the lower-cased class name, provider name); first match wins, so the more
-# specific names come first.
+# (words of the lower-cased class name, provider name); first match wins, so the more specific
+# names come first. A name matches only whole camel-case words (``XAI`` and ``GrokLLM`` are xAI,
+# ``MaxAILLM`` is not); ``OpenAILike`` (an OpenAI-compatible server) is ``openai``, as the
+# conventions name the API the client speaks (``server.address`` tells the servers apart).
 _PROVIDERS: tuple[tuple[str, str], ...] = (
     ("azureopenai", semconv.PROVIDER_AZURE_OPENAI),
     ("azureaiinference", semconv.PROVIDER_AZURE_INFERENCE),
@@ -40,7 +42,16 @@ _PROVIDERS: tuple[tuple[str, str], ...] = (
     ("grok", semconv.PROVIDER_XAI),
     ("openai", semconv.PROVIDER_OPENAI),
 )
-_SUFFIX = re.compile(r"(functioncallingllm|llm|embedding|embeddings)$")
+_PRODUCTS: tuple[tuple[str, str], ...] = (
+    ("litellm", "litellm"),
+    ("vllm", "vllm"),
+    ("huggingface", "huggingface"),
+)
+"""Products the conventions have no value for, whose class names the fallback below would cut
+(``LiteLLM`` is not ``lite``, ``VllmServer`` is ``vllm``)."""
+_SUFFIX = re.compile(r"(FunctionCallingLLM|LLM|Embeddings?)$")
+"""A kind suffix cut from other class names, as a camel-case word only (``Vllm`` keeps its ``llm``)."""
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _UNKNOWN_MODEL = {"", "unknown", "none"}
 
 
@@ -64,17 +75,33 @@ def _class_provider(cls: type) -> tuple[str, str | None]:
     """(provider name, well-known provider or None) of a component class, cached per class."""
     found = _providers.get(cls)
     if found is None:
-        name = cls.__name__.lower()
-        known = next((provider for needle, provider in _PROVIDERS if needle in name), None)
-        found = _providers.remember(cls, (known or _SUFFIX.sub("", name) or name, known))
+        name = cls.__name__
+        words = _WORD.finditer(name)
+        bounds = {edge for word in words for edge in (word.start(), word.end())}
+        lowered = name.lower()
+        known = _match(lowered, bounds, _PROVIDERS)
+        fallback = _match(lowered, bounds, _PRODUCTS) or _SUFFIX.sub("", name).lower() or lowered
+        found = _providers.remember(cls, (known or fallback, known))
     return found
+
+
+def _match(name: str, bounds: set[int], table: tuple[tuple[str, str], ...]) -> str | None:
+    """The value of the first entry of ``table`` whose key is whole words of ``name``."""
+    for needle, value in table:
+        start = name.find(needle)
+        while start >= 0:
+            if start in bounds and start + len(needle) in bounds:
+                return value
+            start = name.find(needle, start + 1)
+    return None
 
 
 def provider_name(component: Any) -> str:
     """The ``gen_ai.provider.name`` of an LLM or embedding model, from its class.
 
     Well-known providers map to the conventions' values; any other class gives its own
-    lower-cased name without an ``LLM``/``Embedding`` suffix (``MockLLM`` -> ``mock``).
+    lower-cased name without an ``LLM``/``Embedding`` suffix (``MockLLM`` -> ``mock``), or the
+    product it names (``LiteLLM`` -> ``litellm``, ``Vllm`` -> ``vllm``).
     """
     return _class_provider(type(component))[0]
 
@@ -209,14 +236,14 @@ def _count(value: Any) -> int | None:
 
 
 def usage_from_raw(raw: Any) -> UsageCounts | None:
-    """Usage from an OpenAI- (chat completions or responses) or Anthropic-style raw response.
+    """Usage from an OpenAI- (chat completions or responses), Anthropic- or Gemini-style raw response.
 
     OpenAI reports ``prompt_tokens`` including cached ones (``prompt_tokens_details``);
     Anthropic reports ``input_tokens`` excluding cache reads and writes, so those are added.
     """
     usage = get(raw, "usage")
     if usage is None:
-        return None
+        return _gemini_usage(get(raw, "usage_metadata"))
     prompt = _count(get(usage, "prompt_tokens"))
     if prompt is not None or get(usage, "completion_tokens") is not None:
         details = get(usage, "prompt_tokens_details")
@@ -265,6 +292,32 @@ def usage_from_response(response: Any) -> UsageCounts | None:
     return None
 
 
+def _gemini_usage(meta: Any) -> UsageCounts | None:
+    """Gemini's ``usage_metadata`` (llama-index-llms-google-genai puts its dump in the raw response).
+
+    ``prompt_token_count`` already includes the cached part (``cached_content_token_count``); tool-use
+    prompts (``tool_use_prompt_token_count``) are input too. ``candidates_token_count`` excludes the
+    thinking tokens (``thoughts_token_count``), which are billed as output: they are added, so that
+    output includes reasoning as for every other provider (and as langchain-google-genai counts).
+    """
+    if meta is None:
+        return None
+    prompt = _count(get(meta, "prompt_token_count"))
+    candidates = _count(get(meta, "candidates_token_count"))
+    thoughts = _count(get(meta, "thoughts_token_count"))
+    if prompt is None and candidates is None and thoughts is None:
+        return None
+    tool_prompt = _count(get(meta, "tool_use_prompt_token_count"))
+    inputs = None if prompt is None else prompt + (tool_prompt or 0)
+    outputs = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
+    return UsageCounts(
+        input_tokens=inputs,
+        output_tokens=outputs,
+        cache_read_tokens=_count(get(meta, "cached_content_token_count")),
+        reasoning_tokens=thoughts,
+    )
+
+
 @dataclass(slots=True)
 class ResponseInfo:
     response_id: str | None = None
@@ -277,7 +330,8 @@ def response_info(response: Any) -> ResponseInfo:
 
     Finish reasons are the ones the provider reported, normalised to the conventions' values
     (``_parts.finish_reason``): OpenAI's ``choices``, else Anthropic's ``stop_reason``, Bedrock's
-    ``stopReason``, Ollama's ``done_reason``, Gemini's ``candidates`` or an OpenAI Responses status."""
+    ``stopReason``, Ollama's ``done_reason``, Gemini's ``candidates`` (or the top candidate's
+    ``finish_reason``, llama-index-llms-google-genai) or an OpenAI Responses status."""
     raw = get(response, "raw")
     info = ResponseInfo()
     if raw is None:
@@ -319,6 +373,11 @@ def _other_finish_reasons(raw: Any, reasons: list[str]) -> None:
             reason = _parts.finish_reason(getattr(value, "name", value))  # an SDK enum: its name
             if reason is not None:
                 reasons.append(reason)
+        return
+    value = get(raw, "finish_reason")  # llama-index-llms-google-genai: the top candidate's dump
+    reason = _parts.finish_reason(getattr(value, "name", value))
+    if reason is not None:
+        reasons.append(reason)
         return
     if get(raw, "object") == "response":  # OpenAI Responses: a status, not a finish reason
         reason = _response_status(raw)

@@ -18,7 +18,7 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +145,13 @@ class Node:
     """Engine nodes: this node's span id, under which ``lazy_keys`` were remembered."""
     lazy_done: bool = False
     """Engine nodes: a model call made by this engine's lazy stream has ended."""
+    dimensions: Mapping[str, str] | None = None
+    """Engine nodes: the ``llmtrace.dimensions()`` current when the engine started (if any), given
+    to the model calls of its lazily iterated stream, which may run after the caller's block."""
+    early_end: str | BaseException | None = None
+    """Engine nodes: how a model stream of this engine failed (the exception) or was cancelled
+    (``"cancel"``) before the engine's dispatcher span returned (a chat engine's history thread
+    runs the stream at once); applied when the engine returns that stream."""
     pending: tuple[int, str] | None = None
     """Model stream nodes: key and span id under which ``Runs.streams`` remembers the returned
     generator until its first chunk (see ``Runs.pending_stream``)."""
@@ -373,7 +380,7 @@ class Runs:
             if host.invocation is not None:
                 host.invocation.cancel(at)
             host.result = None
-            host = self.stream_closed(host)
+            host = self.stream_closed(host, "cancel")
 
     def forget_lazy(self, node: Node) -> None:
         """An engine ended: its remembered generators are no longer looked for."""
@@ -393,8 +400,10 @@ class Runs:
             self._open(node)  # an engine that returned this engine's stream waits for it too
             return True
 
-    def stream_closed(self, node: Node) -> Node | None:
-        """A stream ended: the engine node to end now (removed from the map), if any."""
+    def stream_closed(self, node: Node, how: str | BaseException | None = None) -> Node | None:
+        """A stream ended (``how``: ``"stop"``, ``"cancel"``, an exception, or None if not known):
+        the engine node to end now (removed from the map), if any. An engine that has not returned
+        yet remembers a failure or cancellation for when it does (``early_end``)."""
         host_id, node.stream_host = node.stream_host, None
         if host_id is None:
             return None
@@ -405,6 +414,8 @@ class Runs:
             host.open_streams -= 1
             if node.lazy_host == host_id:
                 host.lazy_done = True
+            if not host.deferred and how is not None and how != "stop" and host.early_end is None:
+                host.early_end = how
             if host.open_streams > 0 or not host.deferred:
                 return None
             self.nodes.pop(host_id)
@@ -461,11 +472,19 @@ def deferred_result(node: Node) -> Any:
     return node.result() if node.result is not None else None
 
 
-def end_run_children(run: RunState, end: Any) -> None:
-    """End the still-open invocations of a run's steps and its current sub-agent."""
-    for child in run.children:
-        if not child.ended:
-            end(child)
-    run.children.clear()
+def end_run_children(run: RunState, end: Any, *, owned: bool = True) -> None:
+    """End the still-open invocations of a run's steps and its current sub-agent. With
+    ``owned=False``, only those that no open dispatcher span owns, the tool calls waiting for an
+    event and the sub-agent: every other one is ended by its own span's end."""
+    if owned:
+        for child in run.children:
+            if not child.ended:
+                end(child)
+        run.children.clear()
+    else:
+        waiting, run.waiting = run.waiting, None
+        for tool in (waiting or {}).values():
+            if not tool.ended:
+                end(tool)
     if run.agent is not None and run.agent is not run.invocation and not run.agent.ended:
         end(run.agent)

@@ -28,6 +28,7 @@ the model call starts only as the caller iterates the response (``_lazy`` finds 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 from collections.abc import Mapping
@@ -52,6 +53,7 @@ from llmtrace import (
 )
 from llmtrace._safety import never_raise, report_internal_error
 from llmtrace._settings import settings
+from llmtrace._usage import current_dimensions, dimensions
 from llmtrace_llama_index import _extract
 from llmtrace_llama_index._classify import (
     ENGINE_KINDS,
@@ -243,10 +245,21 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             call_id = None
             if kind is Kind.TOOL and parent_node is not None and parent_node.kind is Kind.PREDICT_AND_CALL:
                 call_id = _selected_call_id()  # a tool the model chose: its call id is on the stack
-            invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run, call_id)
+            engine_dimensions = self._lazy_dimensions(kind, lazy_host)
+            if engine_dimensions:
+                # a model call made by an engine's lazily iterated stream (maybe after the caller's
+                # ``llmtrace.dimensions()`` block): it is the engine's call, with the engine's ones
+                with dimensions(**engine_dimensions):
+                    invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run, call_id)
+            else:
+                invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run, call_id)
             if run is not None and child_run is run:
                 run.adopt(invocation)  # ended with the run if still open then
             node = Node(kind, invocation, parent, instance_id, child_run)
+            if kind in ENGINE_KINDS:
+                called_with = current_dimensions()
+                if called_with:
+                    node.dimensions = called_with  # for the model calls of its lazy stream
             runs.attach(node)
         if host_id is not None:
             node.host_id = host_id
@@ -257,6 +270,19 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         runs.nodes.put(id_, node)
         if lazy_host is not None and isinstance(node.invocation, ModelInvocation):
             runs.open_lazy(node)  # the engine that returned the stream waits for this call
+
+    def _lazy_dimensions(self, kind: Kind, lazy_host: str | None) -> dict[str, str] | None:
+        """The ``llmtrace.dimensions()`` of the engine whose lazy stream a model call runs in, that
+        the caller's context lacks (None if none: a thread the engine started copied its context)."""
+        if lazy_host is None or kind not in (Kind.CHAT, Kind.COMPLETION, Kind.EMBEDDING):
+            return None
+        host = self.runs.nodes.peek(lazy_host)
+        saved = host.dimensions if host is not None else None
+        if not saved:
+            return None
+        current = current_dimensions()
+        missing = {key: value for key, value in saved.items() if key not in current}
+        return missing or None
 
     def _start(
         self,
@@ -477,6 +503,18 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if node.kind is Kind.TOOL and _held(node, invocation):
             nodes.pop(id_)
             return  # its tool waits for an event: the step's next run goes on with this invocation
+        early = node.early_end
+        if early is not None and node.kind in ENGINE_KINDS and _is_stream_response(result):
+            # the stream it returns already failed (or was cancelled): so does the caller's read of it
+            nodes.pop(id_)
+            self.runs.forget_lazy(node)
+            if isinstance(early, BaseException):
+                invocation.fail(early)
+            else:
+                invocation.cancel()
+            self.runs.stream_opened(node)  # an engine returning this engine's stream learns it too
+            end_stream_host(self.runs, node, early)
+            return
         _finish(node, invocation, result)
         nodes.pop(id_)
         self.runs.forget_lazy(node)
@@ -519,7 +557,12 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                     end_run_children(run, lambda child: child.stop())
                 invocation.stop()
             else:
-                if owns_run and run is not None:
+                if owns_run and run is not None and isinstance(err, asyncio.CancelledError):
+                    # the caller's task awaiting the run was cancelled, not its steps: a model call
+                    # or tool still running ends when it really does (its usage counts); only what
+                    # no dispatcher span of its own ends (a sub-agent, a tool waiting) ends here
+                    end_run_children(run, lambda child: child.fail(err), owned=False)
+                elif owns_run and run is not None:
                     end_run_children(run, lambda child: child.fail(err))
                 invocation.fail(err)
         nodes.pop(id_)
@@ -750,7 +793,7 @@ def end_stream_host(runs: Runs, node: Node, how: str | BaseException) -> None:
     """A model stream ended (``"stop"``, ``"cancel"`` or an exception): end the engine that
     returned it, if it was waiting for it, and the engines that returned that engine's stream."""
     stream = node.invocation
-    host = runs.stream_closed(node)
+    host = runs.stream_closed(node, how)
     while host is not None:
         invocation = host.invocation
         if invocation is not None and not invocation.ended:
@@ -768,7 +811,7 @@ def end_stream_host(runs: Runs, node: Node, how: str | BaseException) -> None:
                     invocation.output_messages = stream.output_messages
                 _finish(host, invocation, deferred_result(host))
         host.result = None
-        host = runs.stream_closed(host)
+        host = runs.stream_closed(host, how)
 
 
 def _finish(node: Node, invocation: Invocation, result: Any) -> None:
