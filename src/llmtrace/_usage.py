@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import enum
 import json
 import logging
 import math
@@ -22,6 +23,8 @@ MAX_DIMENSIONS = 8
 MAX_DIMENSION_LENGTH = 64
 MAX_TOKEN_COUNT = 1 << 40
 """Counts above this are treated as malformed (no real call uses a trillion tokens)."""
+MAX_SERVICE_TIER_LENGTH = 32
+_OPENAI_PROVIDERS = frozenset({semconv.PROVIDER_OPENAI, semconv.PROVIDER_AZURE_OPENAI})
 
 
 def coerce_tokens(value: object) -> int | None:
@@ -51,12 +54,36 @@ def coerce_tokens(value: object) -> int | None:
     return number
 
 
+def coerce_service_tier(value: object) -> str | None:
+    """A provider's service tier (``"default"``, ``"flex"``, ``"priority"``, ``"standard"`` ...)
+    lowercased and cut to 32 characters, or None when missing, empty or not a string."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if not isinstance(value, str):
+        return None
+    tier = value.strip().lower()[:MAX_SERVICE_TIER_LENGTH]
+    return tier or None
+
+
+def service_tier_attribute(provider: str | None) -> str:
+    """The span attribute that carries a call's service tier: the conventions'
+    ``openai.response.service_tier`` for OpenAI and Azure OpenAI, ``llmtrace.response.service_tier``
+    for every other provider (the conventions define no tier attribute for them)."""
+    if provider in _OPENAI_PROVIDERS:
+        return semconv.OPENAI_RESPONSE_SERVICE_TIER
+    return semconv.LLMTRACE_RESPONSE_SERVICE_TIER
+
+
 @dataclass(slots=True)
 class Usage:
     """Token counts of one model call, in the GenAI conventions' sense.
 
     ``input_tokens`` includes cache-read and cache-write tokens; ``output_tokens`` includes
-    reasoning tokens. Fields are None where the response did not report them.
+    reasoning tokens; ``cache_write_1h_tokens`` is the part of ``cache_write_tokens`` written
+    with a one-hour lifetime (Anthropic), the rest being five-minute writes. Fields are None
+    where the response did not report them. ``service_tier`` is the tier that served the call
+    as the provider reports it (``"default"``, ``"flex"``, ``"priority"``, ``"standard"`` ...);
+    None when unknown, which is priced as the standard tier.
     """
 
     input_tokens: int | None = None
@@ -64,6 +91,8 @@ class Usage:
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    service_tier: str | None = None
 
     @classmethod
     def of(
@@ -73,14 +102,18 @@ class Usage:
         cache_read_tokens: object = None,
         cache_write_tokens: object = None,
         reasoning_tokens: object = None,
+        cache_write_1h_tokens: object = None,
+        service_tier: object = None,
     ) -> Usage:
-        """Build from raw values of any type; malformed counts become None."""
+        """Build from raw values of any type; malformed counts (and tiers) become None."""
         return cls(
             coerce_tokens(input_tokens),
             coerce_tokens(output_tokens),
             coerce_tokens(cache_read_tokens),
             coerce_tokens(cache_write_tokens),
             coerce_tokens(reasoning_tokens),
+            coerce_tokens(cache_write_1h_tokens),
+            coerce_service_tier(service_tier),
         )
 
     @property
@@ -117,6 +150,12 @@ class UsageRecord:
     service: str | None = None
     """``service.name`` of the pipeline that recorded the call, set by the store's usage sink (so the
     store knows it even when the call's span was not sampled or was dropped); None elsewhere."""
+    cache_write_1h_tokens: int | None = None
+    """Of ``cache_write_tokens``, those written with a one-hour lifetime (Anthropic)."""
+    service_tier: str | None = None
+    """The provider's service tier that served the call (``default``, ``flex``, ``priority`` ...)."""
+    unpriced_reason: str | None = None
+    """Why ``cost`` is None although usage was reported: ``unknown_model`` or ``service_tier``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -103,6 +103,10 @@ SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 SERVICE_NAME: Final = "service.name"
 
+# OpenAI refinement of the inference span (and of gen_ai.client.token.usage)
+OPENAI_REQUEST_SERVICE_TIER: Final = "openai.request.service_tier"
+OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
+
 # --------------------------------------------------------------------------------------
 # Extensions: cost (open proposal semantic-conventions-genai #443)
 # --------------------------------------------------------------------------------------
@@ -117,6 +121,18 @@ COST_SOURCE_LOCAL: Final = "local"
 # --------------------------------------------------------------------------------------
 LLMTRACE_COST_UNPRICED: Final = "llmtrace.cost.unpriced"
 """True on a model-call span whose model has no price; no cost attributes then."""
+LLMTRACE_COST_UNPRICED_REASON: Final = "llmtrace.cost.unpriced_reason"
+"""Why a call is unpriced: ``UNPRICED_UNKNOWN_MODEL`` or ``UNPRICED_SERVICE_TIER``."""
+UNPRICED_UNKNOWN_MODEL: Final = "unknown_model"
+"""The price table has no price for the call's model."""
+UNPRICED_SERVICE_TIER: Final = "service_tier"
+"""The model has a price, but not for the service tier that served the call (e.g. ``scale``)."""
+LLMTRACE_USAGE_CACHE_WRITE_1H_INPUT_TOKENS: Final = "llmtrace.usage.cache_write_1h.input_tokens"
+"""Of ``gen_ai.usage.cache_write.input_tokens``, those written with a one-hour cache lifetime
+(Anthropic ``cache_creation.ephemeral_1h_input_tokens``), billed at a higher rate."""
+LLMTRACE_RESPONSE_SERVICE_TIER: Final = "llmtrace.response.service_tier"
+"""The service tier that served the call, for providers other than OpenAI (Anthropic
+``usage.service_tier``); OpenAI calls use ``openai.response.service_tier``."""
 LLMTRACE_CACHE_HIT: Final = "llmtrace.cache.hit"
 """A framework response cache was consulted: True if it answered the call."""
 LLMTRACE_CACHE_SOURCE: Final = "llmtrace.cache.source"
