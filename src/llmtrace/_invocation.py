@@ -506,8 +506,14 @@ class ModelInvocation(Invocation):
         )
         handler.instruments.record_usage(record)
         usage_sinks.emit(record)
-        if settings.content.mode.on_event and self.operation != semconv.OP_EMBEDDINGS:
-            handler.emit_inference_details(self)  # the conventions define it for inference only
+        if (
+            settings.content.mode.on_event
+            and self.operation != semconv.OP_EMBEDDINGS  # the conventions define it for inference only
+            and (span_context.trace_flags.sampled or not span_context.is_valid)
+        ):
+            # not for a call whose trace was sampled out: its content goes where its spans go
+            # (a call traced by no tracer at all, an invalid span context, still has its event)
+            handler.emit_inference_details(self)
 
 
 class ToolInvocation(Invocation):

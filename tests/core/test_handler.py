@@ -568,6 +568,34 @@ def test_inference_details_event_on_event_capture(
     }
 
 
+def test_inference_details_event_follows_the_sampling_decision(
+    span_exporter, meter_provider, logger_provider, log_exporter, content_capture
+):
+    """A call whose trace is sampled out exports no event (its prompt goes nowhere its spans do not);
+    a call no tracer traces at all (a no-op tracer provider: no sampling decision) still has one."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from llmtrace._handler import TelemetryHandler
+
+    content_capture.content = ContentPolicy(mode=CaptureMode.SPAN_AND_EVENT)
+    sampled_out = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    sampled_out.add_span_processor(SimpleSpanProcessor(span_exporter))
+    for provider, model in ((sampled_out, "sampled-out"), (trace.NoOpTracerProvider(), "untraced")):
+        handler = TelemetryHandler(
+            tracer_provider=provider, meter_provider=meter_provider, logger_provider=logger_provider
+        )
+        inv = handler.start_chat(model, provider="openai")
+        inv.input_messages = INPUT
+        inv.stop()
+    assert span_exporter.get_finished_spans() == ()
+    assert [
+        (log.log_record.event_name, log.log_record.attributes[sc.GEN_AI_REQUEST_MODEL])
+        for log in log_exporter.get_finished_logs()
+    ] == [(sc.EVENT_INFERENCE_DETAILS, "untraced")]
+
+
 def test_inference_details_event_carries_every_attribute_of_the_span(
     telemetry_handler, span_exporter, log_exporter, content_capture
 ):
@@ -701,13 +729,12 @@ def test_content_is_serialised_once_for_span_and_event(
     assert _plain(log.log_record.attributes[sc.GEN_AI_OUTPUT_MESSAGES]) == OUTPUT
 
 
-def test_inference_details_event_of_an_unsampled_call(logger_provider, log_exporter, content_capture):
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-
+def test_inference_details_event_of_an_untraced_call(logger_provider, log_exporter, content_capture):
+    """Built from the call, not from its span: a call no tracer records (no tracing set up, so no
+    sampling decision) still has the whole event (a sampled-out one has none: see above)."""
     content_capture.content = ContentPolicy(mode=CaptureMode.EVENT_ONLY)
     handler = llmtrace.TelemetryHandler(
-        tracer_provider=TracerProvider(sampler=ALWAYS_OFF), logger_provider=logger_provider
+        tracer_provider=trace.NoOpTracerProvider(), logger_provider=logger_provider
     )
     inv = handler.start_chat("gpt-4o", provider="openai", server_address="h", server_port=1)
     inv.input_messages = INPUT

@@ -101,11 +101,6 @@ def test_ratio_zero_is_parent_based(monkeypatch):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the inference details event of a sampled-out call is still built and emitted "
-    "(src/llmtrace/_invocation.py emits it whatever the span's sampling decision)",
-)
 def test_no_content_event_for_a_sampled_out_call(monkeypatch):
     monkeypatch.setenv("LLMTRACE_STORE", "off")
     for name, value in RATIO_ZERO.items():

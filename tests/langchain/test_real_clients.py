@@ -102,6 +102,8 @@ def test_openai_stream_with_usage(server, httpx_on, span_exporter):
     assert a[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 50
     assert a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 32
     assert a[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= 0
+    # the server's 5 chunks (3 words, the finish reason, the usage), not LangChain's empty closing one
+    assert a[semconv.LLMTRACE_STREAM_CHUNKS] == 5
 
 
 async def test_openai_astream_with_usage(server, httpx_on, span_exporter):
@@ -109,6 +111,7 @@ async def test_openai_astream_with_usage(server, httpx_on, span_exporter):
     assert chunks
     a = attrs(model_and_http(span_exporter.get_finished_spans()))
     assert a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 8
+    assert a[semconv.LLMTRACE_STREAM_CHUNKS] == 5
 
 
 def test_openai_tool_call(server, httpx_on, span_exporter):

@@ -63,11 +63,16 @@ def _openai(body: dict[str, Any]) -> tuple[int, Any]:
                 "usage": OPENAI_USAGE,
             },
         ]
+    # n > 1: that many choices, one usage for the whole request (as the API reports it)
+    choices = [{"index": 0, "message": message, "finish_reason": finish}]
+    for i in range(1, int(body.get("n") or 1)):
+        other = {**message, "content": f"choice {i}"}
+        choices.append({"index": i, "message": other, "finish_reason": finish})
     return 200, {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "model": "gpt-4o-2024-08-06",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "choices": choices,
         "usage": OPENAI_USAGE,
     }
 

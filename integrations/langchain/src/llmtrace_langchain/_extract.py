@@ -325,8 +325,11 @@ Usage5 = tuple[object, object, object, object, object]
 def usage(response: Any, gens: Sequence[Any]) -> Usage5 | None:
     """(input, output, cache read, cache write, reasoning) tokens, or None if nothing was reported.
 
-    ``usage_metadata`` of the messages first (summed over generations: one per prompt), then
-    the older ``llm_output`` shapes (``token_usage`` of OpenAI, ``usage`` of Anthropic).
+    ``usage_metadata`` of the messages first, then the older ``llm_output`` shapes (``token_usage``
+    of OpenAI, ``usage`` of Anthropic).
+
+    A callback's response answers one prompt (LangChain ends one run per prompt), so several
+    generations are the ``n`` choices of one request (see ``_choices_usage``).
     """
     found: list[Mapping[str, Any]] = []
     for gen in gens:
@@ -334,7 +337,7 @@ def usage(response: Any, gens: Sequence[Any]) -> Usage5 | None:
         if isinstance(meta, Mapping) and ("input_tokens" in meta or "output_tokens" in meta):
             found.append(meta)
     if found:
-        return _sum_usage_metadata(found)
+        return _choices_usage(found)
     llm_output = getattr(response, "llm_output", None)
     if isinstance(llm_output, Mapping):
         raw = _first(llm_output.get("token_usage"), llm_output.get("usage"))
@@ -349,9 +352,13 @@ def usage(response: Any, gens: Sequence[Any]) -> Usage5 | None:
     return None
 
 
-def _sum_usage_metadata(items: Sequence[Mapping[str, Any]]) -> Usage5:
-    if len(items) == 1:
-        return _usage_metadata(items[0])
+def _choices_usage(items: Sequence[Mapping[str, Any]]) -> Usage5:
+    """The usage of one request from the ``usage_metadata`` of its choices: usage every choice
+    reports alike is the request's own, copied onto each (langchain-openai does so for ``n`` > 1),
+    and counts once; usage that differs between choices is each choice's own, and is summed."""
+    first = items[0]
+    if len(items) == 1 or all(item == first for item in items):
+        return _usage_metadata(first)
     totals: list[int | None] = [None] * 5
     for item in items:
         for i, value in enumerate(_usage_metadata(item)):

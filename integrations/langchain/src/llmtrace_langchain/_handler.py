@@ -4,9 +4,14 @@ Parents come only from ``parent_run_id`` (a bounded map of runs); the OTel conte
 attached in a callback. Chains are decided lazily: a chain that is not a model, tool or
 retriever gets a span only if it is the root (``invoke_workflow``), an agent (a LangGraph graph,
 ``create_agent``, a legacy ``AgentExecutor``: ``invoke_agent``) or ``keep_chain_spans`` is set;
-whether a root chain is a graph is known from its first child (LangGraph nodes carry
-``langgraph_node`` metadata), so the span is started then, with the chain's own start time.
+whether a chain is a graph is known from its first child (LangGraph nodes carry
+``langgraph_node`` metadata; a subgraph's nodes are a checkpoint namespace deeper), so the span is
+started then, with the chain's own start time (and a root's caller's OTel context as its parent).
 Plumbing chains make no span and their children hang under the nearest traced ancestor.
+
+Each run is traced by one llmtrace handler, the first that sees it start (``_owners``): several may
+be registered for one call, at different levels, and a run whose parent another handler traces
+hangs under that handler's span.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import get_llm_cache
 from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import _logs, metrics, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 from llmtrace import _fork, _parts, semconv
 from llmtrace._errors import classify_error
@@ -55,6 +62,12 @@ _INTERRUPTS = frozenset({"GraphInterrupt", "NodeInterrupt"})
 """A run paused for human input (``interrupt()``): it ends normally, but it did not finish."""
 
 _LEAF_KINDS = (ModelInvocation, ToolInvocation, RetrievalInvocation)
+_monotonic = time.monotonic
+"""The run maps' clock (``time.monotonic``), read once per streamed chunk."""
+_CHUNK_REFRESH_S = 0.125
+"""A streamed chunk within this long of its run's last refresh does not call ``refresh_up``, which
+would do nothing then for any TTL of a second or more (it refreshes at most once a second, or
+every eighth of the TTL): one clock read per chunk instead of a call."""
 _ABANDONED = (asyncio.CancelledError, GeneratorExit)
 """A task cancelled or a stream closed by its consumer: LangChain reports it to the chains that were
 running (``on_chain_error``) but not to the model or tool they were awaiting."""
@@ -71,6 +84,29 @@ def _key(run_id: object) -> RunKey:
 
 _DECIDE_LOCKS = tuple(_fork.lock() for _ in range(64))
 
+_owners: dict[RunKey, LLMTraceCallbackHandler] = {}
+"""The llmtrace handler that traces each open run, for all of them in the process: a run gets to
+several handlers when several are registered (a hand-registered handler in a sub-agent's config
+under a graph that has its own, or under ``llmtrace.instrument()``'s). The first to see a run start
+traces it and the others leave it alone (one span, one usage record); a handler whose run's parent
+another one traces hangs the run under that handler's span. An entry is added when a run starts
+(one ``setdefault``) and removed when it ends or its owner evicts it; bounded besides (see
+``_claim``), and emptied in a forked child (the runs are the parent's)."""
+_OWNERS_PER_MAX_OPEN_RUNS = 8
+"""The registry holds at most this many times ``max_open_runs`` entries (over it, it is emptied:
+only links between handlers of the runs then open are lost)."""
+_fork.in_child(_owners.clear)
+
+
+def _claim(handler: LLMTraceCallbackHandler, key: RunKey) -> bool:
+    """Whether ``handler`` traces the run ``key`` that is starting: it is the first llmtrace handler
+    to see it start."""
+    owners = _owners
+    if len(owners) >= settings.max_open_runs * _OWNERS_PER_MAX_OPEN_RUNS:
+        owners.clear()
+    return owners.setdefault(key, handler) is handler
+
+
 # chain states
 _PENDING = 0
 _PLUMBING = 1
@@ -82,6 +118,7 @@ class _Run:
 
     __slots__ = (
         "agent",
+        "caller",
         "children",
         "done_calls",
         "final",
@@ -92,6 +129,7 @@ class _Run:
         "metadata",
         "name",
         "node_messages",
+        "ns",
         "parent",
         "refreshed",
         "root",
@@ -104,6 +142,13 @@ class _Run:
     """The state messages of a ``create_agent`` model node, kept (content capture only, read with
     getattr) until its model call starts: a system message that call starts with and that is not the
     state's first message was added by the agent, its system prompt (see ``_note_system_prompt``)."""
+    ns: Any
+    """A chain's LangGraph checkpoint namespace (``langgraph_checkpoint_ns``; set on chains only, read
+    with getattr): a graph's run shares the namespace of the node or tool that runs it, its nodes
+    are one deeper; a node's or a task's own is new (see ``_starts_graph``)."""
+    caller: Context
+    """A pending root chain's caller's OTel context, the parent of the span it may get (which starts
+    with its first child, maybe in another thread; set only then, read with getattr)."""
     tools: Any
     """A model call's bound tools (``invocation_params["tools"]``), set only under an agent (read with
     getattr: other runs never pay for it); a tool call naming none of them was made up by the model
@@ -244,6 +289,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 return None
         elif not isinstance(invocation, kind):
             return None
+        _owners.pop(key, None)
         return self._runs.pop(key)
 
     def _put_leaf(
@@ -265,16 +311,24 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if children is None:
             parent_run.children = [key]
         else:
-            parent_run.children = add_child(children, key, self._runs.peek)
+            # a child another handler traces is open as long as it is owned
+            parent_run.children = add_child(children, key, _owners.__contains__)
 
     def _end_abandoned(self, run: _Run, error: BaseException) -> None:
         """End the runs still open below ``run``, deepest first, as ``run`` ends with ``error``."""
         found: list[_Run] = []
         pending = list(run.children or ())
         while pending:
-            child = self._runs.pop(pending.pop())
-            if child is None:
-                continue
+            key = pending.pop()
+            child = self._runs.pop(key)
+            if child is None:  # traced by another handler (one registered deeper in the call)?
+                owner = _owners.get(key)
+                if owner is None or owner is self:
+                    continue
+                child = owner._runs.pop(key)
+                if child is None:
+                    continue
+            _owners.pop(key, None)
             found.append(child)
             if child.children:
                 pending.extend(child.children)
@@ -296,13 +350,21 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             parent_run_id = current_run_id()
             if parent_run_id is None:
                 return None
-        run = self._runs.get(_key(parent_run_id))
-        if run is None:
-            return None
+        key = _key(parent_run_id)
+        owner = self
+        run = self._runs.get(key)
+        if run is None:  # a run another llmtrace handler traces (registered at another level)?
+            found = _owners.get(key)
+            if found is None or found is self:
+                return None
+            owner = found
+            run = owner._runs.get(key)
+            if run is None:
+                return None
         if run.state == _PENDING:
-            self._decide(run, child_metadata)
+            owner._decide(run, child_metadata)
         if run.up is not None:
-            self._runs.refresh_up(run.key, _up_key)
+            owner._runs.refresh_up(run.key, _up_key)
         return run
 
     def _decide(self, run: _Run, child_metadata: Mapping[str, Any] | None) -> None:
@@ -314,14 +376,12 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if run.state != _PENDING:
                 return
             own = run.metadata or {}
-            is_graph = _starts_graph(own, child_metadata, run.in_tool)
+            is_graph = _starts_graph(run, own, child_metadata)
             if is_graph:
-                # in a tool, lc_agent_name is the enclosing agent's (an agent named so started at once)
-                name = None if run.in_tool else own.get("lc_agent_name")
-                self._start_agent(run, name if isinstance(name, str) and name else run.name, own)
+                self._start_agent(run, _graph_name(run, own), own)
             elif run.root or self.keep_chain_spans:
                 run.invocation = self.telemetry.start_workflow(
-                    run.name, parent=run.parent, start_time_ns=run.start_ns
+                    run.name, parent=_span_parent(run), start_time_ns=run.start_ns
                 )
                 run.state = _TRACED
             else:
@@ -332,7 +392,9 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 _set_input(run.invocation, inputs)
 
     def _start_agent(self, run: _Run, name: str | None, metadata: Mapping[str, Any]) -> None:
-        invocation = self.telemetry.start_agent(name, parent=run.parent, start_time_ns=run.start_ns or None)
+        invocation = self.telemetry.start_agent(
+            name, parent=_span_parent(run), start_time_ns=run.start_ns or None
+        )
         run.invocation = invocation
         run.agent = run
         run.state = _TRACED
@@ -351,11 +413,15 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        key = _key(run_id)
+        if not _claim(self, key):
+            return
         md = metadata or {}
         parent_run = self._parent(parent_run_id, md)
         parent = parent_run.span_parent if parent_run is not None else None
         agent_run = parent_run.agent if parent_run is not None else None
         run = _Run(None, parent, agent_run, parent_run)
+        run.ns = md.get("langgraph_checkpoint_ns")
         name = _extract.run_name(serialized, kwargs.get("name"))
         agent_name = md.get("lc_agent_name")
         # a graph a tool runs (an agent used as a tool) inherits the enclosing node's metadata
@@ -372,9 +438,11 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         ):
             run.start_ns = 0
             self._start_agent(run, agent_name if isinstance(agent_name, str) else name, md)
-        elif parent is None or self.keep_chain_spans or "langgraph_node" not in md or in_tool:
+        else:  # decided by its first child: a graph (a subgraph node too), the root, or plumbing
             run.state = _PENDING
-            run.root = parent is None
+            if parent is None:
+                run.root = True
+                run.caller = otel_context.get_current()
             run.in_tool = in_tool
             run.name = name
             run.metadata = md
@@ -383,7 +451,6 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 run.inputs = inputs
         if agent_run is not None and md.get("langgraph_node") == MODEL_NODE and run.agent is not run:
             _keep_node_messages(run, agent_run, inputs)
-        key = _key(run_id)
         run.key = key
         self._runs.put(key, run)  # first: whatever fails below, the run's span still gets ended
         if parent_run is not None:
@@ -457,6 +524,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if not _claim(self, _key(run_id)):
+            return
         params = kwargs.get("invocation_params")
         # content is converted before the span starts: its cost is not the model's latency
         content = _chat_content(messages, params) if _capturing() else None
@@ -484,6 +553,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if not _claim(self, _key(run_id)):
+            return
         content = _extract.prompt_messages(prompts) if _capturing() else None
         invocation = self._start_model(
             semconv.OP_TEXT_COMPLETION,
@@ -535,6 +606,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         )
         # registered first: whatever fails below, the run's span still gets ended
         run = self._put_leaf(run_id, invocation, parent, parent_run)
+        # just put (and its ancestors refreshed as it started): its first chunks need not refresh
+        run.refreshed = _monotonic()
         if run.agent is not None:
             run.tools = params.get("tools")
         note_model_start(invocation)
@@ -549,11 +622,17 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
 
     @never_raise
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        run = self._runs.peek(_key(run_id))
+        key = _key(run_id)
+        runs = self._runs
+        run = runs.peek(key)
         if run is None:
             return
+        # a stream that delivers is alive, and so are the runs above it: refreshed at most once a
+        # second by refresh_up; a chunk soon after the last refresh costs one clock read
+        if _monotonic() - run.refreshed >= _CHUNK_REFRESH_S:
+            runs.refresh_up(key, _up_key)
         invocation = run.invocation
-        if isinstance(invocation, ModelInvocation):
+        if isinstance(invocation, ModelInvocation) and (token or _carries_something(kwargs.get("chunk"))):
             invocation.chunk()
 
     @never_raise
@@ -616,6 +695,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         inputs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if not _claim(self, _key(run_id)):
+            return
         parent_run = self._parent(parent_run_id, metadata)
         parent = parent_run.span_parent if parent_run is not None else None
         ser = serialized or {}
@@ -683,6 +764,8 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if not _claim(self, _key(run_id)):
+            return
         md = metadata or {}
         parent_run = self._parent(parent_run_id, md)
         parent = parent_run.span_parent if parent_run is not None else None
@@ -764,16 +847,68 @@ def current_run_id() -> Any:
     return getattr(callbacks, "parent_run_id", None)
 
 
-def _starts_graph(own: Mapping[str, Any], child: Mapping[str, Any] | None, in_tool: bool) -> bool:
+def _starts_graph(run: _Run, own: Mapping[str, Any], child: Mapping[str, Any] | None) -> bool:
     """Whether a pending chain is a LangGraph graph, from the metadata of its first child: a node
-    of a graph under no graph; in a tool, a node one checkpoint namespace deeper than the enclosing
-    node's (a plain chain the tool runs inherits that node's metadata unchanged)."""
+    of a graph under no graph; under a graph's node (a subgraph added as a node, a graph a node, a
+    task or a tool runs), a node of a deeper checkpoint namespace than the chain's own, which it
+    shares with the run above it (a plain chain there inherits the node's metadata unchanged; a
+    node or a functional API task has a namespace of its own, and the tasks it calls are deeper)."""
     if child is None or "langgraph_node" not in child:
         return False
     if "langgraph_node" not in own:
         return True
     namespace = own.get("langgraph_checkpoint_ns")
-    return in_tool and namespace is not None and child.get("langgraph_checkpoint_ns") != namespace
+    if namespace is None or child.get("langgraph_checkpoint_ns") == namespace:
+        return False
+    return run.in_tool or getattr(run.up, "ns", None) == namespace
+
+
+_DEFAULT_GRAPH_NAME = "LangGraph"
+"""The name of a compiled graph given none (``create_agent`` and ``compile()`` without a name)."""
+
+
+def _graph_name(run: _Run, own: Mapping[str, Any]) -> str | None:
+    """The agent name of a graph decided from its first child: its ``lc_agent_name`` unless inherited
+    from the enclosing agent (or, in a tool, from the enclosing node), else its run name; a subgraph
+    without a name of its own run by a graph's node (not by a tool) is named after that node."""
+    name = own.get("lc_agent_name")
+    if run.in_tool or not isinstance(name, str) or not name:
+        name = None
+    elif run.agent is not None and _agent_name(run.agent) == name:
+        name = None  # the enclosing agent's name, which everything under it inherits
+    if name is None:
+        name = run.name
+        node = own.get("langgraph_node")
+        if name == _DEFAULT_GRAPH_NAME and not run.in_tool and isinstance(node, str) and node:
+            name = node
+    return name
+
+
+def _span_parent(run: _Run) -> Invocation | Context | None:
+    """The parent of a chain's span: its nearest traced ancestor, else (a root) its caller's context."""
+    parent = run.parent
+    if parent is not None:
+        return parent
+    return getattr(run, "caller", None)
+
+
+def _carries_something(chunk: Any) -> bool:
+    """Whether a streamed chunk without text carries anything else: a tool call, usage, a finish
+    reason or other metadata (not the empty ``chunk_position="last"`` chunk LangChain itself adds
+    at the end of a chat stream whose model did not mark its last one)."""
+    if chunk is None:
+        return False
+    message = getattr(chunk, "message", None)
+    if message is None:  # a completion LLM's GenerationChunk
+        return bool(getattr(chunk, "text", None) or getattr(chunk, "generation_info", None))
+    return bool(
+        message.content
+        or getattr(message, "tool_call_chunks", None)
+        or getattr(message, "usage_metadata", None)
+        or message.response_metadata
+        or message.additional_kwargs
+        or getattr(chunk, "generation_info", None)
+    )
 
 
 def _note_interrupt(run: _Run, error: BaseException) -> None:
@@ -834,6 +969,8 @@ def _set_output(invocation: Invocation, outputs: Any) -> None:
 
 
 def _evict(run: _Run, reason: str) -> None:
+    if reason != semconv.EVICTED_REPLACED and run.key is not None:  # a replaced run's key lives on
+        _owners.pop(run.key, None)
     if run.invocation is not None:
         run.invocation.evict(reason)
 
