@@ -5,6 +5,11 @@ answer). A reply is a dict: ``{"status": 429}`` for an error, ``{"tool_calls": [
 tool call, ``{"text": ..., "cached": n, "reasoning": n}`` otherwise. Streaming requests get
 SSE chunks and, when ``stream_options.include_usage`` is set, a final usage-only chunk.
 Requests are recorded in ``FakeOpenAI.requests`` (with their ``traceparent`` header).
+
+``POST /v1/responses`` speaks the Responses API: a ``response`` object, or when streaming the
+documented SSE events (``response.created`` ... ``response.completed``); a reply may also give
+``model`` and ``incomplete`` (a reason: the response ends ``incomplete``, its last event
+``response.incomplete``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ class FakeOpenAI:
                         {"error": {"message": "scripted error", "type": "test", "code": None}}
                     )
                     self._send(status, "application/json", payload.encode())
+                    return
+                if self.path.endswith("/responses"):  # the Responses API
+                    if body.get("stream"):
+                        self._send(200, "text/event-stream", _response_sse(reply))
+                    else:
+                        self._send(200, "application/json", json.dumps(_response(reply)).encode())
                     return
                 if body.get("stream"):
                     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -127,4 +138,78 @@ def _sse(reply: dict[str, Any], include_usage: bool) -> bytes:
     if include_usage:
         chunks.append({**base, "choices": [], "usage": _usage(reply)})
     lines = [f"data: {json.dumps(chunk)}\n\n" for chunk in chunks] + ["data: [DONE]\n\n"]
+    return "".join(lines).encode()
+
+
+def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
+    """A Responses API ``response`` object: finished (with its output and usage) or just created."""
+    incomplete = reply.get("incomplete")
+    text = reply.get("text", "Hello there!")
+    message = {
+        "type": "message",
+        "id": "msg_1",
+        "status": "incomplete" if incomplete else "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    usage = {
+        "input_tokens": reply.get("prompt_tokens", 12),
+        "input_tokens_details": {"cached_tokens": reply.get("cached", 0)},
+        "output_tokens": reply.get("completion_tokens", 5),
+        "output_tokens_details": {"reasoning_tokens": reply.get("reasoning", 0)},
+        "total_tokens": reply.get("prompt_tokens", 12) + reply.get("completion_tokens", 5),
+    }
+    return {
+        "id": reply.get("id", "resp_1"),
+        "object": "response",
+        "created_at": 1700000000,
+        "status": ("incomplete" if incomplete else "completed") if done else "in_progress",
+        "error": None,
+        "incomplete_details": {"reason": incomplete} if incomplete and done else None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": reply.get("model", MODEL),
+        "output": [message] if done else [],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage if done else None,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def _response_sse(reply: dict[str, Any]) -> bytes:
+    """The Responses API's streaming events for a text reply, one word a delta."""
+    created, final = _response(reply, done=False), _response(reply)
+    text = reply.get("text", "Hello there!")
+    item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": created},
+        {"type": "response.in_progress", "response": created},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", **where, "part": part},
+    ]
+    for i, word in enumerate(text.split(" ")):
+        delta = word if i == 0 else " " + word
+        events.append({"type": "response.output_text.delta", **where, "delta": delta, "logprobs": []})
+    events += [
+        {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": {**part, "text": text}},
+        {"type": "response.output_item.done", "output_index": 0, "item": final["output"][0]},
+        {"type": f"response.{final['status']}", "response": final},
+    ]
+    lines = []
+    for number, event in enumerate(events):
+        event["sequence_number"] = number
+        lines.append(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
     return "".join(lines).encode()

@@ -75,14 +75,26 @@ def _class_provider(cls: type) -> tuple[str, str | None]:
     """(provider name, well-known provider or None) of a component class, cached per class."""
     found = _providers.get(cls)
     if found is None:
-        name = cls.__name__
+        found = _providers.remember(cls, _find_provider(cls))
+    return found
+
+
+def _find_provider(cls: type) -> tuple[str, str | None]:
+    """The provider or product named by the first class of ``cls.__mro__`` that names one (a user's
+    ``class Acme(OpenAI)`` is ``openai``), else ``cls``'s own name without its kind suffix."""
+    for klass in cls.__mro__:
+        name = klass.__name__
         words = _WORD.finditer(name)
         bounds = {edge for word in words for edge in (word.start(), word.end())}
         lowered = name.lower()
         known = _match(lowered, bounds, _PROVIDERS)
-        fallback = _match(lowered, bounds, _PRODUCTS) or _SUFFIX.sub("", name).lower() or lowered
-        found = _providers.remember(cls, (known or fallback, known))
-    return found
+        if known is not None:
+            return known, known
+        product = _match(lowered, bounds, _PRODUCTS)
+        if product is not None:
+            return product, None
+    name = cls.__name__
+    return _SUFFIX.sub("", name).lower() or name.lower(), None
 
 
 def _match(name: str, bounds: set[int], table: tuple[tuple[str, str], ...]) -> str | None:
@@ -99,9 +111,11 @@ def _match(name: str, bounds: set[int], table: tuple[tuple[str, str], ...]) -> s
 def provider_name(component: Any) -> str:
     """The ``gen_ai.provider.name`` of an LLM or embedding model, from its class.
 
-    Well-known providers map to the conventions' values; any other class gives its own
-    lower-cased name without an ``LLM``/``Embedding`` suffix (``MockLLM`` -> ``mock``), or the
-    product it names (``LiteLLM`` -> ``litellm``, ``Vllm`` -> ``vllm``).
+    Well-known providers map to the conventions' values, and products the conventions have no
+    value for to their names (``LiteLLM`` -> ``litellm``, ``Vllm`` -> ``vllm``), from the first
+    class of the MRO that names one (a subclass named after neither is its base's); any other
+    class gives its own lower-cased name without an ``LLM``/``Embedding`` suffix (``MockLLM`` ->
+    ``mock``).
     """
     return _class_provider(type(component))[0]
 
@@ -235,15 +249,38 @@ def _count(value: Any) -> int | None:
     return value
 
 
+_RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+"""OpenAI Responses stream events that carry the finished response (the others carry it so far)."""
+
+
+def _responses_event(raw: Any) -> tuple[Any, bool] | None:
+    """The response an OpenAI Responses stream event carries (``response.created`` ...
+    ``response.completed``: the ``raw`` of each chunk llama-index-llms-openai's ``OpenAIResponses``
+    streams), and whether it is the finished one; None if ``raw`` is no such event."""
+    kind = get(raw, "type")
+    if not isinstance(kind, str) or not kind.startswith("response."):
+        return None
+    return get(raw, "response"), kind in _RESPONSE_END_EVENTS
+
+
 def usage_from_raw(raw: Any) -> UsageCounts | None:
     """Usage from an OpenAI- (chat completions or responses), Anthropic- or Gemini-style raw response.
 
     OpenAI reports ``prompt_tokens`` including cached ones (``prompt_tokens_details``);
     Anthropic reports ``input_tokens`` excluding cache reads and writes, so those are added.
+    An OpenAI Responses stream event gives the usage of the response it carries.
     """
+    event = _responses_event(raw)
+    if event is not None:
+        raw = event[0]
     usage = get(raw, "usage")
     if usage is None:
         return _gemini_usage(get(raw, "usage_metadata"))
+    return _usage_counts(usage)
+
+
+def _usage_counts(usage: Any) -> UsageCounts | None:
+    """Counts of an OpenAI (either API) or Anthropic ``usage`` object or dict."""
     prompt = _count(get(usage, "prompt_tokens"))
     if prompt is not None or get(usage, "completion_tokens") is not None:
         details = get(usage, "prompt_tokens_details")
@@ -279,13 +316,21 @@ def usage_from_raw(raw: Any) -> UsageCounts | None:
 
 
 def usage_from_response(response: Any) -> UsageCounts | None:
-    """Usage of a LlamaIndex ``ChatResponse``/``CompletionResponse``: the raw response first,
-    then the ``prompt_tokens``/``completion_tokens`` some integrations copy to ``additional_kwargs``."""
+    """Usage of a LlamaIndex ``ChatResponse``/``CompletionResponse``: the raw response first, then
+    what some integrations copy to ``additional_kwargs``: a ``usage`` object (``OpenAIResponses``: the
+    SDK's ``ResponseUsage``) or ``prompt_tokens``/``completion_tokens``."""
     counts = usage_from_raw(get(response, "raw"))
     if counts is not None:
         return counts
     extra = get(response, "additional_kwargs")
-    if isinstance(extra, Mapping) and ("prompt_tokens" in extra or "completion_tokens" in extra):
+    if not isinstance(extra, Mapping):
+        return None
+    usage = extra.get("usage")
+    if usage is not None:
+        counts = _usage_counts(usage)
+        if counts is not None:
+            return counts
+    if "prompt_tokens" in extra or "completion_tokens" in extra:
         prompt, completion = _count(extra.get("prompt_tokens")), _count(extra.get("completion_tokens"))
         if prompt is not None or completion is not None:
             return UsageCounts(input_tokens=prompt, output_tokens=completion)
@@ -331,9 +376,14 @@ def response_info(response: Any) -> ResponseInfo:
     Finish reasons are the ones the provider reported, normalised to the conventions' values
     (``_parts.finish_reason``): OpenAI's ``choices``, else Anthropic's ``stop_reason``, Bedrock's
     ``stopReason``, Ollama's ``done_reason``, Gemini's ``candidates`` (or the top candidate's
-    ``finish_reason``, llama-index-llms-google-genai) or an OpenAI Responses status."""
+    ``finish_reason``, llama-index-llms-google-genai) or an OpenAI Responses status. Of an OpenAI
+    Responses stream event, those of the response it carries (finish reasons: of the finished one)."""
     raw = get(response, "raw")
     info = ResponseInfo()
+    final = True
+    event = _responses_event(raw)
+    if event is not None:
+        raw, final = event
     if raw is None:
         return info
     response_id = get(raw, "id")
@@ -342,6 +392,8 @@ def response_info(response: Any) -> ResponseInfo:
     model = get(raw, "model")
     if isinstance(model, str) and model:
         info.response_model = model
+    if not final:  # a response in progress: its status is no finish reason
+        return info
     reasons: list[str] = []
     choices = get(raw, "choices")
     if isinstance(choices, Sequence):
