@@ -83,18 +83,7 @@ def env_duration_ms(name: str, *, positive: bool = False) -> float | None:
 
 def env_port(name: str) -> int | None:
     """A TCP port number (1 to 65535); None when unset or ignored."""
-    raw = env(name)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        warn_ignored(name, raw, "is not a port number")
-        return None
-    if not 0 < value < 65536:
-        warn_ignored(name, raw, "is not a port number (1 to 65535)")
-        return None
-    return value
+    return _env_int(name, 65535, "is not a port number (1 to 65535)")
 
 
 def env_readable_file(name: str) -> str | None:
@@ -110,6 +99,12 @@ def env_readable_file(name: str) -> str | None:
 
 
 def env_positive_int(name: str) -> int | None:
+    """A positive integer; None when unset or ignored."""
+    return _env_int(name, None, "must be positive")
+
+
+def _env_int(name: str, maximum: int | None, out_of_range: str) -> int | None:
+    """An integer from 1 to ``maximum`` (None: no maximum); None when unset or ignored."""
     raw = env(name)
     if raw is None:
         return None
@@ -118,7 +113,7 @@ def env_positive_int(name: str) -> int | None:
     except ValueError:
         warn_ignored(name, raw, "is not an integer")
         return None
-    if value <= 0:
-        warn_ignored(name, raw, "must be positive")
+    if value <= 0 or (maximum is not None and value > maximum):
+        warn_ignored(name, raw, out_of_range)
         return None
     return value
