@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,23 +21,12 @@ from llmtrace import _config
 from llmtrace import semconv as sc
 from llmtrace._env import env_port
 from llmtrace._exporters import CountingMetricExporter
-from llmtrace._settings import settings
 from tests.core.test_configure import _handler
-from tests.core.test_otel_env import metric_readers
+from tests.core.test_otel_env import clean_env, metric_readers  # noqa: F401  (clean_env: autouse)
 from tests.otlp_receivers import HttpReceiver
 
 COST = 0.0075
 """gpt-4o, 1,000 input and 500 output tokens."""
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith(("OTEL_", "LLMTRACE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("LLMTRACE_STORE", "off")
-    monkeypatch.setattr(settings, "disabled", settings.disabled)
-    yield
 
 
 def _chat(pipeline: llmtrace.Pipeline) -> None:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import llmtrace
 from llmtrace import semconv as sc
-from llmtrace._settings import settings
 from tests.core.test_configure import _agent_trace, _handler
+from tests.core.test_otel_env import clean_env  # noqa: F401  (autouse: no OTEL_*/LLMTRACE_* variables, no store)
 from tests.otlp_receivers import (
     GrpcReceiver,
     HttpReceiver,
@@ -31,16 +29,6 @@ SIGNALS = ("traces", "metrics", "logs")
 SPAN_NAMES = {"invoke_agent researcher", "chat gpt-4o", "execute_tool search"}
 COST = 0.00725
 """The agent trace's model call: gpt-4o, 1,000 input tokens (200 read from the cache), 500 output."""
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith(("OTEL_", "LLMTRACE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("LLMTRACE_STORE", "off")
-    monkeypatch.setattr(settings, "disabled", settings.disabled)
-    yield
 
 
 @pytest.fixture(scope="module")
