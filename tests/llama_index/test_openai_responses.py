@@ -74,7 +74,8 @@ def test_streamed_responses_report_usage_cost_model_and_id(
     chunks = call(_llm(openai_server))
     assert openai_server.requests[0]["path"] == "/v1/responses"
     assert openai_server.requests[0]["body"]["stream"] is True
-    assert chunks[-1].message.content == "Hello there!"
+    # the deltas: how the last chunk's message carries the text varies across llama-index-llms-openai
+    assert "".join(chunk.delta or "" for chunk in chunks) == "Hello there!"
     span = one(span_exporter.get_finished_spans(), "chat o4-mini")
     assert span.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == len(chunks)
     _assert_usage_and_response(span, metric_reader)
@@ -111,7 +112,7 @@ def test_usage_object_in_additional_kwargs_without_raw() -> None:
         message=ChatMessage(role="assistant", content="x"), additional_kwargs={"usage": usage}
     )
     assert _extract.usage_from_response(response) == _extract.UsageCounts(
-        input_tokens=300, output_tokens=40, cache_read_tokens=100, reasoning_tokens=30
+        input_tokens=300, output_tokens=40, cache_read_tokens=100, cache_write_tokens=0, reasoning_tokens=30
     )
     as_dict = ChatResponse(
         message=ChatMessage(role="assistant", content="x"), additional_kwargs={"usage": usage.model_dump()}
