@@ -22,11 +22,11 @@ from opentelemetry.util.types import AttributeValue
 from llmtrace import semconv
 from llmtrace._content import MIN_ATTRIBUTE_LENGTH, serialize_content
 from llmtrace._errors import classify_error
-from llmtrace._pricing import estimate_cost
+from llmtrace._pricing import estimate_usage_cost
 from llmtrace._safety import never_raise
 from llmtrace._settings import settings
 from llmtrace._usage import Status as RecordStatus
-from llmtrace._usage import Usage, UsageRecord, current_dimensions, usage_sinks
+from llmtrace._usage import Usage, UsageRecord, current_dimensions, service_tier_attribute, usage_sinks
 
 if TYPE_CHECKING:
     from llmtrace._handler import TelemetryHandler
@@ -298,6 +298,7 @@ class ModelInvocation(Invocation):
     time_to_first_chunk: float | None = None
     chunk_count = 0
     _cost_value: float | None = None
+    _unpriced_reason: str | None = None
     _content_attrs: Attrs | None = None
 
     def __init__(
@@ -346,11 +347,29 @@ class ModelInvocation(Invocation):
         cache_read_tokens: object = None,
         cache_write_tokens: object = None,
         reasoning_tokens: object = None,
+        cache_write_1h_tokens: object = None,
+        service_tier: object = None,
     ) -> None:
-        """Record usage from raw values of any type (malformed counts are dropped, never guessed)."""
-        self.usage = Usage.of(
-            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
+        """Record usage from raw values of any type (malformed counts are dropped, never guessed).
+
+        ``cache_write_1h_tokens``: the part of ``cache_write_tokens`` written with a one-hour
+        lifetime (Anthropic). ``service_tier``: the tier that served the call, as the response
+        says (kept from an earlier call when this one passes none)."""
+        previous_tier = self.usage.service_tier
+        self.usage = usage = Usage.of(
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            cache_write_1h_tokens,
+            service_tier,
         )
+        if usage.service_tier is None:
+            usage.service_tier = previous_tier
+        write_1h = usage.cache_write_1h_tokens
+        if write_1h is not None and (usage.cache_write_tokens is None or usage.cache_write_tokens < write_1h):
+            usage.cache_write_tokens = write_1h  # the one-hour writes are part of the writes
 
     def _prepare_end(self) -> None:
         # bounded: they also go to usage records and metric attributes, not only to the span
@@ -360,22 +379,15 @@ class ModelInvocation(Invocation):
             self.response_id = self.response_id[:MAX_VALUE_LENGTH]
         if isinstance(self.cache_source, str):
             self.cache_source = self.cache_source[:MAX_NAME_LENGTH]
-        self._cost_value = self._cost()  # once, for the span and the usage record
+        self._cost_value, self._unpriced_reason = self._cost()  # once, for the span and the record
 
-    def _cost(self) -> float | None:
+    def _cost(self) -> tuple[float | None, str | None]:
         if self.cache_hit:
-            return 0.0
+            return 0.0, None
         usage = self.usage
         if not usage.reported:
-            return None
-        return estimate_cost(
-            self.response_model or self.request_model,
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_read_tokens=usage.cache_read_tokens or 0,
-            cache_write_tokens=usage.cache_write_tokens or 0,
-            reasoning_tokens=usage.reasoning_tokens or 0,
-        )
+            return None, None
+        return estimate_usage_cost(self.response_model or self.request_model, usage)
 
     def _set_end_attributes(self, attrs: Attrs) -> None:
         self._set_call_attributes(attrs)
@@ -427,8 +439,12 @@ class ModelInvocation(Invocation):
             _set_if(attrs, semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens)
             _set_if(attrs, semconv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens)
             _set_if(attrs, semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens)
+            if usage.cache_write_1h_tokens is not None:
+                attrs[semconv.LLMTRACE_USAGE_CACHE_WRITE_1H_INPUT_TOKENS] = usage.cache_write_1h_tokens
         else:
             attrs[semconv.LLMTRACE_USAGE_REPORTED] = False
+        if usage.service_tier is not None and not self.cache_hit:
+            attrs[service_tier_attribute(self.provider)] = usage.service_tier
         cost = self._cost_value
         if cost is not None:
             attrs[semconv.GEN_AI_USAGE_COST_AMOUNT] = cost
@@ -436,6 +452,7 @@ class ModelInvocation(Invocation):
             attrs[semconv.GEN_AI_USAGE_COST_SOURCE] = semconv.COST_SOURCE_LOCAL
         elif usage.reported:
             attrs[semconv.LLMTRACE_COST_UNPRICED] = True
+            _set_if(attrs, semconv.LLMTRACE_COST_UNPRICED_REASON, self._unpriced_reason)
 
     def _content(self) -> Attrs:
         """The content attributes, as JSON text, serialised once (scrubbed, redacted, bounded, all
@@ -503,6 +520,9 @@ class ModelInvocation(Invocation):
             span_id=format(span_context.span_id, "016x"),
             start_time_unix_nano=self._start_time_ns,
             dimensions=dict(self.dimensions),
+            cache_write_1h_tokens=usage.cache_write_1h_tokens if billed else 0,
+            service_tier=usage.service_tier if billed else None,
+            unpriced_reason=self._unpriced_reason,
         )
         handler.instruments.record_usage(record)
         usage_sinks.emit(record)

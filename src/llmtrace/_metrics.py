@@ -10,17 +10,17 @@ from opentelemetry.util.types import AttributeValue
 
 from llmtrace import _fork, semconv
 from llmtrace._parts import OTHER
-from llmtrace._usage import UsageRecord
+from llmtrace._usage import UsageRecord, service_tier_attribute
 
 Attrs = dict[str, AttributeValue]
 logger = logging.getLogger("llmtrace")
 
 MAX_METRIC_NAMES = 200
 """Distinct values a name attribute (``gen_ai.tool.name``, ``gen_ai.agent.name``,
-``gen_ai.workflow.name``) takes on the metrics of one meter provider; each value after these is
-``_OTHER``. Names come from the application (a LangChain ``run_name`` becomes a workflow's or
-agent's name, and some applications make one per request): spans keep them, metrics must stay
-bounded."""
+``gen_ai.workflow.name``; also ``openai.response.service_tier``, a value the provider's response
+gives) takes on the metrics of one meter provider; each value after these is ``_OTHER``. Names
+come from the application (a LangChain ``run_name`` becomes a workflow's or agent's name, and
+some applications make one per request): spans keep them, metrics must stay bounded."""
 
 
 class _Names:
@@ -168,13 +168,19 @@ class Instruments:
             dim_attrs = dict(attrs)
             for key, value in record.dimensions.items():
                 dim_attrs[semconv.LLMTRACE_DIMENSION_PREFIX + key] = value
+        token_attrs = dim_attrs
+        tier = record.service_tier
+        if tier is not None:
+            key = service_tier_attribute(record.provider)
+            if key == semconv.OPENAI_RESPONSE_SERVICE_TIER:  # the conventions' OpenAI token.usage attribute
+                token_attrs = {**dim_attrs, key: self.name(key, tier)}
         if record.input_tokens is not None:
             self.token_usage.record(
-                record.input_tokens, {**dim_attrs, semconv.GEN_AI_TOKEN_TYPE: semconv.TOKEN_TYPE_INPUT}
+                record.input_tokens, {**token_attrs, semconv.GEN_AI_TOKEN_TYPE: semconv.TOKEN_TYPE_INPUT}
             )
         if record.output_tokens is not None:
             self.token_usage.record(
-                record.output_tokens, {**dim_attrs, semconv.GEN_AI_TOKEN_TYPE: semconv.TOKEN_TYPE_OUTPUT}
+                record.output_tokens, {**token_attrs, semconv.GEN_AI_TOKEN_TYPE: semconv.TOKEN_TYPE_OUTPUT}
             )
         if record.cost:
             self.cost.add(record.cost, dim_attrs)

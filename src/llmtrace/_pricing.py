@@ -565,6 +565,13 @@ def lookup_price(model: str | None, service_tier: str | None = None) -> ModelPri
     return _resolve_tier(model, tier, _generation)
 
 
+def service_tiers() -> list[str]:
+    """The non-standard service tiers that the bundled table or the user's prices price some
+    model on (``flex``, ``priority`` ...), sorted."""
+    _sync_prices_file()
+    return sorted({*_BUNDLED_TIERS, *_user_tiers})
+
+
 # --------------------------------------------------------------------------------------
 # Cost
 # --------------------------------------------------------------------------------------

@@ -156,6 +156,38 @@ def test_prices():
     assert "gpt-4o-mini" in out and "$0.15" in out and "unknown" in out
 
 
+def _table(out: str) -> list[list[str]]:
+    """The header and rows of a rich table, cells stripped."""
+    return [
+        [cell.strip() for cell in line.strip().strip("┃│").split("┃" if "┃" in line else "│")]
+        for line in out.splitlines()
+        if line.lstrip().startswith(("┃", "│"))
+    ]
+
+
+def test_prices_show_one_hour_writes_and_service_tiers():
+    code, out, _ = run(None, "prices", "o3", "claude-haiku-4-5-20251001", "no-such-model")
+    assert code == 0
+    header, *rows = _table(out)
+    assert header == [
+        "model", "tier", "priced as", "provider", "input", "cached input", "cache write",
+        "1h cache write", "output", "reasoning",
+    ]  # fmt: skip
+    assert rows == [
+        ["o3", "standard", "o3", "openai", "$2", "$0.5", "$2", "$2", "$8", "$8"],
+        ["o3", "flex", "o3", "openai", "$1", "$0.25", "$1", "$1", "$4", "$4"],
+        ["o3", "priority", "o3", "openai", "$3.5", "$0.875", "$3.5", "$3.5", "$14", "$14"],
+        ["claude-haiku-4-5-20251001", "standard", "claude-haiku-4-5", "anthropic",
+         "$1", "$0.1", "$1.25", "$2", "$5", "$5"],
+        ["no-such-model", "-", "unknown", "-", "-", "-", "-", "-", "-", "-"],
+    ]  # fmt: skip
+    # models without tier prices or one-hour writes: those columns left out
+    code, out, _ = run(None, "prices", "text-embedding-3-small", "mistral-large-latest")
+    header, *rows = _table(out)
+    assert code == 0 and len(header) == 8 and "tier" not in header and "1h cache write" not in header
+    assert rows[1] == ["mistral-large-latest", "mistral-large", "mistral_ai"] + ["$0.5"] * 3 + ["$1.5"] * 2
+
+
 def test_export_is_loadable_otlp_json(demo_store, tmp_path):
     store, _ = demo_store
     trace_id = agent_trace(store)

@@ -793,7 +793,7 @@ def test_internal_failure_never_raises(telemetry_handler, span_exporter, monkeyp
     def boom(*args, **kwargs):
         raise RuntimeError("pricing exploded")
 
-    monkeypatch.setattr(_invocation, "estimate_cost", boom)
+    monkeypatch.setattr(_invocation, "estimate_usage_cost", boom)
     inv = telemetry_handler.start_chat("gpt-4o", provider="openai")
     inv.set_usage(input_tokens=1, output_tokens=1)
     inv.stop()  # must not raise

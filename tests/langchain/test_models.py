@@ -369,4 +369,4 @@ def test_generation_level_llm_result_usage():
     from llmtrace_langchain import _extract
 
     result = LLMResult(generations=[[Generation(text="x")]], llm_output={"token_usage": {"prompt_tokens": 1}})
-    assert _extract.usage(result, _extract.generations(result)) == (1, None, None, None, None)
+    assert _extract.usage(result, _extract.generations(result)) == (1, None, None, None, None, None, None)

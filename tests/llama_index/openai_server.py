@@ -2,7 +2,8 @@
 
 Each request pops the next scripted reply from ``FakeOpenAI.replies`` (default: a plain
 answer). A reply is a dict: ``{"status": 429}`` for an error, ``{"tool_calls": [...]}`` for a
-tool call, ``{"text": ..., "cached": n, "reasoning": n}`` otherwise. Streaming requests get
+tool call, ``{"text": ..., "cached": n, "reasoning": n}`` otherwise (also ``cache_write``: n, the
+cache-write tokens, and ``service_tier``, the response's tier). Streaming requests get
 SSE chunks and, when ``stream_options.include_usage`` is set, a final usage-only chunk.
 Requests are recorded in ``FakeOpenAI.requests`` (with their ``traceparent`` header).
 
@@ -84,9 +85,19 @@ def _usage(reply: dict[str, Any]) -> dict[str, Any]:
         "prompt_tokens": reply.get("prompt_tokens", 12),
         "completion_tokens": reply.get("completion_tokens", 5),
         "total_tokens": reply.get("prompt_tokens", 12) + reply.get("completion_tokens", 5),
-        "prompt_tokens_details": {"cached_tokens": reply.get("cached", 0)},
+        "prompt_tokens_details": {"cached_tokens": reply.get("cached", 0), **_cache_write(reply)},
         "completion_tokens_details": {"reasoning_tokens": reply.get("reasoning", 0)},
     }
+
+
+def _cache_write(reply: dict[str, Any]) -> dict[str, Any]:
+    """``cache_write_tokens`` when the reply gives ``cache_write``."""
+    return {"cache_write_tokens": reply["cache_write"]} if "cache_write" in reply else {}
+
+
+def _tier(reply: dict[str, Any]) -> dict[str, Any]:
+    """The response's ``service_tier`` when the reply gives one."""
+    return {"service_tier": reply["service_tier"]} if "service_tier" in reply else {}
 
 
 def _message(reply: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -112,6 +123,7 @@ def _completion(reply: dict[str, Any]) -> dict[str, Any]:
         "model": MODEL,
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
         "usage": _usage(reply),
+        **_tier(reply),
     }
 
 
@@ -122,6 +134,7 @@ def _sse(reply: dict[str, Any], include_usage: bool) -> bytes:
         "object": "chat.completion.chunk",
         "created": 1700000000,
         "model": MODEL,
+        **_tier(reply),
     }
     chunks: list[dict[str, Any]] = []
     if "tool_calls" in message:
@@ -154,7 +167,7 @@ def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
     }
     usage = {
         "input_tokens": reply.get("prompt_tokens", 12),
-        "input_tokens_details": {"cached_tokens": reply.get("cached", 0)},
+        "input_tokens_details": {"cached_tokens": reply.get("cached", 0), **_cache_write(reply)},
         "output_tokens": reply.get("completion_tokens", 5),
         "output_tokens_details": {"reasoning_tokens": reply.get("reasoning", 0)},
         "total_tokens": reply.get("prompt_tokens", 12) + reply.get("completion_tokens", 5),
@@ -183,6 +196,7 @@ def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
         "usage": usage if done else None,
         "user": None,
         "metadata": {},
+        **_tier(reply),
     }
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llmtrace._pricing import PRICES_CHECKED, lookup_price, normalize_model_name
+from llmtrace._pricing import PRICES_CHECKED, ModelPrice, lookup_price, normalize_model_name, service_tiers
 from llmtrace.cli import _render as render
 from llmtrace.cli._otlp import request_to_json, trace_to_request
 from llmtrace.store._api import (
@@ -544,38 +544,49 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
 @cli.command()
 @click.argument("models", nargs=-1, required=True)
 def prices(models: tuple[str, ...]) -> None:
-    """Look up model prices (USD per 1M tokens) the way llmtrace prices calls."""
+    """Look up model prices (USD per 1M tokens) the way llmtrace prices calls: a row per model, and
+    one per service tier (flex, priority ...) the table prices it on."""
 
     def per_million(value: float | None, fallback: float) -> str:
         return f"${value if value is not None else fallback:g}"
 
-    table = Table(title=f"Prices per 1M tokens (bundled table checked {PRICES_CHECKED})")
-    for name in (
-        "model",
-        "priced as",
-        "provider",
-        "input",
-        "cached input",
-        "cache write",
-        "output",
-        "reasoning",
-    ):
-        table.add_column(name, justify="left" if name in ("model", "priced as", "provider") else "right")
+    rows: list[tuple[str, str | None, ModelPrice | None]] = []
     for model in models:
         price = lookup_price(model)
+        rows.append((model, None, price))
+        if price is not None:
+            for name in service_tiers():
+                tier_price = lookup_price(model, name)
+                if tier_price is not None:
+                    rows.append((model, name, tier_price))
+    with_tiers = any(tier is not None for _, tier, _ in rows)
+    with_1h = any(price is not None and price.cache_write_1h is not None for _, _, price in rows)
+    columns = ["model", *(["tier"] if with_tiers else []), "priced as", "provider", "input", "cached input"]
+    columns += ["cache write", *(["1h cache write"] if with_1h else []), "output", "reasoning"]
+    table = Table(title=f"Prices per 1M tokens (bundled table checked {PRICES_CHECKED})")
+    for name in columns:
+        left = name in ("model", "tier", "priced as", "provider")
+        table.add_column(name, justify="left" if left else "right")
+    for model, tier, price in rows:
+        cells = [render.clean(model)]
+        if with_tiers:
+            cells.append(render.clean(tier) if tier else ("standard" if price else render.NONE))
         if price is None:
-            table.add_row(render.clean(model), "unknown", render.NONE, *([render.NONE] * 5))
+            cells += ["unknown", *([render.NONE] * (len(columns) - len(cells) - 1))]
+            table.add_row(*cells)
             continue
-        table.add_row(
-            render.clean(model),
+        write = price.cache_write if price.cache_write is not None else price.input
+        cells += [
             render.clean(normalize_model_name(model)),
             price.provider or render.NONE,
             per_million(price.input, price.input),
             per_million(price.cache_read, price.input),
             per_million(price.cache_write, price.input),
-            per_million(price.output, price.output),
-            per_million(price.reasoning, price.output),
-        )
+        ]
+        if with_1h:
+            cells.append(per_million(price.cache_write_1h, write))
+        cells += [per_million(price.output, price.output), per_million(price.reasoning, price.output)]
+        table.add_row(*cells)
     _console().print(table)
 
 

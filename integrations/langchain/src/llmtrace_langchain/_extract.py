@@ -319,81 +319,164 @@ def response_fields(response: Any, gens: Sequence[Any]) -> tuple[str | None, str
     return response_id, model, reasons or None
 
 
-Usage5 = tuple[object, object, object, object, object]
+UsageCounts = tuple[object, object, object, object, object, object, object]
+"""(input, output, cache read, cache write, reasoning, one-hour cache write tokens, service tier):
+``ModelInvocation.set_usage``'s arguments, raw (it coerces them)."""
+
+_TIER_KEYS = tuple(
+    (t, f"{t}_cache_read", f"{t}_cache_creation", f"{t}_reasoning") for t in ("flex", "priority")
+)
+"""The service tiers langchain-openai prefixes its token-detail keys with (``flex_cache_read``), and
+those keys; it also gives the tier's own count (``flex``)."""
 
 
-def usage(response: Any, gens: Sequence[Any]) -> Usage5 | None:
-    """(input, output, cache read, cache write, reasoning) tokens, or None if nothing was reported.
+def usage(response: Any, gens: Sequence[Any]) -> UsageCounts | None:
+    """The call's usage (see ``UsageCounts``), or None if it reported neither counts nor a tier.
 
     ``usage_metadata`` of the messages first, then the older ``llm_output`` shapes (``token_usage``
-    of OpenAI, ``usage`` of Anthropic).
+    of OpenAI, ``usage`` of Anthropic). The service tier: the one the response metadata names
+    (langchain-openai's ``service_tier``, Anthropic's ``usage.service_tier``), else the one
+    langchain-openai's tier-prefixed detail keys imply.
 
     A callback's response answers one prompt (LangChain ends one run per prompt), so several
     generations are the ``n`` choices of one request (see ``_choices_usage``).
     """
     found: list[Mapping[str, Any]] = []
+    tier: object = None
+    message = None
     for gen in gens:
-        meta = getattr(getattr(gen, "message", None), "usage_metadata", None)
+        message = getattr(gen, "message", None)
+        meta = getattr(message, "usage_metadata", None)
         if isinstance(meta, Mapping) and ("input_tokens" in meta or "output_tokens" in meta):
             found.append(meta)
+        if tier is None:
+            # a chat message's metadata has its generation's info, LangChain merges it in
+            if message is None:
+                tier = _tier_of(getattr(gen, "generation_info", None))
+            else:
+                tier = _tier_of(getattr(message, "response_metadata", None))
+    if tier is None and (len(gens) != 1 or message is None):  # else merged into the message too
+        tier = _tier_of(getattr(response, "llm_output", None))
+    counts: UsageCounts | None = None
     if found:
-        return _choices_usage(found)
-    llm_output = getattr(response, "llm_output", None)
-    if isinstance(llm_output, Mapping):
-        raw = _first(llm_output.get("token_usage"), llm_output.get("usage"))
-        if isinstance(raw, Mapping):
-            return _legacy_usage(raw)
-    for gen in gens:  # some integrations only fill response_metadata
-        meta = getattr(getattr(gen, "message", None), "response_metadata", None)
-        if isinstance(meta, Mapping):
-            raw = _first(meta.get("token_usage"), meta.get("usage"))
+        counts = _choices_usage(found)
+    else:
+        llm_output = getattr(response, "llm_output", None)
+        if isinstance(llm_output, Mapping):
+            raw = _first(llm_output.get("token_usage"), llm_output.get("usage"))
             if isinstance(raw, Mapping):
-                return _legacy_usage(raw)
-    return None
+                counts = _legacy_usage(raw)
+        if counts is None:
+            for gen in gens:  # some integrations only fill response_metadata
+                meta = getattr(getattr(gen, "message", None), "response_metadata", None)
+                if isinstance(meta, Mapping):
+                    raw = _first(meta.get("token_usage"), meta.get("usage"))
+                    if isinstance(raw, Mapping):
+                        counts = _legacy_usage(raw)
+                        break
+    if tier is None:
+        return counts
+    if counts is None:
+        return (None, None, None, None, None, None, tier)
+    return (*counts[:6], tier)
 
 
-def _choices_usage(items: Sequence[Mapping[str, Any]]) -> Usage5:
+def _tier_of(meta: object) -> object:
+    """The service tier in a response-metadata-like mapping: its own ``service_tier`` (OpenAI) or
+    its ``usage``'s (Anthropic). On every model call: dicts (what LangChain gives) checked first."""
+    if not meta or not isinstance(meta, (dict, Mapping)):
+        return None
+    tier = meta.get("service_tier")
+    if tier is None:
+        raw = meta.get("usage")
+        if raw and isinstance(raw, (dict, Mapping)):
+            tier = raw.get("service_tier")
+    return tier
+
+
+def _choices_usage(items: Sequence[Mapping[str, Any]]) -> UsageCounts:
     """The usage of one request from the ``usage_metadata`` of its choices: usage every choice
     reports alike is the request's own, copied onto each (langchain-openai does so for ``n`` > 1),
     and counts once; usage that differs between choices is each choice's own, and is summed."""
     first = items[0]
     if len(items) == 1 or all(item == first for item in items):
         return _usage_metadata(first)
-    totals: list[int | None] = [None] * 5
+    totals: list[int | None] = [None] * 6
+    tier: object = None
     for item in items:
-        for i, value in enumerate(_usage_metadata(item)):
+        counts = _usage_metadata(item)
+        for i, value in enumerate(counts[:6]):
             if isinstance(value, int) and not isinstance(value, bool):
                 totals[i] = (totals[i] or 0) + value
-    return (totals[0], totals[1], totals[2], totals[3], totals[4])
+        if tier is None:
+            tier = counts[6]
+    return (totals[0], totals[1], totals[2], totals[3], totals[4], totals[5], tier)
 
 
-def _usage_metadata(meta: Mapping[str, Any]) -> Usage5:
+def _usage_metadata(meta: Mapping[str, Any]) -> UsageCounts:
+    """Counts of one ``usage_metadata``. langchain-openai names the details of a flex or priority
+    call with the tier as a prefix (``flex_cache_read``, ``priority_reasoning``); langchain-anthropic
+    adds the cache writes by lifetime (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``),
+    and then reports their total (``cache_creation``) as 0: the writes are the split's sum."""
     inputs = meta.get("input_token_details")
     outputs = meta.get("output_token_details")
-    cache_read = inputs.get("cache_read") if isinstance(inputs, Mapping) else None
-    cache_write = inputs.get("cache_creation") if isinstance(inputs, Mapping) else None
-    reasoning = outputs.get("reasoning") if isinstance(outputs, Mapping) else None
-    return meta.get("input_tokens"), meta.get("output_tokens"), cache_read, cache_write, reasoning
+    cache_read = cache_write = reasoning = write_1h = tier = None
+    if isinstance(inputs, Mapping) and inputs:
+        cache_read = inputs.get("cache_read")
+        cache_write = inputs.get("cache_creation")
+        if cache_read is None and cache_write is None:
+            for prefix, read_key, write_key, _ in _TIER_KEYS:
+                if prefix in inputs or read_key in inputs or write_key in inputs:
+                    cache_read, cache_write, tier = inputs.get(read_key), inputs.get(write_key), prefix
+                    break
+        split_5m = inputs.get("ephemeral_5m_input_tokens")
+        write_1h = inputs.get("ephemeral_1h_input_tokens")
+        if split_5m is not None or write_1h is not None:
+            split = sum(n for n in (split_5m, write_1h) if isinstance(n, int) and not isinstance(n, bool))
+            if not isinstance(cache_write, int) or split > cache_write:
+                cache_write = split
+    if isinstance(outputs, Mapping) and outputs:
+        reasoning = outputs.get("reasoning")
+        if reasoning is None:
+            for prefix, _, _, reasoning_key in _TIER_KEYS:
+                if prefix in outputs or reasoning_key in outputs:
+                    reasoning, tier = outputs.get(reasoning_key), tier or prefix
+                    break
+    counts = (meta.get("input_tokens"), meta.get("output_tokens"), cache_read, cache_write, reasoning)
+    return (*counts, write_1h, tier)
 
 
-def _legacy_usage(raw: Mapping[str, Any]) -> Usage5:
+def _legacy_usage(raw: Mapping[str, Any]) -> UsageCounts:
+    tier = raw.get("service_tier")
     if "prompt_tokens" in raw or "completion_tokens" in raw:  # OpenAI-style
         prompt_details = raw.get("prompt_tokens_details")
         completion_details = raw.get("completion_tokens_details")
-        cache_read = prompt_details.get("cached_tokens") if isinstance(prompt_details, Mapping) else None
+        cache_read = cache_write = None
+        if isinstance(prompt_details, Mapping):
+            cache_read = prompt_details.get("cached_tokens")
+            cache_write = prompt_details.get("cache_write_tokens")
         reasoning = (
             completion_details.get("reasoning_tokens") if isinstance(completion_details, Mapping) else None
         )
-        return raw.get("prompt_tokens"), raw.get("completion_tokens"), cache_read, None, reasoning
+        counts = (raw.get("prompt_tokens"), raw.get("completion_tokens"), cache_read, cache_write, reasoning)
+        return (*counts, None, tier)
     # Anthropic-style: input_tokens excludes the cached parts
     read = raw.get("cache_read_input_tokens")
     write = raw.get("cache_creation_input_tokens")
+    write_1h = None
+    lifetimes = raw.get("cache_creation")  # the writes by lifetime, within the total
+    if isinstance(lifetimes, Mapping):
+        split_5m = lifetimes.get("ephemeral_5m_input_tokens")
+        write_1h = lifetimes.get("ephemeral_1h_input_tokens")
+        split = sum(n for n in (split_5m, write_1h) if isinstance(n, int) and not isinstance(n, bool))
+        if (split_5m is not None or write_1h is not None) and (not isinstance(write, int) or split > write):
+            write = split
     inputs = raw.get("input_tokens")
     if isinstance(inputs, int) and not isinstance(inputs, bool):
         for extra in (read, write):
             if isinstance(extra, int) and not isinstance(extra, bool):
                 inputs += extra
-    return inputs, raw.get("output_tokens"), read, write, None
+    return inputs, raw.get("output_tokens"), read, write, None, write_1h, tier
 
 
 def is_cache_replay(gens: Sequence[Any], run_id: object) -> bool:

@@ -158,6 +158,8 @@ def _apply_response(invocation: ModelInvocation, response: Any, *, content: bool
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            service_tier=usage.service_tier,
         )
     info = _extract.response_info(response)
     if info.response_id is not None:

@@ -18,6 +18,7 @@ from llmtrace import _parts, semconv
 from llmtrace._content import MAX_ITEMS
 from llmtrace._formats import output_type
 from llmtrace._objects import BoundedCache, attribute, attributes, url_host_port
+from llmtrace._usage import coerce_service_tier
 
 # (words of the lower-cased class name, provider name); first match wins, so the more specific
 # names come first. A name matches only whole camel-case words (``XAI`` and ``GrokLLM`` are xAI,
@@ -234,13 +235,16 @@ def request_params(llm: Any, kwargs: Mapping[str, Any] | None) -> RequestParams:
 # --------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class UsageCounts:
-    """Token counts in the conventions' sense: input includes cache reads and writes."""
+    """Token counts in the conventions' sense: input includes cache reads and writes, cache writes
+    include the one-hour ones (Anthropic); and the service tier the response says served the call."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    service_tier: str | None = None
 
 
 def _count(value: Any) -> int | None:
@@ -268,7 +272,8 @@ def usage_from_raw(raw: Any) -> UsageCounts | None:
 
     OpenAI reports ``prompt_tokens`` including cached ones (``prompt_tokens_details``);
     Anthropic reports ``input_tokens`` excluding cache reads and writes, so those are added.
-    An OpenAI Responses stream event gives the usage of the response it carries.
+    An OpenAI Responses stream event gives the usage of the response it carries. The service
+    tier: OpenAI's ``service_tier`` of the response, Anthropic's of its ``usage``.
     """
     event = _responses_event(raw)
     if event is not None:
@@ -276,7 +281,11 @@ def usage_from_raw(raw: Any) -> UsageCounts | None:
     usage = get(raw, "usage")
     if usage is None:
         return _gemini_usage(get(raw, "usage_metadata"))
-    return _usage_counts(usage)
+    counts = _usage_counts(usage)
+    if counts is not None and counts.service_tier is None:
+        tier = get(raw, "service_tier")
+        counts.service_tier = coerce_service_tier(get(usage, "service_tier") if tier is None else tier)
+    return counts
 
 
 def _usage_counts(usage: Any) -> UsageCounts | None:
@@ -289,6 +298,7 @@ def _usage_counts(usage: Any) -> UsageCounts | None:
             input_tokens=prompt,
             output_tokens=_count(get(usage, "completion_tokens")),
             cache_read_tokens=_count(get(details, "cached_tokens")),
+            cache_write_tokens=_count(get(details, "cache_write_tokens")),
             reasoning_tokens=_count(get(out_details, "reasoning_tokens")),
         )
     input_tokens = _count(get(usage, "input_tokens"))
@@ -298,12 +308,21 @@ def _usage_counts(usage: Any) -> UsageCounts | None:
     cache_read = _count(get(usage, "cache_read_input_tokens"))
     cache_write = _count(get(usage, "cache_creation_input_tokens"))
     if cache_read is not None or cache_write is not None:  # Anthropic
+        write_1h = None
+        lifetimes = get(usage, "cache_creation")  # the writes by cache lifetime
+        if lifetimes is not None:
+            split_5m = _count(get(lifetimes, "ephemeral_5m_input_tokens"))
+            write_1h = _count(get(lifetimes, "ephemeral_1h_input_tokens"))
+            if split_5m is not None or write_1h is not None:
+                cache_write = max(cache_write or 0, (split_5m or 0) + (write_1h or 0))
         total = None if input_tokens is None else input_tokens + (cache_read or 0) + (cache_write or 0)
         return UsageCounts(
             input_tokens=total,
             output_tokens=output_tokens,
             cache_read_tokens=cache_read,
             cache_write_tokens=cache_write,
+            cache_write_1h_tokens=write_1h,
+            service_tier=coerce_service_tier(get(usage, "service_tier")),
         )
     in_details = get(usage, "input_tokens_details")  # OpenAI responses API
     out_details = get(usage, "output_tokens_details")
@@ -311,6 +330,7 @@ def _usage_counts(usage: Any) -> UsageCounts | None:
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cache_read_tokens=_count(get(in_details, "cached_tokens")),
+        cache_write_tokens=_count(get(in_details, "cache_write_tokens")),
         reasoning_tokens=_count(get(out_details, "reasoning_tokens")),
     )
 
