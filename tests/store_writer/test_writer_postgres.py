@@ -303,7 +303,9 @@ def test_10k_items_from_8_threads_finish_while_the_table_is_locked(db_url: str) 
     # table was still locked. (Single-call maxima across 9 threads on 2 CPUs measure the scheduler.)
     assert produced_at < lock_info["released_at"], (produced_in, LOCK_S)
     all_calls = [x for per_thread in latencies for x in per_thread]
-    assert statistics.median(all_calls) / 1e6 < 2
+    # and no call waited for it (a call blocked by the lock would take seconds; 8 threads on 2
+    # cores make the median a few ms of scheduling, more on a loaded machine)
+    assert statistics.median(all_calls) / 1e6 < 100
 
 
 def test_classification_of_real_psycopg_failures(server: PgServer, db_url: str) -> None:
