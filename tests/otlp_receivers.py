@@ -104,7 +104,7 @@ _RESPONSE_TYPES: dict[Signal, type[Message]] = {
 }
 
 _T = TypeVar("_T")
-_R = TypeVar("_R", bound="_Receiver")
+_S = TypeVar("_S", bound="_Server")
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,7 +499,28 @@ def _common_name(subject: Any) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-class _Receiver:
+class _Server:
+    """A test server used as a context manager: started on entry, stopped on exit."""
+
+    def start(self: _S) -> _S:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _Receiver(_Server):
     """Thread-safe store of export calls with the decoding and wait helpers."""
 
     def __init__(
@@ -530,7 +551,7 @@ class _Receiver:
     def _stop(self) -> None:
         raise NotImplementedError
 
-    def start(self: _R) -> _R:
+    def start(self: _S) -> _S:
         if self._port is not None:
             raise RuntimeError(f"{type(self).__name__} already started")
         self._stopping.clear()
@@ -545,17 +566,6 @@ class _Receiver:
             self._stop()
         finally:
             self._port = None
-
-    def __enter__(self: _R) -> _R:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
@@ -1028,7 +1038,7 @@ class HttpReceiver(_Receiver):
 # --------------------------------------------------------------------------------------------
 
 
-class HangingServer:
+class HangingServer(_Server):
     """TCP server on ``127.0.0.1:<ephemeral>`` that accepts connections and never answers.
 
     Whatever clients send is read and discarded (so their writes never block); nothing is ever
@@ -1125,17 +1135,6 @@ class HangingServer:
         self._listener = self._wake_r = self._wake_w = None
         self._thread = None
         self._port = None
-
-    def __enter__(self) -> HangingServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1243,7 +1242,7 @@ def _http2_calls(stream: bytes) -> list[WireCall]:
     return list(calls.values())
 
 
-class WireTap:
+class WireTap(_Server):
     """A TCP relay on ``127.0.0.1:<ephemeral>`` to ``127.0.0.1:<target_port>`` that keeps every
     byte the clients sent: point a gRPC exporter at ``endpoint`` (plaintext) and read the calls
     as they were on the wire with :meth:`calls`."""
@@ -1341,17 +1340,6 @@ class WireTap:
             sock.close()
         self._listener = None
         self._port = None
-
-    def __enter__(self) -> WireTap:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def closed_port() -> int:
