@@ -165,7 +165,9 @@ def test_a_queue_smaller_than_the_load_drops_and_accounts(tmp_path):
     assert snap.accepted == THREADS * PER_THREAD
     assert snap.accepted == snap.written + snap.dropped and snap.pending == 0
     assert snap.dropped == snap.dropped_by_reason["queue_full"] > 0
-    assert snap.high_water_mark == 20_000 and snap.written >= 20_000
+    # The capacity check is not under a lock: each thread submitting at that moment may add one
+    # more item (documented in ``_submit``), never more.
+    assert 20_000 <= snap.high_water_mark <= 20_000 + THREADS and snap.written >= 20_000
     assert _rows(path) == snap.written
     _check_latency(latencies)
 
