@@ -286,8 +286,8 @@ def test_the_trace_list_says_which_costs_leave_out_unpriced_calls(url: str) -> N
     code, out, _ = run(url, "traces")
     assert code == 0
     (line,) = [line for line in out.splitlines() if TRACE_D.trace_id in line]
-    assert "- +1 unpriced" in line
-    assert "+N unpriced: calls whose model llmtrace has no price for, left out of the cost" in out
+    assert "- +1 unpriced: 1 unknown_model" in line
+    assert "+N unpriced: calls without a price, left out of the cost, by reason (unknown_model: " in out
     _, out, _ = run(url, "traces", "--service", "checkout")
     assert "unpriced" not in out
 

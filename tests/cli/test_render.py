@@ -29,7 +29,7 @@ def test_header_counts_llmtrace_calls_once_and_says_what_is_unpriced():
     unpriced = call_span(TRACE_A, 1, R6)  # 400 in / 40 out, no price known
     header = _text(_render.trace_header(Trace(TRACE_A.trace_id, [root, priced, sdk, unpriced])))
     assert "500 in / 90 out" in header
-    assert "$0.0100 (+ 1 unpriced call(s))" in header
+    assert "$0.0100 (+ 1 unpriced: 1 unknown_model)" in header
 
 
 def test_header_without_reported_usage_shows_none_not_zero():

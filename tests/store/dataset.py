@@ -17,7 +17,9 @@ R8   2024-03-11 04:30:00  checkout  openai     text-embedding-3-small  1000  -  
 R9   2024-03-11 04:30:40  checkout  openai     gpt-4o                  -     -    -      10.0   timeout
 ===  ===================  ========  =========  ======================  ====  ===  =====  =====  ==============
 
-(*) response model gpt-4o-2024-08-06. Traces (root span first, then the model-call spans):
+(*) response model gpt-4o-2024-08-06. Service tiers: R1 ``default``, R2 ``flex``, R5 ``standard``,
+none reported for the others. R5's 50 cache-write tokens include 30 one-hour writes. R6 is unpriced
+for ``unknown_model``. Traces (root span first, then the model-call spans):
 
 * A checkout ``invoke_agent shopper``   [R1-1s, R2+3s]  R1, R2 and a tool span: 4 spans, 44 s, ok
 * B checkout ``chain cached``           [R3-0.1s, R3+0.5s]  R3: 2 spans, 0.6 s, ok, cost 0.0
@@ -34,7 +36,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from llmtrace import semconv
-from llmtrace._usage import UsageRecord
+from llmtrace._usage import UsageRecord, service_tier_attribute
 from llmtrace.store import SpanEvent, SpanRecord, Store
 
 S = 1_000_000_000
@@ -64,6 +66,9 @@ class Call:
     duration_s: float = 1.0
     error_type: str | None = None
     cache_hit: bool | None = None
+    cache_write_1h: int | None = None
+    service_tier: str | None = None
+    unpriced_reason: str | None = None
 
 
 R1 = Call(
@@ -79,6 +84,7 @@ R1 = Call(
     cost=0.010,
     duration_s=1.0,
     cache_hit=False,
+    service_tier="default",
 )
 R2 = Call(
     "R2",
@@ -92,6 +98,7 @@ R2 = Call(
     reasoning=5,
     cost=0.020,
     duration_s=2.0,
+    service_tier="flex",
 )
 R3 = Call(
     "R3", ns("2024-03-10T00:00:20"), "checkout", "openai", "gpt-4o", None, duration_s=0.01, cache_hit=True
@@ -118,6 +125,8 @@ R5 = Call(
     cache_write=50,
     cost=0.030,
     duration_s=3.0,
+    cache_write_1h=30,
+    service_tier="standard",
 )
 R6 = Call(
     "R6",
@@ -129,6 +138,7 @@ R6 = Call(
     input_tokens=400,
     output_tokens=40,
     duration_s=4.0,
+    unpriced_reason=semconv.UNPRICED_UNKNOWN_MODEL,
 )
 R7 = Call(
     "R7",
@@ -219,6 +229,9 @@ def call_span(trace: TraceSpec, index: int, call: Call) -> SpanRecord:
         (semconv.GEN_AI_USAGE_COST_AMOUNT, call.cost),
         (semconv.ERROR_TYPE, call.error_type),
         (semconv.LLMTRACE_CACHE_HIT, call.cache_hit),
+        (semconv.LLMTRACE_USAGE_CACHE_WRITE_1H_INPUT_TOKENS, call.cache_write_1h),
+        (service_tier_attribute(call.provider), call.service_tier),
+        (semconv.LLMTRACE_COST_UNPRICED_REASON, call.unpriced_reason),
     ):
         if value is not None:
             attrs[key] = value
@@ -287,6 +300,9 @@ def usage_record(trace: TraceSpec, index: int, call: Call) -> UsageRecord:
         span_id=trace.trace_id[:15] + str(index + 1),
         start_time_unix_nano=call.start,
         dimensions={"tier": "free" if trace.service == "search" else "pro"},
+        cache_write_1h_tokens=call.cache_write_1h,
+        service_tier=call.service_tier,
+        unpriced_reason=call.unpriced_reason,
     )
 
 

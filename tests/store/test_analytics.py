@@ -47,7 +47,8 @@ def approx_points(points: list[SeriesPoint]) -> list[tuple[str, str, int, int, i
 
 def test_usage_summary(filled: Store) -> None:
     # calls R1..R9; in 100+200+300+400+1000; out 50+20+100+40; cost .01+.02+0 (R3 hit)+.03+.002;
-    # unpriced: R6 only (R4, R7, R9 failed without usage); errors R4, R7, R9; one cache hit (R3)
+    # unpriced: R6 only (R4, R7, R9 failed without usage), no price for its model; errors R4, R7, R9;
+    # one cache hit (R3); of R5's 50 cache-write tokens, 30 one-hour writes
     summary = filled.usage_summary()
     assert summary == UsageSummary(
         calls=9,
@@ -60,6 +61,8 @@ def test_usage_summary(filled: Store) -> None:
         unpriced_calls=1,
         error_calls=3,
         cache_hits=1,
+        cache_write_1h_tokens=30,
+        unpriced_by_reason={"unknown_model": 1},
     )
 
 

@@ -425,10 +425,11 @@ def show(ctx: click.Context, trace_id: str) -> None:
 @click.option(
     "--by",
     "group_by",
-    type=click.Choice(["model", "provider", "service"]),
+    type=click.Choice(["model", "provider", "service", "service_tier"]),
     default="model",
     show_default=True,
-    help="Group the usage series by.",
+    help="Group the usage series by (service_tier: the tier that served each call, as its provider "
+    "reported it; - for calls without one).",
 )
 @click.option(
     "--bucket",

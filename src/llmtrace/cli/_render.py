@@ -74,11 +74,29 @@ def fmt_cost(cost: float | None) -> str:
     return f"${cost:.6f}"
 
 
-def fmt_trace_cost(cost: float | None, unpriced_calls: int) -> str:
-    """A trace's cost, and how many of its calls it leaves out (no price known): ``$0.0123 +1
-    unpriced``, or ``- +2 unpriced`` when none was priced."""
+UNKNOWN_REASON = "unknown"
+"""The reason counted for unpriced calls stored without one (as the store counts them)."""
+
+
+def fmt_unpriced(by_reason: Mapping[str, int], calls: int | None = None) -> str:
+    """Unpriced calls counted by reason, most first: ``3 unpriced: 2 unknown_model, 1 service_tier``.
+    ``calls``: the total when it is known apart from the reasons (it wins over their sum)."""
+    reasons = sorted(((n, why) for why, n in by_reason.items() if n), key=lambda item: (-item[0], item[1]))
+    total = sum(n for n, _ in reasons) if calls is None else calls
+    text = f"{total:,} unpriced"
+    return (text + ": " + ", ".join(f"{n:,} {clean(why)}" for n, why in reasons)) if reasons else text
+
+
+def fmt_trace_cost(
+    cost: float | None, unpriced_calls: int, unpriced_by_reason: Mapping[str, int] | None = None
+) -> str:
+    """A trace's cost, and how many of its calls it leaves out (no price known), by reason:
+    ``$0.0123 +1 unpriced: 1 unknown_model``, or ``- +2 unpriced: 2 service_tier`` when none was
+    priced."""
     text = fmt_cost(cost)
-    return f"{text} +{unpriced_calls} unpriced" if unpriced_calls else text
+    if not unpriced_calls:
+        return text
+    return f"{text} +{fmt_unpriced(unpriced_by_reason or {}, unpriced_calls)}"
 
 
 def fmt_bytes(size: int | None) -> str:
@@ -137,11 +155,14 @@ def traces_table(items: Sequence[TraceSummary], *, title: str | None = None) -> 
             fmt_duration(item.duration_ns),
             str(item.span_count),
             f"{item.input_tokens:,} / {item.output_tokens:,}",
-            fmt_trace_cost(item.cost, item.unpriced_calls),
+            fmt_trace_cost(item.cost, item.unpriced_calls, item.unpriced_by_reason),
             _status_text(item.status),
         )
     if any(item.unpriced_calls for item in items):
-        table.caption = "+N unpriced: calls whose model llmtrace has no price for, left out of the cost"
+        table.caption = (
+            "+N unpriced: calls without a price, left out of the cost, by reason (unknown_model: "
+            "no price for the model; service_tier: none for the tier that served the call)"
+        )
     return table
 
 
@@ -173,7 +194,8 @@ def _span_label(span: SpanRecord) -> Text:
     if isinstance(cost, (int, float)):
         details.append(f"cost={fmt_cost(float(cost))}")
     elif _attr(span, semconv.LLMTRACE_COST_UNPRICED):
-        details.append("cost=unpriced")
+        reason = _attr(span, semconv.LLMTRACE_COST_UNPRICED_REASON)
+        details.append(f"cost=unpriced ({reason})" if isinstance(reason, str) and reason else "cost=unpriced")
     cache_hit = _attr(span, semconv.LLMTRACE_CACHE_HIT)
     if cache_hit is not None:
         details.append("cache HIT" if cache_hit else "cache miss")
@@ -286,7 +308,8 @@ def trace_header(trace: Trace) -> Table:
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost: float | None = None
-    tools = errors = cache_hits = unpriced = 0
+    tools = errors = cache_hits = 0
+    unpriced: dict[str, int] = {}
     for span in spans:
         attrs = span.attributes
         operation = attrs.get(semconv.GEN_AI_OPERATION_NAME)
@@ -303,7 +326,9 @@ def trace_header(trace: Trace) -> Table:
             if isinstance(amount, (int, float)) and not isinstance(amount, bool):
                 cost = (cost or 0.0) + float(amount)
             elif attrs.get(semconv.LLMTRACE_COST_UNPRICED):
-                unpriced += 1
+                reason = attrs.get(semconv.LLMTRACE_COST_UNPRICED_REASON)
+                reason = reason if isinstance(reason, str) and reason else UNKNOWN_REASON
+                unpriced[reason] = unpriced.get(reason, 0) + 1
         if operation == semconv.OP_EXECUTE_TOOL:
             tools += 1
         if span.attributes.get(semconv.LLMTRACE_CACHE_HIT):
@@ -319,7 +344,7 @@ def trace_header(trace: Trace) -> Table:
     table.add_row("duration", fmt_duration(end - start))
     table.add_row("spans", f"{len(spans)} ({tools} tool calls, {cache_hits} cache hits, {errors} errors)")
     table.add_row("tokens", fmt_tokens(tokens_in, tokens_out))
-    table.add_row("cost", fmt_cost(cost) + (f" (+ {unpriced} unpriced call(s))" if unpriced else ""))
+    table.add_row("cost", fmt_cost(cost) + (f" (+ {fmt_unpriced(unpriced)})" if unpriced else ""))
     return table
 
 
@@ -339,15 +364,24 @@ def summary_table(summary: UsageSummary, *, title: str = "Usage and cost") -> Ta
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
+    write_1h = (
+        [("    of which one-hour", fmt_int(summary.cache_write_1h_tokens))]
+        if summary.cache_write_1h_tokens
+        else []
+    )
+    # most first, as fmt_unpriced orders them
+    reasons = sorted(summary.unpriced_by_reason.items(), key=lambda item: (-item[1], item[0]))
     rows: Iterable[tuple[str, str]] = (
         ("model calls", fmt_int(summary.calls)),
         ("input tokens", fmt_int(summary.input_tokens)),
         ("  of which cache read", fmt_int(summary.cache_read_tokens)),
         ("  of which cache write", fmt_int(summary.cache_write_tokens)),
+        *write_1h,
         ("output tokens", fmt_int(summary.output_tokens)),
         ("  of which reasoning", fmt_int(summary.reasoning_tokens)),
         ("cost (USD)", fmt_cost(summary.cost)),
         ("unpriced calls", fmt_int(summary.unpriced_calls)),
+        *((f"  of which {clean(why)}", fmt_int(n)) for why, n in reasons if n),
         ("failed calls", fmt_int(summary.error_calls)),
         ("response-cache hits", fmt_int(summary.cache_hits)),
     )
@@ -392,7 +426,7 @@ def series_table(points: Sequence[SeriesPoint], *, group_by: str, bucket: str, t
     for point in points:
         table.add_row(
             fmt_time(point.bucket_start_ns, tz),
-            clean(point.group),
+            clean(point.group or NONE),
             fmt_int(point.calls),
             fmt_int(point.input_tokens),
             fmt_int(point.output_tokens),

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 from llmtrace._usage import UsageRecord
 
 Bucket = Literal["minute", "hour", "day"]
-GroupBy = Literal["model", "provider", "service"]
+GroupBy = Literal["model", "provider", "service", "service_tier"]
 LatencyBy = Literal["model", "operation"]
 ErrorBy = Literal["error_type", "model", "provider"]
 TraceStatus = Literal["ok", "error"]
@@ -108,6 +108,9 @@ class TraceSummary:
     unpriced_calls: int = 0
     """Model calls of the trace that reported token usage but have no cost (no price known): ``cost``
     leaves them out."""
+    unpriced_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """``unpriced_calls`` by why they are unpriced (``unknown_model``, ``service_tier``; ``unknown``
+    for spans that carry no reason or were stored before schema version 5)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,12 @@ class UsageSummary:
     unpriced_calls: int
     error_calls: int
     cache_hits: int
+    cache_write_1h_tokens: int = 0
+    """Of ``cache_write_tokens``, those written with a one-hour lifetime (0 for calls stored before
+    schema version 5)."""
+    unpriced_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """``unpriced_calls`` by why they are unpriced (``unknown_model``, ``service_tier``; ``unknown``
+    for calls recorded without a reason or stored before schema version 5)."""
 
 
 @dataclass(frozen=True, slots=True)

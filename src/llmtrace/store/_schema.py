@@ -175,6 +175,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX traces_duration ON traces (duration_ns)",
         ),
     ),
+    Migration(
+        5,
+        "usage records keep their one-hour cache writes, service tier and why they are unpriced; "
+        "model-call spans why they are unpriced",
+        # Nullable columns only (metadata only, older writers keep inserting: their rows get NULL,
+        # which the queries count as no one-hour writes, no tier known and no reason recorded).
+        (
+            "ALTER TABLE usage ADD COLUMN cache_write_1h_tokens {bigint}",
+            "ALTER TABLE usage ADD COLUMN service_tier TEXT",
+            "ALTER TABLE usage ADD COLUMN unpriced_reason TEXT",
+            "ALTER TABLE spans ADD COLUMN unpriced_reason TEXT",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

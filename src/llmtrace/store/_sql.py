@@ -33,7 +33,12 @@ Semantics the contract leaves open, decided here:
   provider, status ``error`` (the call failed) or ``ok`` (it did not), its cost and duration.
   A cache hit is a call with cost 0; ``unpriced_calls`` counts calls that reported token usage
   but have no cost (no price known); a failed call that reported no usage is not "unpriced".
-  Calls are grouped by request model (the response model when no request model was recorded).
+  ``unpriced_by_reason`` splits them by the reason recorded with them (``unknown_model``,
+  ``service_tier``), ``unknown`` for calls stored without one (before schema version 5, or by an
+  older writer); a trace listing splits its ``unpriced_calls`` by its spans' reason alike.
+  Calls are grouped by request model (the response model when no request model was recorded);
+  by service tier, calls whose provider reported no tier (and calls stored before schema version
+  5) form the group ``""``.
 * **Percentiles** use linear interpolation between closest ranks (``numpy.percentile``'s default):
   the value at rank ``p * (n - 1)`` of the sorted durations.
 * **Error rates**: by model or provider, errors among that key's calls; by error type, calls is
@@ -151,6 +156,11 @@ def _text(value: Any) -> str | None:
     return _no_nul(value) if isinstance(value, str) and value else None
 
 
+def _label(value: Any) -> str | None:
+    """A service tier or unpriced reason as stored: text, bounded; None when missing or not text."""
+    return _text(value[:MAX_LABEL_LENGTH]) if isinstance(value, str) else None
+
+
 def _no_nul_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """``row`` with NUL replaced in every text, as in JSON values: PostgreSQL's TEXT cannot hold
     it, and the whole batch would be refused (a span name, status message or scope from any
@@ -181,8 +191,11 @@ _SPAN_COLUMNS_V3 = (
     "dropped_attributes, dropped_events, dropped_links"
 )
 _SPAN_COLUMNS = f"{_SPAN_COLUMNS_V1}, {_SPAN_COLUMNS_V3}"
+"""The columns a span record is read from."""
+_SPAN_INSERT_COLUMNS = f"{_SPAN_COLUMNS}, unpriced_reason"  # schema version 5: for trace listings only
 _INSERT_SPAN = (
-    f"INSERT INTO spans ({_SPAN_COLUMNS}) VALUES ({', '.join('?' * (_SPAN_COLUMNS.count(',') + 1))}) "
+    f"INSERT INTO spans ({_SPAN_INSERT_COLUMNS}) "
+    f"VALUES ({', '.join('?' * (_SPAN_INSERT_COLUMNS.count(',') + 1))}) "
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
 _USAGE_COLUMNS_V1 = (
@@ -190,11 +203,14 @@ _USAGE_COLUMNS_V1 = (
     "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, duration_s, "
     "time_to_first_chunk_s, streamed, status, error_type, cache_hit, start_ns, dimensions"
 )
-_USAGE_COLUMNS = f"{_USAGE_COLUMNS_V1}, service"  # schema version 4
+_USAGE_COLUMNS_V4 = f"{_USAGE_COLUMNS_V1}, service"
+_USAGE_COLUMNS = f"{_USAGE_COLUMNS_V4}, cache_write_1h_tokens, service_tier, unpriced_reason"  # version 5
 _INSERT_USAGE = (
-    f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({', '.join('?' * 22)}) "
+    f"INSERT INTO usage ({_USAGE_COLUMNS}) VALUES ({', '.join('?' * (_USAGE_COLUMNS.count(',') + 1))}) "
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
 )
+MAX_LABEL_LENGTH = 64
+"""A stored service tier or unpriced reason is cut to this many characters (both are short words)."""
 _TRACE_COLUMNS = (
     "trace_id",
     "service",
@@ -283,6 +299,9 @@ def _span_facts(span: SpanRecord) -> _SpanFacts:
     cost = _cost(attrs.get(semconv.GEN_AI_USAGE_COST_AMOUNT)) if model_call else None
     if model_call and cost is None and attrs.get(semconv.LLMTRACE_CACHE_HIT) is True:
         cost = 0.0
+    unpriced_reason = None
+    if model_call and cost is None and (input_tokens is not None or output_tokens is not None):
+        unpriced_reason = _label(attrs.get(semconv.LLMTRACE_COST_UNPRICED_REASON))
     events = [_event_json(e) for e in span.events]
     links = [_link_json(link) for link in span.links]
     trace_id, span_id = _no_nul(span.trace_id.lower()), _no_nul(span.span_id.lower())
@@ -321,6 +340,7 @@ def _span_facts(span: SpanRecord) -> _SpanFacts:
         int(span.dropped_attributes),
         int(span.dropped_events),
         int(span.dropped_links),
+        unpriced_reason,
     )
     return _SpanFacts(
         trace_id,
@@ -369,6 +389,9 @@ def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
         int(record.start_time_unix_nano),
         dump_json(dict(record.dimensions)),
         _text(record.service),
+        coerce_tokens(record.cache_write_1h_tokens),
+        _label(record.service_tier),
+        _label(record.unpriced_reason),
     )
     return _no_nul_row(row)
 
@@ -568,7 +591,7 @@ _UNPRICED = (
     f"(CASE WHEN {_COST} IS NULL AND (u.input_tokens IS NOT NULL OR u.output_tokens IS NOT NULL) "
     "THEN 1 ELSE 0 END)"
 )
-_GROUPS = ("model", "provider", "service")
+_GROUPS = ("model", "provider", "service", "service_tier")
 _BUCKET_S = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -580,6 +603,8 @@ def _service(version: int) -> str:
 def _group(group_by: str, version: int) -> str:
     if group_by == "service":
         return f"COALESCE({_service(version)}, '')"
+    if group_by == "service_tier":  # written from schema version 5 on
+        return "COALESCE(u.service_tier, '')" if version >= 5 else "''"
     return _MODEL if group_by == "model" else "u.provider"
 
 
@@ -869,7 +894,11 @@ class SqlStore(ABC):
 
     def get_usage(self, trace_id: str) -> list[UsageRecord]:
         """The usage records of one trace, by start time (not part of the Store protocol)."""
-        columns = _USAGE_COLUMNS if self._version >= 4 else f"{_USAGE_COLUMNS_V1}, NULL"
+        columns = _USAGE_COLUMNS  # what older versions lack, as NULL
+        if self._version == 4:
+            columns = f"{_USAGE_COLUMNS_V4}, NULL, NULL, NULL"
+        elif self._version < 4:
+            columns = f"{_USAGE_COLUMNS_V1}, NULL, NULL, NULL, NULL"
         rows = self._read(
             f"SELECT {columns} FROM usage WHERE trace_id = ? ORDER BY start_ns, span_id",
             (trace_id.strip().lower(),),
@@ -898,6 +927,9 @@ class SqlStore(ABC):
                 start_time_unix_nano=int(r[19]),
                 dimensions=dict(load_json(r[20])),
                 service=r[21],
+                cache_write_1h_tokens=r[22],
+                service_tier=r[23],
+                unpriced_reason=r[24],
             )
             for r in rows
         ]
@@ -939,7 +971,8 @@ class SqlStore(ABC):
                 output_tokens=int(r[7]),
                 cost=_float(r[8]),
                 status=_status(r[9]),
-                unpriced_calls=unpriced.get(r[0], 0),
+                unpriced_calls=sum(unpriced.get(r[0], {}).values()),
+                unpriced_by_reason=unpriced.get(r[0], {}),
             )
             for r in rows[:limit]
         ]
@@ -949,18 +982,20 @@ class SqlStore(ABC):
             next_cursor = _cursor.encode(self._store_id, f, last.start_ns, last.trace_id)
         return Page(items, next_cursor)
 
-    def _unpriced_calls(self, trace_ids: Sequence[str]) -> dict[str, int]:
+    def _unpriced_calls(self, trace_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Per trace, its model-call spans with token usage and no cost (as ``unpriced_calls`` of
-        the usage analytics counts calls): the trace's cost leaves them out."""
-        found: dict[str, int] = {}
+        the usage analytics counts calls), by reason: the trace's cost leaves them out."""
+        reason = f"COALESCE(unpriced_reason, '{UNKNOWN}')" if self._version >= 5 else f"'{UNKNOWN}'"
+        found: dict[str, dict[str, int]] = {}
         for chunk in _chunks(trace_ids):
             rows = self._read(
-                "SELECT trace_id, COUNT(*) FROM spans "
+                f"SELECT trace_id, {reason}, COUNT(*) FROM spans "
                 f"WHERE trace_id IN ({', '.join('?' * len(chunk))}) AND cost IS NULL "
-                "AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL) GROUP BY trace_id",
+                "AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL) GROUP BY 1, 2",
                 chunk,
             )
-            found.update((str(trace_id), int(n)) for trace_id, n in rows)
+            for trace_id, why, n in rows:
+                found.setdefault(str(trace_id), {})[str(why)] = int(n)
         return found
 
     def find_trace_ids(self, prefix: str, *, limit: int = 2) -> tuple[list[str], int]:
@@ -1020,13 +1055,26 @@ class SqlStore(ABC):
     # -- usage analytics ---------------------------------------------------------------
     def usage_summary(self, filter: TraceFilter | None = None) -> UsageSummary:
         where, params = _usage_where(check_filter(filter), self._version)
+        write_1h = "SUM(u.cache_write_1h_tokens)" if self._version >= 5 else "NULL"
         row = self._read(
             "SELECT COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_read_tokens), "
             f"SUM(u.cache_write_tokens), SUM(u.reasoning_tokens), SUM({_COST}), "
             f"SUM({_UNPRICED}), SUM({_ERROR}), "
-            f"SUM(CASE WHEN u.cache_hit = 1 THEN 1 ELSE 0 END) FROM usage u{where}",
+            f"SUM(CASE WHEN u.cache_hit = 1 THEN 1 ELSE 0 END), {write_1h} FROM usage u{where}",
             params,
         )[0]
+        unpriced = _int(row[7])
+        by_reason: dict[str, int] = {}
+        if unpriced and self._version >= 5:  # a second pass over the matched calls only when some are
+            unpriced_where = (where + " AND " if where else " WHERE ") + f"{_UNPRICED} = 1"
+            rows = self._read(
+                f"SELECT COALESCE(u.unpriced_reason, '{UNKNOWN}'), COUNT(*) FROM usage u{unpriced_where} "
+                "GROUP BY 1",
+                params,
+            )
+            by_reason = {str(why): int(n) for why, n in rows}
+        elif unpriced:
+            by_reason = {UNKNOWN: unpriced}
         return UsageSummary(
             calls=_int(row[0]),
             input_tokens=_int(row[1]),
@@ -1038,6 +1086,8 @@ class SqlStore(ABC):
             unpriced_calls=_int(row[7]),
             error_calls=_int(row[8]),
             cache_hits=_int(row[9]),
+            cache_write_1h_tokens=_int(row[10]),
+            unpriced_by_reason=by_reason,
         )
 
     def usage_series(
