@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import PurePath
 from typing import Any, Final, TypeAlias
 
+from llmtrace._objects import BoundedCache
+
 logger = logging.getLogger(__name__)
 
 CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -361,11 +363,11 @@ _PLACEHOLDER: Final = (
     r"(?:passw(?:or)?d|pass|secret|token|pwd?|api[_-]?key|your[_-][\w-]*|x{3,}|\*{3,}|\.{3}|…)"
     r"[.,;:!?)\]]*"
 )
-_NOT_A_VALUE: Final = re.compile(
+_PROSE_AFTER_FLAG: Final = (
     r"(?:flags?|options?|arg(?:ument)?s?|param(?:eter)?s?|switch|values?|is|to|or|and|the|an?|with|for"
-    rf"|if|when|which|that|instead|can|must|should|will|only|also|not|from|in|of|on|as)[.,;:!?)]*|{_PLACEHOLDER}",
-    re.IGNORECASE,
+    r"|if|when|which|that|instead|can|must|should|will|only|also|not|from|in|of|on|as)[.,;:!?)]*"
 )
+_NOT_A_VALUE: Final = re.compile(f"{_PROSE_AFTER_FLAG}|{_PLACEHOLDER}", re.IGNORECASE)
 _MAX_NOT_A_VALUE: Final = 32
 # A quoted argument runs to its closing quote or the end of the line (escapes skipped; an
 # unclosed one is masked to the end of the line); a bare one to the next space or quote.
@@ -450,6 +452,62 @@ def _keep_user(match: re.Match[str]) -> str:
     return match.group("head") + REDACTED + (match.group("end") or "")
 
 
+# MySQL's and MariaDB's client tools take the password attached to -p (mysql -uroot -psecret,
+# -p'a b'), and people write "-p secret" too (which mysql reads as -p, asking for the password,
+# then a database: masked all the same). -p is a port (ssh, docker run -p 8080:80) or a switch (ls
+# -p) to other tools, so it is masked only inside a mysql command: from a mysql, mysqldump,
+# mysqladmin... or mariadb command word, lower case as shells spell it, to the end of the command
+# (a newline, ; | or & outside quotes; an unclosed quote runs to the end of the line). No value,
+# as for --password X: another flag, shell syntax, a variable, a placeholder (-pYOUR_PASSWORD,
+# -p***: not "secret" or "password", which are passwords in examples too) or, after a space, a word
+# of prose ("mysql -p to be asked"). The command is matched once, to its end, and its -p flags
+# found in it: linear (a quoted part that does not close is scanned to the end of its line once,
+# and the command then ends there).
+_MYSQL_COMMAND: Final = (
+    r"(?:mysql(?:dump|admin|import|check|show|pump|slap|binlog)?"
+    r"|mariadb(?:-(?:dump|admin|import|check|show|binlog))?)(?:\.exe)?"
+)
+_MYSQL_RUN: Final = re.compile(
+    rf"(?<![\w.-]){_MYSQL_COMMAND}(?![\w.-])"
+    r"(?:[^\n;|&\"'`]|\"(?:[^\"\\\n]|\\[^\n])*\"|'(?:[^'\\\n]|\\[^\n])*'|`(?:[^`\\\n]|\\[^\n])*`)*"
+    r"(?:[\"'`][^\n]*)?"
+)
+_MYSQL_PASSWORD: Final = re.compile(rf"(?<![^\s\"'`(\[,])-p(?P<gap>[ \t]*)(?i:{_NO_VALUE}){_ARG_VALUE}")
+_MYSQL_ARGUMENT: Final = re.compile(rf"(?:.*[/\\])?{_MYSQL_COMMAND}")
+"""An argument-list item that is a mysql command (["mysql", "-psecret"]), perhaps with its path."""
+_MAX_COMMAND_LENGTH: Final = 256
+# Placeholders after -p are those that cannot be a password: "mysql -psecret" is the usual example
+# of one given on the command line, and masked.
+_MYSQL_PLACEHOLDER: Final = r"(?:your[_-][\w-]*|x{3,}|\*{3,}|\.{3}|…)[.,;:!?)\]]*"
+_MYSQL_NOT_A_VALUE: Final = re.compile(f"{_PROSE_AFTER_FLAG}|{_MYSQL_PLACEHOLDER}", re.IGNORECASE)
+_MYSQL_ATTACHED_NOT_A_VALUE: Final = re.compile(_MYSQL_PLACEHOLDER, re.IGNORECASE)
+
+
+def _keep_mysql_password(match: re.Match[str]) -> str:
+    """-p kept, its value masked, unless it is a placeholder (or, after a space, a word of prose)."""
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'`" else ""
+    if not quote and len(value) <= _MAX_NOT_A_VALUE:
+        words = _MYSQL_NOT_A_VALUE if match.group("gap") else _MYSQL_ATTACHED_NOT_A_VALUE
+        if words.fullmatch(value) is not None:
+            return match.group()
+    closed = len(value) > 1 and value[-1] == quote
+    return "-p" + match.group("gap") + quote + REDACTED + (quote if closed else "")
+
+
+def _mask_mysql(match: re.Match[str]) -> str:
+    """A mysql command (_MYSQL_RUN) with the values of its -p flags masked."""
+    return _MYSQL_PASSWORD.sub(_keep_mysql_password, match.group())
+
+
+def _mask_mysql_argument(argument: str) -> str:
+    """``argument``, an item after a mysql command in an argument list, with a password attached to
+    -p masked (a separate item after -p is a database to mysql, and kept)."""
+    if len(argument) <= 2 or isinstance(argument, _More) or _ARGUMENT_NO_VALUE.match(argument, 2) is not None:
+        return argument
+    return "-p" + REDACTED
+
+
 # Prose: "the password is hunter2", "my API key is: sk...", "the password for bob was changed to
 # Tr0ub4dor&3", "the access token is 'abc'". A name (password, passphrase, passcode; secret; API,
 # access or secret key; an access, API, auth, bearer, refresh, bot, session, id... token: not a bare
@@ -458,10 +516,10 @@ def _keep_user(match: re.Match[str]) -> str:
 # colon after such words or after a key or token name, and the value. A quoted value is masked
 # whatever it is. A bare one only if it looks like a credential: at least 4 characters, no URL, and
 # not a plain word ("incorrect", "Required.", "short-lived", "JWT", "e.g.", "LangSmith"): so "the
-# password is incorrect" and "the token is valid for 3600 seconds" are kept, and "the password is
-# swordfish" too, unquoted (the price of keeping prose readable). A plain word has letters only,
-# at most 15 (and up to two more such parts joined by - or .): a longer one, or one with a digit
-# or a symbol, is masked.
+# password is incorrect" and "the token is valid for 3600 seconds" are kept. A plain word has
+# letters only, at most 15 (and up to two more such parts joined by - or .): a longer one, or one
+# with a digit or a symbol, is masked; after a password's name, a plain word is masked too unless
+# it reads as something said of the password (see _PROSE_WORD below).
 #
 # They are found in the lower-cased text (the positions are the text's: see _lower_aligned), by
 # patterns that start with the trigger, a literal, and look behind it for the start of a word and
@@ -511,13 +569,95 @@ _PROSE_NAMES: Final = {  # trigger: (look-behinds after it, what follows it, a c
     "secret": (r"(?<![a-z0-9_]secret)", "", False),
     **{trigger: (_qualified(trigger, words), "", True) for trigger, words in _PROSE_QUALIFIED.items()},
 }
+_MASKED_WORD: Final = r"\[redacted\][.,;:!?)]*(?![^\s\"'`])"
+"""A value masked already, perhaps with the punctuation after it kept ("the password is [REDACTED].")."""
 _PLAIN_WORD: Final = r"[a-z]{1,15}(?:[-.][a-z]{1,15}){0,2}[.,;:!?)]*(?![^\s\"'`])"
 _PROSE_VALUE: Final = (
     r"(?P<value>\"(?:[^\"\\\n]|\\[^\n])+\"?|'(?:[^'\\\n]|\\[^\n])+'?|`(?:[^`\\\n]|\\[^\n])+`?"
-    rf"|(?!{_PLAIN_WORD}|[a-z][a-z0-9+.-]*://)(?=[^\s\"'`]{{4}})[^\s\"'`]+)"
+    rf"|(?!{_PLAIN_WORD}|[a-z][a-z0-9+.-]*://|{_MASKED_WORD})(?=[^\s\"'`]{{4}})[^\s\"'`]+)"
 )
+# A password of letters only ("the password is hunter", "my passphrase was swordfish") is masked
+# after a password's name (password, passphrase, passcode; a secret, key or token is not a word),
+# unless the word reads as something said of a password rather than the password itself: a word of
+# _PREDICATES ("wrong", "valid", "empty", "same", "longer", "kept"...), a word ending as adjectives,
+# participles and adverbs do (_reads_as_predicate: "required", "stored", "missing", "optional",
+# "sensitive", "usually"), or a word followed by a preposition or a determiner ("unique to each
+# user", "kept in the vault"). Of a hyphenated word, the last part decides ("case-sensitive",
+# "short-lived"), or a first part such as "non" or "well". So a password of letters only that reads
+# like such a word ("the password is amazing", "the password is unique") is kept: the price of
+# keeping prose readable, as that of passphrases of several unquoted words. The word and what
+# follows it are bounded (15 letters a part, 8 punctuation marks or spaces): each head is still
+# tried once.
+_PROSE_WORD: Final = (
+    r"(?=[a-z-]{4})(?P<word>[a-z]{1,15}(?:-[a-z]{1,15}){0,2})(?=[.,;:!?)]{0,8}(?:[\s\"'`]|\Z))"
+    r"(?=(?P<next>[ \t]{1,8}[a-z]{1,16}(?![a-z])|))"
+)
+_PREDICATES: Final = frozenset((  # what is said of a password, and words that start a predicate
+    "about", "above", "absent", "active", "after", "again", "against", "alive", "almost", "already",
+    "also", "always", "another", "anything", "around", "away", "basic", "being", "below", "beside",
+    "between", "beyond", "blank", "both", "case", "clear", "cleartext", "common", "complex", "constant",
+    "correct", "current", "default", "different", "distinct", "done", "down", "during", "each", "easy",
+    "easier", "either", "empty", "enough", "equal", "even", "ever", "every", "everything", "except",
+    "expire", "fake", "false", "fine", "first", "found", "free", "fresh", "from", "full", "generic",
+    "given", "gone", "good", "great", "half", "hard", "harder", "here", "hidden", "held", "identical",
+    "important", "incorrect", "inside", "insecure", "insufficient", "invalid", "just", "kept", "known",
+    "last", "later", "least", "less", "like", "local", "long", "longer", "lost", "made", "mandatory",
+    "mine", "more", "most", "much", "near", "necessary", "never", "next", "none", "normal", "nothing",
+    "null", "numeric", "obsolete", "obvious", "okay", "only", "open", "optional", "other", "ours", "over",
+    "part", "permanent", "plain", "plaintext", "present", "private", "public", "random", "rather", "ready",
+    "real", "recent", "redundant", "relevant", "required", "right", "safe", "safer", "same", "secure",
+    "sent", "separate", "short", "shorter", "shown", "similar", "simple", "simpler", "some", "something",
+    "sometimes", "soon", "stable", "stale", "static", "still", "strong", "stronger", "such", "sufficient",
+    "super", "sure", "taken", "temporary", "than", "that", "their", "theirs", "then", "there", "these",
+    "this", "those", "through", "together", "total", "true", "under", "unique", "unknown", "unset",
+    "until", "upon", "usable", "used", "valid", "very", "weak", "weaker", "well", "what", "whatever",
+    "when", "where", "which", "while", "written", "wrong", "yours", "broken", "chosen", "forgotten",
+    "stolen", "spoken", "proven", "frozen", "driven", "mistaken", "overwritten", "better", "worse",
+    "bigger", "smaller", "older", "newer", "sooner", "whether", "neither", "four", "five", "seven",
+    "eight", "nine", "eleven", "twelve", "twenty", "sixteen", "thirty", "hundred", "your", "hers", "whose",
+    "unsafe", "alphanumeric", "specific", "dynamic", "automatic", "cryptic", "equivalent", "consistent",
+    "inconsistent", "independent", "dependent", "apparent", "evident", "persistent", "transient",
+    "efficient", "significant", "irrelevant",
+))  # fmt: skip
+_PREDICATE_PREFIXES: Final = frozenset(("non", "well", "case", "self", "semi", "auto", "multi", "pre", "re"))
+_PREDICATE_ENDINGS: Final = ("ous", "ful", "less", "tive", "sive", "ial", "ical", "onal", "ual", "arily")
+_FOLLOWERS: Final = frozenset((
+    "to", "in", "into", "by", "with", "from", "than", "of", "the", "this", "that", "these", "those", "your",
+    "their", "every", "each",
+))  # fmt: skip
+"""Words after which the word before them is what is said of a password ("unique to each user")."""
+
+
+def _reads_as_predicate(word: str, following: str) -> bool:
+    """Whether ``word``, a letters-only value after a password's name (with ``following``, the next
+    word if only spaces come between), is something said of the password, not the password."""
+    if following.lstrip(" \t") in _FOLLOWERS:
+        return True
+    first, _, last = word.rpartition("-")
+    if first and first.partition("-")[0] in _PREDICATE_PREFIXES:
+        return True
+    if last in _PREDICATES or last.endswith(_PREDICATE_ENDINGS):
+        return True
+    size = len(last)
+    return (
+        (last.endswith("ed") and not last.endswith("eed"))
+        or (last.endswith(("able", "ible")) and size >= 7)
+        or (last.endswith("ing") and size >= 7)
+        or (last.endswith("ly") and size >= 6 and not last.endswith(("fly", "ily")))
+    )
+
+
 _PROSE_HEADS: Final = tuple(
-    (trigger, _gate(trigger, behind + rest + _prose_link(bare_colon) + _PROSE_VALUE))
+    (
+        trigger,
+        _gate(
+            trigger,
+            behind
+            + rest
+            + _prose_link(bare_colon)
+            + (f"(?:{_PROSE_VALUE}|{_PROSE_WORD})" if trigger == "pass" else _PROSE_VALUE),
+        ),
+    )
     for trigger, (behind, rest, bare_colon) in _PROSE_NAMES.items()
 )
 """(trigger, pattern) of the secrets told in prose, searched for in the lower-cased text."""
@@ -529,6 +669,12 @@ def _mask_prose(text: str, folded: str, pattern: re.Pattern[str]) -> str:
     done = 0
     for found in pattern.finditer(folded):
         value = found.group("value")
+        if value is None:  # a word of letters only: masked unless it reads as a predicate
+            if _reads_as_predicate(found.group("word"), found.group("next")):
+                continue
+            pieces += (text[done : found.start("word")], REDACTED)
+            done = found.end()
+            continue
         quote = value[0] if value[0] in "\"'`" else ""
         closed = len(value) > 1 and value[-1] == quote
         pieces += (text[done : found.start("value")], quote, REDACTED, quote if closed else "")
@@ -587,6 +733,8 @@ _CASED_RULES: Final[tuple[_Rule, ...]] = (
     ("://", None, re.compile(r"(://[^/\s:@]*:)[^/\s@]+(?=@)"), _KEEP_PREFIX),  # URL password (redis://:pw@)
     # curl -u user:password, --user, --proxy-user, -U
     ("-", re.compile(r"-(?:-(?:proxy-)?user|[uU])[ \t=]"), _USER_FLAG, _keep_user),
+    # mysql -psecret, -p secret: only in a mysql command
+    ("-", _gate("m", r"(?:ysql|ariadb)"), _MYSQL_RUN, _mask_mysql),
 )
 _FOLDED_RULES: Final[tuple[_Rule, ...]] = (
     (
@@ -1101,6 +1249,7 @@ class _Converter:
                 return [self.convert(owner[0], depth + 1), REDACTED]
             out: list[Any] = []
             flag = _NO_FLAG  # the item before was a flag whose argument is a secret (an argv list)
+            mysql = False  # an item before was a mysql command: -psecret is a password
             for index, item in enumerate(items):
                 if index >= MAX_ITEMS or self.budget <= 0:
                     out.append(_more(total - index))
@@ -1108,9 +1257,18 @@ class _Converter:
                     break
                 self.budget -= 2
                 converted = self.convert(item, depth + 1)
-                if self.scrub:
-                    if flag and type(converted) is str:
+                if self.scrub and type(converted) is str:
+                    if flag:
                         converted = _mask_argument(flag, converted)
+                    elif mysql and converted.startswith("-p"):
+                        converted = _mask_mysql_argument(converted)
+                    elif (
+                        not mysql
+                        and len(converted) <= _MAX_COMMAND_LENGTH
+                        and ("mysql" in converted or "mariadb" in converted)
+                    ):
+                        mysql = _MYSQL_ARGUMENT.fullmatch(converted) is not None
+                if self.scrub:
                     flag = _argument_flag(item)
                 out.append(converted)
             return out
@@ -1145,10 +1303,44 @@ def scrub_secrets(value: Any) -> Any:
     Slack webhook URLs, JWTs, PEM and PGP private keys, authorization headers written as text,
     ``api_key=...``/``"password": "..."``/``X-Custom-Auth: ...``/``Cookie: ...`` pairs, Azure
     ``AccountKey=``/``SharedAccessKey=``, credential URL parameters (``?key=``, ``&sig=``), URL
-    passwords, command-line secrets (``--password X``, ``curl -u user:password``, also as items
-    of an argument list) and secrets told in prose ("the password is hunter2"). Never raises.
+    passwords, command-line secrets (``--password X``, ``curl -u user:password``, mysql's
+    ``-psecret`` and ``-p secret``, also as items of an argument list) and secrets told in prose
+    ("the password is hunter2", "the password is hunter"). Never raises.
     """
     return _Converter(DEFAULT_MAX_DEPTH, scrub=True).convert(value, 0)
+
+
+# Names: a model's name or a server's address comes from framework metadata and is recorded
+# whatever the capture mode (span names, span and metric attributes, usage records), so a model
+# given as a URL with credentials (https://user:token@host/model, http://host/v1?api_key=...) or a
+# key pasted into a model string would leak there. The userinfo of a URL is dropped whole (a user
+# alone may be a token: https://hf_...@host), then the name is masked as any string. Names are few
+# and looked at on every model call: masked names are cached, so a plain name costs a dict look-up.
+_URL_USERINFO: Final = re.compile(r"(?<=://)[^/\s]*@")
+_NAME_WINDOW: Final = 1024
+"""Characters of a name masked (and cached): more than any name is kept (see mask_name's limit)."""
+_masked_names: BoundedCache[str, str] = BoundedCache(1024)
+
+
+def mask_name(name: str, limit: int) -> str:
+    """``name`` (a model name, a server address) cut to ``limit`` characters, without the userinfo
+    of a URL (``https://user:token@host/model`` -> ``https://host/model``) and with credentials
+    masked as in :func:`scrub_secrets` (``?api_key=[REDACTED]``, ``sk-...`` keys). A plain name
+    (``gpt-4o-mini``, ``claude-3-5-sonnet-v2@20241022``) is returned as it is. Never raises: a name
+    that cannot be masked becomes ``""``."""
+    try:
+        if type(name) is not str:
+            name = str.__str__(name)  # a subclass's own __hash__ and __eq__ are not called
+        if len(name) > _NAME_WINDOW:
+            name = name[:_NAME_WINDOW]  # the cache holds no huge keys
+        masked = _masked_names.get(name)
+        if masked is None:
+            plain = _URL_USERINFO.sub("", name) if "@" in name and "://" in name else name
+            masked = _masked_names.remember(name, _mask(plain))
+        return masked if len(masked) <= limit else masked[:limit]
+    except Exception:
+        logger.debug("a name could not be masked: it is not recorded", exc_info=True)
+        return ""
 
 
 # --------------------------------------------------------------------------------------

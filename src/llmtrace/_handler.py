@@ -10,6 +10,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from llmtrace import semconv
+from llmtrace._content import mask_name
 from llmtrace._invocation import (
     MAX_NAME_LENGTH,
     AgentInvocation,
@@ -46,6 +47,17 @@ def _name(value: str | None) -> str | None:
     if not isinstance(value, str):
         value = str(value)
     return value[:MAX_NAME_LENGTH]
+
+
+def _model_name(value: str | None) -> str | None:
+    """A model's name or a server's address, cut as any name, without credentials: a model given as
+    a URL with a token in it (``https://user:token@host/model``, ``...?api_key=...``) would put it in
+    span names, attributes, metrics and the store. A plain name costs one cache look-up."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    return mask_name(value, MAX_NAME_LENGTH)
 
 
 class TelemetryHandler:
@@ -194,7 +206,7 @@ class TelemetryHandler:
         start_time_ns: int | None = None,
     ) -> AgentInvocation:
         context, _ = _resolve_parent(parent)
-        name, request_model = _name(name), _name(request_model)
+        name, request_model = _name(name), _model_name(request_model)
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_INVOKE_AGENT}
         if name:
             attrs[semconv.GEN_AI_AGENT_NAME] = name
@@ -242,7 +254,8 @@ class TelemetryHandler:
         start_time_ns: int | None = None,
     ) -> RetrievalInvocation:
         context, agent = _resolve_parent(parent)
-        data_source_id, provider, request_model = _name(data_source_id), _name(provider), _name(request_model)
+        data_source_id, provider = _name(data_source_id), _name(provider)
+        request_model = _model_name(request_model)
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_RETRIEVAL}
         if data_source_id:
             attrs[semconv.GEN_AI_DATA_SOURCE_ID] = data_source_id
@@ -272,7 +285,7 @@ class TelemetryHandler:
     ) -> RerankInvocation:
         """A reranker: ``rerank {model}``, CLIENT for a provider's API, INTERNAL when in-process."""
         context, agent = _resolve_parent(parent)
-        provider, request_model = _name(provider), _name(request_model)
+        provider, request_model = _name(provider), _model_name(request_model)
         attrs: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: semconv.OP_RERANK}
         if provider:
             attrs[semconv.GEN_AI_PROVIDER_NAME] = provider
@@ -299,7 +312,7 @@ class TelemetryHandler:
     ) -> ModelInvocation:
         context, agent = _resolve_parent(parent)
         provider = _name(provider) or ""
-        request_model, server_address = _name(request_model), _name(server_address)
+        request_model, server_address = _model_name(request_model), _model_name(server_address)
         attrs = model_request_attributes(
             operation, provider, request_model, stream, server_address, server_port
         )

@@ -20,7 +20,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from llmtrace import semconv
-from llmtrace._content import MIN_ATTRIBUTE_LENGTH, serialize_content
+from llmtrace._content import MIN_ATTRIBUTE_LENGTH, mask_name, serialize_content
 from llmtrace._errors import classify_error
 from llmtrace._pricing import estimate_usage_cost
 from llmtrace._safety import never_raise
@@ -373,8 +373,8 @@ class ModelInvocation(Invocation):
 
     def _prepare_end(self) -> None:
         # bounded: they also go to usage records and metric attributes, not only to the span
-        if isinstance(self.response_model, str):
-            self.response_model = self.response_model[:MAX_NAME_LENGTH]
+        if isinstance(self.response_model, str):  # as the request's: no credentials (see _model_name)
+            self.response_model = mask_name(self.response_model, MAX_NAME_LENGTH)
         if isinstance(self.response_id, str):
             self.response_id = self.response_id[:MAX_VALUE_LENGTH]
         if isinstance(self.cache_source, str):

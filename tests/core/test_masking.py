@@ -7,13 +7,23 @@ The rules themselves are in ``llmtrace._content``; their adversarial (linear-tim
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from llmtrace import _content
 from llmtrace import semconv as sc
-from llmtrace._content import CaptureMode, ContentPolicy, scrub_secrets
+from llmtrace._content import (
+    DEFAULT_MAX_ATTRIBUTE_LENGTH,
+    CaptureMode,
+    ContentPolicy,
+    mask_name,
+    scrub_secrets,
+)
+
+from .test_content import MAX_MASK_SECONDS, _deadline
 
 # Fake credentials, built by concatenation so that secret scanners do not take this file for a leak.
 PASSWORD = "S3cret" + "-Pw!9"
@@ -121,6 +131,65 @@ def test_secrets_in_argument_lists_are_masked(argv: Any, expected: list[Any]) ->
     assert scrub_secrets({"args": argv}) == {"args": expected}
 
 
+# MySQL's -p: the password attached (-psecret) or, as people write it, after a space; only in a
+# mysql command: -p is a port or a switch to other tools.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mysql -uroot -psecret shop", "mysql -uroot -p[REDACTED] shop"),
+        ("mysql -u root -p secret shop", "mysql -u root -p [REDACTED] shop"),
+        (f"mysqldump -u app -p{PASSWORD} shop > dump.sql", "mysqldump -u app -p[REDACTED] shop > dump.sql"),
+        ("mysqladmin -uroot -pHunter2 status", "mysqladmin -uroot -p[REDACTED] status"),
+        ("mysqldump -u root -p'two words' db", "mysqldump -u root -p'[REDACTED]' db"),
+        ('mysql -p"x y" -h db', 'mysql -p"[REDACTED]" -h db'),
+        ("mysql -p'unclosed value\nnext", "mysql -p'[REDACTED]\nnext"),
+        ("/usr/bin/mysql -P 3306 -psecret", "/usr/bin/mysql -P 3306 -p[REDACTED]"),
+        ("mariadb-dump -p secret db", "mariadb-dump -p [REDACTED] db"),
+        (
+            "kubectl exec db -- mysql -u r -pS3cr3t! -e 'show databases'",
+            "kubectl exec db -- mysql -u r -p[REDACTED] -e 'show databases'",
+        ),
+        ('{"cmd": "mysql -uroot -psecret db"}', '{"cmd": "mysql -uroot -p[REDACTED] db"}'),
+        # the command ends at ;, | or & (not inside quotes): the ssh port after it is kept
+        ("mysql -psecret; ssh -p 22 host", "mysql -p[REDACTED]; ssh -p 22 host"),
+        ("mysql -e 'select 1; select 2' -psecret", "mysql -e 'select 1; select 2' -p[REDACTED]"),
+    ],
+)
+def test_mysql_passwords_are_masked(text: str, expected: str) -> None:
+    assert _masked(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ssh -p 22 host; docker run -p 8080:80 img; ls -p /tmp; scp -P 2222 f h:",
+        "docker run -p 3306:3306 -e MYSQL_ROOT_PASSWORD_FILE=/run/pw mysql:8",
+        "ssh -p 2222 db mysql -u app shop",
+        "mysql -u root -p -h db shop",  # -p alone: mysql asks for the password
+        "mysql -p",
+        "mysql -p $MYSQL_PWD; mysql -p${PW}; mysql -p<password>; mysql -pYOUR_PASSWORD -p***",
+        "with mysql, pass -p to be asked for the password",
+        "mysql-connector -p 1; pip install mysqlclient -p x",
+        "mysql -u root shop\nssh -p 22 host",  # a new line is a new command
+    ],
+)
+def test_p_outside_mysql_or_without_a_value_is_kept(text: str) -> None:
+    assert scrub_secrets(text) == text
+
+
+def test_mysql_passwords_in_argument_lists() -> None:
+    """An argv list: -psecret after a mysql command is masked; an item after a bare -p is the
+    database to mysql, and kept; -p of other commands is kept."""
+    assert scrub_secrets({"args": ["/usr/bin/mysql", "-uroot", "-psecret", "shop"]}) == {
+        "args": ["/usr/bin/mysql", "-uroot", "-p[REDACTED]", "shop"]
+    }
+    assert scrub_secrets(["docker", "exec", "db", "mysqldump", "-p", "shop", "-pHunter2"]) == [
+        "docker", "exec", "db", "mysqldump", "-p", "shop", "-p[REDACTED]"
+    ]  # fmt: skip
+    kept = [["ssh", "-p22", "host"], ["mysql", "-p$MYSQL_PWD", "-p"], ["ls", "-p", "mysql", "-p"]]
+    assert scrub_secrets(kept) == kept
+
+
 # --------------------------------------------------------------------------------------
 # Prose
 # --------------------------------------------------------------------------------------
@@ -148,6 +217,18 @@ def test_secrets_in_argument_lists_are_masked(argv: Any, expected: list[Any]) ->
         ("your GitHub token: 0a1b2c3d4e", "your GitHub token: [REDACTED]"),
         ("the password is correcthorsebatterystaple", "the password is [REDACTED]"),  # 25 letters: no word
         ("the password is correct-horse-battery-staple", "the password is [REDACTED]"),
+        # letters only: masked unless the word reads as something said of the password
+        ("the password is hunter", "the password is [REDACTED]"),
+        ("The password is Swordfish.", "The password is [REDACTED]."),
+        ("my password is hunter thanks", "my password is [REDACTED] thanks"),
+        ("the wifi passcode is sunshine, ok?", "the wifi passcode is [REDACTED], ok?"),
+        ("the passphrase was monkey!", "the passphrase was [REDACTED]!"),
+        ("the password for bob is letmein", "the password for bob is [REDACTED]"),
+        ("The password of the admin account is: qwerty", "The password of the admin account is: [REDACTED]"),
+        ("the password was changed to dragon", "the password was changed to [REDACTED]"),
+        ("the password is correct-horse-battery", "the password is [REDACTED]"),
+        ('{"note": "the password is admin"}', '{"note": "the password is [REDACTED]"}'),
+        ("my password: correcthorsebattery", "my password: [REDACTED]"),
     ],
 )
 def test_secrets_told_in_prose_are_masked(text: str, expected: str) -> None:
@@ -168,6 +249,19 @@ NOT_SECRETS_IN_PROSE = [
     "the API key is at https://platform.example.com/keys",
     "if not verify(user.password_hash, password): raise AuthError(token)",
     "Which password manager should I use? Reset your password at the portal.",
+    # letters only, but what is said of a password: listed words, adjective and participle endings,
+    # and words followed by a preposition or a determiner
+    "the password is required; the password is wrong; password is incorrect; the password is not set",
+    "the password is stored in vault. The password is empty, the password is missing.",
+    "the password is case-sensitive, the password is short-lived, the password is non-empty",
+    "the password is unique to each user and the password is kept in the vault",
+    "the password is valid for 90 days; the password is different from the username",
+    "the password is hashed with bcrypt, then the password is usually the same",
+    "the password was leaked, the password was never changed, the password was reset to default",
+    "the password is optional, the password is mandatory, the password is temporary",
+    "the password is your email. The password is whatever you chose, something like that",
+    "the password is longer than 8 characters; the password is four digits long",
+    "the password is set to expire; the password is being reset; the password is then hashed",
 ]
 
 
@@ -272,6 +366,57 @@ def test_more_credential_formats_are_masked(text: str, expected: str) -> None:
 )
 def test_what_only_looks_like_those_formats_is_kept(text: str) -> None:
     assert scrub_secrets(text) == text
+
+
+# --------------------------------------------------------------------------------------
+# Linear time: the rules added after test_content.ADVERSARIAL (mysql -p, letters-only passwords
+# in prose, the userinfo of a name), on the inputs that would make them backtrack
+# --------------------------------------------------------------------------------------
+def _repeat(unit: str) -> Callable[[int], str]:
+    return lambda n: (unit * (n // len(unit) + 1))[:n]
+
+
+def _run(head: str, fill: str, tail: str) -> Callable[[int], str]:
+    return lambda n: head + _repeat(fill)(n - len(head) - len(tail)) + tail
+
+
+MORE_ADVERSARIAL: dict[str, Callable[[int], str]] = {
+    "mysql words": _repeat("mysql "),
+    "mysql -p values": _repeat("mysql -p "),
+    "mysql then -p flags": _run("mysql", " -p", ""),
+    "mysql -p then spaces": _run("mysql -p", " ", "-"),
+    "mysql -p prose": _repeat("mysql -p to "),
+    "mysql unclosed quotes": _repeat("mysql '"),
+    "mysql quote to the end": _run("mysql -p'", "a", "\\\n"),
+    "mysql closed quotes": _run("mysql ", '"a" ', ""),
+    "mysql inside words": _repeat("mysqlmysql-"),
+    "mariadb- prefixes": _repeat("mariadb-"),
+    "password is words": _repeat("password is abcd "),
+    "password is word then punctuation": _run("password is abcd", ".", ""),
+    "password is word then spaces": _run("password is abcd", " ", "x"),
+    "password is word then letters": _run("password is abcd ", "a", ""),
+    "password is hyphenated words": _repeat("password is ab-cd-ef-gh "),
+    "password is a hyphen run": _run("password is ", "a-", ""),
+    "password is [REDACTED] repeated": _repeat("password is [REDACTED]. "),
+    "URL userinfo": _repeat("://a@"),
+    "URL userinfo colons": _run("://", "a:", "@"),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE_ADVERSARIAL))
+def test_new_rules_are_linear_on_adversarial_text(case: str) -> None:
+    """As test_content's test of every rule: 128 KiB masked in well under 0.1 s of CPU time (a few
+    ms), as content and as a name (which masks at most its first 1,024 characters)."""
+    text = MORE_ADVERSARIAL[case](4 * DEFAULT_MAX_ATTRIBUTE_LENGTH)
+    assert len(text) == 4 * DEFAULT_MAX_ATTRIBUTE_LENGTH
+    elapsed = []
+    for attempt in range(2):  # the best of two
+        start = time.process_time()
+        with _deadline(50 * MAX_MASK_SECONDS):
+            _content._mask(text)
+            mask_name(f"{attempt}{text}", 256)  # a new name each time: not from the cache
+        elapsed.append(time.process_time() - start)
+    assert min(elapsed) < MAX_MASK_SECONDS
 
 
 # --------------------------------------------------------------------------------------
