@@ -9,14 +9,18 @@ Requests are recorded in ``FakeOpenAI.requests`` (with their ``traceparent`` hea
 
 ``POST /v1/responses`` speaks the Responses API: a ``response`` object, or when streaming the
 documented SSE events (``response.created`` ... ``response.completed``); a reply may also give
-``model`` and ``incomplete`` (a reason: the response ends ``incomplete``, its last event
-``response.incomplete``).
+``model``, ``incomplete`` (a reason: the response ends ``incomplete``, its last event
+``response.incomplete``), ``summary`` (the deltas of a reasoning summary, streamed before the
+answer), ``tool_calls`` (function calls instead of a message, their arguments streamed in two
+deltas) and ``pause`` (seconds the server waits, when streaming, before the first event that
+carries part of the answer).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -49,7 +53,7 @@ class FakeOpenAI:
                     return
                 if self.path.endswith("/responses"):  # the Responses API
                     if body.get("stream"):
-                        self._send(200, "text/event-stream", _response_sse(reply))
+                        self._stream(_response_sse(reply), reply.get("pause", 0.0))
                     else:
                         self._send(200, "application/json", json.dumps(_response(reply)).encode())
                     return
@@ -58,6 +62,21 @@ class FakeOpenAI:
                     self._send(200, "text/event-stream", _sse(reply, include_usage))
                 else:
                     self._send(200, "application/json", json.dumps(_completion(reply)).encode())
+
+            def _stream(self, events: tuple[bytes, bytes], pause: float) -> None:
+                """SSE events written as they come: the framing ones, ``pause`` seconds, the rest
+                (HTTP/1.0: the body ends when the connection closes)."""
+                head, rest = events
+                if not pause:
+                    self._send(200, "text/event-stream", head + rest)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                self.wfile.write(head)
+                self.wfile.flush()
+                time.sleep(pause)
+                self.wfile.write(rest)
 
             def _send(self, status: int, content_type: str, data: bytes) -> None:
                 self.send_response(status)
@@ -154,17 +173,41 @@ def _sse(reply: dict[str, Any], include_usage: bool) -> bytes:
     return "".join(lines).encode()
 
 
+def _output(reply: dict[str, Any], status: str) -> list[dict[str, Any]]:
+    """The output items of a finished response: a reasoning item (``summary``), then the function
+    calls (``tool_calls``) or the message."""
+    items: list[dict[str, Any]] = []
+    if "summary" in reply:
+        summary = [{"type": "summary_text", "text": "".join(reply["summary"])}]
+        items.append({"type": "reasoning", "id": "rs_1", "summary": summary, "status": "completed"})
+    for i, call in enumerate(reply.get("tool_calls", ())):
+        items.append(
+            {
+                "type": "function_call",
+                "id": f"fc_{i + 1}",
+                "call_id": call["id"],
+                "name": call["name"],
+                "arguments": json.dumps(call["arguments"]),
+                "status": "completed",
+            }
+        )
+    if "tool_calls" not in reply:
+        text = reply.get("text", "Hello there!")
+        items.append(
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": status,
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+    return items
+
+
 def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
     """A Responses API ``response`` object: finished (with its output and usage) or just created."""
     incomplete = reply.get("incomplete")
-    text = reply.get("text", "Hello there!")
-    message = {
-        "type": "message",
-        "id": "msg_1",
-        "status": "incomplete" if incomplete else "completed",
-        "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
-    }
     usage = {
         "input_tokens": reply.get("prompt_tokens", 12),
         "input_tokens_details": {"cached_tokens": reply.get("cached", 0), **_cache_write(reply)},
@@ -182,7 +225,7 @@ def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
         "instructions": None,
         "max_output_tokens": None,
         "model": reply.get("model", MODEL),
-        "output": [message] if done else [],
+        "output": _output(reply, "incomplete" if incomplete else "completed") if done else [],
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
@@ -200,17 +243,58 @@ def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
     }
 
 
-def _response_sse(reply: dict[str, Any]) -> bytes:
-    """The Responses API's streaming events for a text reply, one word a delta."""
-    created, final = _response(reply, done=False), _response(reply)
+def _reasoning_events(reply: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of the reasoning item (output 0): its summary streamed delta by delta."""
+    where = {"item_id": item["id"], "output_index": 0, "summary_index": 0}
+    text = item["summary"][0]["text"]
+    events: list[dict[str, Any]] = [
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "summary": []}},
+        {
+            "type": "response.reasoning_summary_part.added",
+            **where,
+            "part": {"type": "summary_text", "text": ""},
+        },
+    ]
+    for delta in reply["summary"]:
+        events.append({"type": "response.reasoning_summary_text.delta", **where, "delta": delta})
+    events += [
+        {"type": "response.reasoning_summary_text.done", **where, "text": text},
+        {
+            "type": "response.reasoning_summary_part.done",
+            **where,
+            "part": {"type": "summary_text", "text": text},
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+    ]
+    return events
+
+
+def _call_events(item: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """The events of a function call: its start (name, call id), its arguments in two deltas."""
+    arguments = item["arguments"]
+    half = len(arguments) // 2
+    where = {"item_id": item["id"], "output_index": index}
+    return [
+        {
+            "type": "response.output_item.added",
+            "output_index": index,
+            "item": {**item, "arguments": "", "status": "in_progress"},
+        },
+        {"type": "response.function_call_arguments.delta", **where, "delta": arguments[:half]},
+        {"type": "response.function_call_arguments.delta", **where, "delta": arguments[half:]},
+        {"type": "response.function_call_arguments.done", **where, "arguments": arguments},
+        {"type": "response.output_item.done", "output_index": index, "item": item},
+    ]
+
+
+def _message_events(reply: dict[str, Any], item: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """The events of the message: its text, one word a delta."""
     text = reply.get("text", "Hello there!")
-    item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}
-    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    added = {"type": "message", "id": item["id"], "status": "in_progress", "role": "assistant", "content": []}
+    where = {"item_id": item["id"], "output_index": index, "content_index": 0}
     part = {"type": "output_text", "text": "", "annotations": []}
     events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": created},
-        {"type": "response.in_progress", "response": created},
-        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.output_item.added", "output_index": index, "item": added},
         {"type": "response.content_part.added", **where, "part": part},
     ]
     for i, word in enumerate(text.split(" ")):
@@ -219,11 +303,34 @@ def _response_sse(reply: dict[str, Any]) -> bytes:
     events += [
         {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
         {"type": "response.content_part.done", **where, "part": {**part, "text": text}},
-        {"type": "response.output_item.done", "output_index": 0, "item": final["output"][0]},
-        {"type": f"response.{final['status']}", "response": final},
+        {"type": "response.output_item.done", "output_index": index, "item": item},
     ]
+    return events
+
+
+def _response_sse(reply: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The Responses API's streaming events, split before the first one that carries part of the
+    answer (a delta, or the start of a function call): (the framing events before it, the rest)."""
+    created, final = _response(reply, done=False), _response(reply)
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": created},
+        {"type": "response.in_progress", "response": created},
+    ]
+    for index, item in enumerate(final["output"]):
+        if item["type"] == "reasoning":
+            events += _reasoning_events(reply, item)
+        elif item["type"] == "function_call":
+            events += _call_events(item, index)
+        else:
+            events += _message_events(reply, item, index)
+    events.append({"type": f"response.{final['status']}", "response": final})
     lines = []
+    first = None
     for number, event in enumerate(events):
         event["sequence_number"] = number
-        lines.append(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
-    return "".join(lines).encode()
+        answers = event["type"].endswith(".delta") or event.get("item", {}).get("type") == "function_call"
+        if first is None and answers:
+            first = number
+        lines.append(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+    split = len(lines) if first is None else first
+    return b"".join(lines[:split]), b"".join(lines[split:])

@@ -9,18 +9,26 @@ steps, still ends the model call as cancelled and the run as a timeout.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
-from llama_index.core.llms import CustomLLM
-from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    CompletionResponse,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.llms import CustomLLM, MockFunctionCallingLLM, MockLLM
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 from opentelemetry.trace import StatusCode
 
 from llmtrace import semconv
 from llmtrace.testing import metric_points
-from tests.llama_index.conftest import is_child, one, open_runs, tree
+from tests.llama_index.conftest import by_name, is_child, one, open_runs, tree
 
 # gpt-4o-mini: $0.15 / M input tokens, $0.60 / M output tokens
 COST = (700 * 0.15 + 30 * 0.60) / 1e6
@@ -172,4 +180,149 @@ def test_tool_waiting_for_an_event_ends_with_the_callers_cancellation(instrument
         assert span.status.status_code is StatusCode.ERROR, name
         assert span.attributes[semconv.ERROR_TYPE] == "cancelled", name
     assert one(spans, "chat").status.status_code is StatusCode.UNSET
+    assert len(open_runs()) == 0
+
+
+class HeldAgentLLM(MockFunctionCallingLLM):
+    """A priced function-calling model whose streamed answer waits until the test releases it (its
+    call has returned the stream, as OpenAI's does, and is reading it)."""
+
+    model: str = "gpt-4o-mini"
+
+    def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)
+        self._started = asyncio.Event()
+        self._release = asyncio.Event()
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        message = self._get_response_generator()(messages, **kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            self._started.set()
+            await self._release.wait()
+            usage = {"prompt_tokens": 700, "completion_tokens": 30}
+            raw = {"id": "r-2", "model": self.model, "usage": usage}
+            yield ChatResponse(message=message, delta=message.content or "", raw=raw)
+
+        return gen()
+
+
+def test_sub_agent_ends_with_the_callers_cancellation_and_its_model_call_when_it_does(
+    instrumentor, span_exporter, metric_reader
+):
+    """The acting agent of an ``AgentWorkflow`` is part of the run the caller gave up: it ends with
+    it, cancelled, as a single agent's run does (above), and not after it. Its model call goes on:
+    it ends when it really does, under that agent, with its usage, and nothing stays open."""
+    from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+
+    from tests.llama_index.conftest import add, scripted
+
+    front = FunctionAgent(
+        name="front",
+        description="routes",
+        tools=[],
+        can_handoff_to=["math"],
+        llm=MockFunctionCallingLLM(
+            response_generator=scripted([("h1", "handoff", {"to_agent": "math", "reason": "sums"})])
+        ),
+    )
+    llm = HeldAgentLLM(response_generator=scripted([("c1", "add", {"a": 2, "b": 2})]))
+    math = FunctionAgent(name="math", description="adds", tools=[add], llm=llm)
+    workflow = AgentWorkflow(agents=[front, math], root_agent="front", timeout=60)
+
+    def model_calls() -> list[Any]:
+        return by_name(span_exporter.get_finished_spans(), "chat gpt-4o-mini")
+
+    async def main() -> None:
+        async def request() -> Any:
+            return await workflow.run(user_msg="2+2?")
+
+        caller = asyncio.create_task(request())
+        await llm._started.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        ended = [s.name for s in span_exporter.get_finished_spans()]
+        assert "invoke_agent math" in ended and "invoke_workflow AgentWorkflow" in ended
+        assert model_calls() == []  # still running
+        llm._release.set()  # the model call goes on and answers
+
+        async def answered() -> None:
+            while not model_calls():
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(answered(), timeout=30)
+
+    asyncio.run(main())
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == [
+        "invoke_workflow AgentWorkflow",
+        "  invoke_agent front",
+        "    chat",
+        "    execute_tool handoff",
+        "  invoke_agent math",
+        "    chat gpt-4o-mini",
+    ]
+    run = one(spans, "invoke_workflow AgentWorkflow")
+    agent = one(spans, "invoke_agent math")
+    model = one(spans, "chat gpt-4o-mini")
+    for span in (run, agent):
+        assert span.status.status_code is StatusCode.ERROR, span.name
+        assert span.attributes[semconv.ERROR_TYPE] == "cancelled", span.name
+    assert is_child(agent, run) and is_child(model, agent)  # the call keeps the agent that made it
+    assert agent.end_time <= run.end_time  # the agent does not outlive the run it belongs to
+    assert model.start_time < agent.end_time  # started by the agent while it ran...
+    assert model.end_time > run.end_time  # ...ended when the call did, not with the caller
+    assert model.status.status_code is StatusCode.UNSET
+    assert semconv.ERROR_TYPE not in model.attributes
+    assert model.attributes[semconv.GEN_AI_RESPONSE_ID] == "r-2"
+    assert model.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 700
+    assert model.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 30
+    assert model.attributes[semconv.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(COST)
+    (cost,) = metric_points(metric_reader, semconv.METRIC_USAGE_COST)
+    assert cost.value == pytest.approx(COST)
+    assert len(open_runs()) == 0
+
+
+class AnswerTwice(Answer):
+    """A step that makes a second model call once the first has answered."""
+
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        response = await self.llm.acomplete("question")
+        await MockLLM(max_tokens=2).acomplete("check")  # starts after the caller gave up
+        self.answered.set()
+        return StopEvent(result=response.text)
+
+
+def test_model_call_started_after_the_caller_gave_up_is_still_the_runs(instrumentor, span_exporter):
+    llm = HeldLLM()
+
+    async def main() -> None:
+        workflow = AnswerTwice(llm, timeout=60)
+
+        async def request() -> Any:
+            return await workflow.run()
+
+        caller = asyncio.create_task(request())
+        await llm._started.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        llm._release.set()
+        await asyncio.wait_for(workflow.answered.wait(), timeout=30)
+
+    asyncio.run(main())
+    spans = span_exporter.get_finished_spans()
+    assert tree(spans) == [
+        "invoke_workflow AnswerTwice",
+        "  text_completion gpt-4o-mini",
+        "  text_completion",
+    ]
+    run = one(spans, "invoke_workflow AnswerTwice")
+    late = one(spans, "text_completion")
+    assert is_child(late, run)  # in the run's trace, not a trace of its own
+    assert late.start_time > run.end_time
+    assert late.status.status_code is StatusCode.UNSET
     assert len(open_runs()) == 0

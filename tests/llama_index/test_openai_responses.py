@@ -77,8 +77,101 @@ def test_streamed_responses_report_usage_cost_model_and_id(
     # the deltas: how the last chunk's message carries the text varies across llama-index-llms-openai
     assert "".join(chunk.delta or "" for chunk in chunks) == "Hello there!"
     span = one(span_exporter.get_finished_spans(), "chat o4-mini")
-    assert span.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == len(chunks)
+    assert len(chunks) == 10  # one a server-sent event
+    assert span.attributes[semconv.LLMTRACE_STREAM_CHUNKS] == 3  # the two words, the final event
     _assert_usage_and_response(span, metric_reader)
+
+
+CALL = {"id": "call_1", "name": "add", "arguments": {"a": 1, "b": 2}}
+
+
+@pytest.mark.parametrize(
+    ("reply", "events", "counted"),
+    [
+        # created, in_progress, message added, part added, 3 deltas, text done, part done, item done,
+        # completed: the deltas and the final event (usage, finish reason) count
+        ({"text": "one two three"}, 11, 4),
+        # the reasoning item's 7 events (2 summary deltas) before the message's 6 (1 delta)
+        ({"summary": ["Let me", " think"], "text": "Hi"}, 16, 4),
+        # the call's start (its name and id), its 2 argument deltas, the final event
+        ({"tool_calls": [CALL]}, 8, 4),
+    ],
+    ids=["text", "reasoning", "tool_call"],
+)
+@pytest.mark.parametrize("call", [_stream, _astream], ids=["stream_chat", "astream_chat"])
+def test_stream_counts_the_events_that_carry_the_answer(
+    instrumentor, openai_server, span_exporter, metric_reader, call, reply, events, counted
+):
+    """As for a chat-completions stream (a chunk per delta, then the finish and usage): the events
+    that only frame the answer (``response.created``, ``content_part.added``, ``*.done``...) are no
+    chunks."""
+    openai_server.replies = [reply]
+    chunks = call(_llm(openai_server))
+    assert len(chunks) == events
+    assert chunks[-1].raw.type == "response.completed"
+    attrs = one(span_exporter.get_finished_spans(), "chat o4-mini").attributes
+    assert attrs[semconv.LLMTRACE_STREAM_CHUNKS] == counted
+    assert attrs[semconv.GEN_AI_REQUEST_STREAM] is True
+    assert attrs[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == (
+        ("tool_call",) if "tool_calls" in reply else ("stop",)
+    )
+    assert [p.count for p in metric_points(metric_reader, semconv.METRIC_CLIENT_TIME_TO_FIRST_CHUNK)] == [1]
+
+
+PAUSE = 0.3
+
+
+@pytest.mark.parametrize("call", [_stream, _astream], ids=["stream_chat", "astream_chat"])
+def test_time_to_first_chunk_is_the_first_delta_not_the_first_event(
+    instrumentor, openai_server, span_exporter, metric_reader, call
+):
+    """The server sends ``response.created`` ... ``content_part.added`` at once, then waits before
+    the first delta: the time to first chunk is at least that wait."""
+    openai_server.replies = [{**REPLY, "pause": PAUSE}]
+    call(_llm(openai_server))
+    attrs = one(span_exporter.get_finished_spans(), "chat o4-mini").attributes
+    assert attrs[semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] >= PAUSE
+    assert attrs[semconv.LLMTRACE_STREAM_CHUNKS] == 3
+    (point,) = metric_points(metric_reader, semconv.METRIC_CLIENT_TIME_TO_FIRST_CHUNK)
+    assert point.count == 1 and point.sum >= PAUSE
+
+
+def test_which_responses_events_count_as_chunks() -> None:
+    """Every chunk of other providers counts; of a Responses stream, what carries the answer."""
+
+    def counts(raw: Any) -> bool:
+        return _extract.counts_as_chunk(ChatResponse(message=ChatMessage(role="assistant"), raw=raw))
+
+    assert counts(None) and counts({"id": "chatcmpl-1", "choices": []})
+    assert counts({"type": "content_block_delta"})  # Anthropic's events are not the Responses API's
+    for kind in (
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+        "response.function_call_arguments.delta",
+        "response.audio.delta",
+    ):
+        assert counts({"type": kind, "delta": "x"}), kind
+    assert not counts({"type": "response.output_text.delta", "delta": ""})  # nothing in it
+    for kind in ("response.completed", "response.incomplete", "response.failed"):
+        assert counts({"type": kind, "response": {}}), kind
+    assert counts({"type": "response.image_generation_call.partial_image", "partial_image_b64": "AA=="})
+    assert counts({"type": "response.output_item.added", "item": {"type": "function_call"}})
+    assert not counts({"type": "response.output_item.added", "item": {"type": "message"}})
+    assert not counts({"type": "response.output_item.added", "item": {"type": "reasoning"}})
+    for kind in (
+        "response.created",
+        "response.in_progress",
+        "response.queued",
+        "response.content_part.added",
+        "response.output_text.done",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.output_text.annotation.added",
+        "response.web_search_call.searching",
+    ):
+        assert not counts({"type": kind}), kind
 
 
 def test_unstreamed_response_reports_the_same(instrumentor, openai_server, span_exporter, metric_reader):

@@ -35,8 +35,17 @@ PROMPT, CACHED, CANDIDATES, THOUGHTS = 1000, 600, 50, 800
 COST = ((PROMPT - CACHED) * 0.30 + CACHED * 0.03 + (CANDIDATES + THOUGHTS) * 2.50) / 1e6
 
 
-def gemini_response(text: str, candidates: int, thoughts: int | None, finish: bool) -> ChatResponse:
-    response = types.GenerateContentResponse(
+RESPONSE_ID, MODEL_VERSION = "resp-gem-1", "gemini-2.5-flash-preview-05-20"
+
+
+def sdk_response(
+    text: str, candidates: int, thoughts: int | None, finish: bool
+) -> types.GenerateContentResponse:
+    """What google-genai returns, with the response's id and model version (in the SDK since 1.9,
+    llmtrace's floor, at least)."""
+    return types.GenerateContentResponse(
+        response_id=RESPONSE_ID,
+        model_version=MODEL_VERSION,
         candidates=[
             types.Candidate(
                 content=types.Content(role="model", parts=[types.Part(text=text)]),
@@ -52,6 +61,10 @@ def gemini_response(text: str, candidates: int, thoughts: int | None, finish: bo
             total_token_count=PROMPT + candidates + (thoughts or 0),
         ),
     )
+
+
+def gemini_response(text: str, candidates: int, thoughts: int | None, finish: bool) -> ChatResponse:
+    response = sdk_response(text, candidates, thoughts, finish)
     raw: dict[str, Any] = {}
     raw.update(response.candidates[0].model_dump())  # type: ignore[index]
     raw["usage_metadata"] = response.usage_metadata.model_dump()  # type: ignore[union-attr]
@@ -118,6 +131,63 @@ def test_gemini_thinking_and_cached_tokens(instrumentor, span_exporter, metric_r
     assert attrs[semconv.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(COST)
     (cost,) = metric_points(metric_reader, semconv.METRIC_USAGE_COST)
     assert cost.value == pytest.approx(COST)
+    # llama-index-llms-google-genai's raw response keeps neither (docs/limitations.md)
+    assert semconv.GEN_AI_RESPONSE_ID not in attrs
+    assert semconv.GEN_AI_RESPONSE_MODEL not in attrs
+
+
+class GeminiRaw(GoogleGenAI):
+    """A Gemini LLM whose responses' raw is google-genai's response: the SDK object itself
+    (``dump=False``) or its ``model_dump()``."""
+
+    dump: bool = False
+
+    def _response(self, text: str, candidates: int, finish: bool) -> ChatResponse:
+        response = sdk_response(text, candidates, THOUGHTS, finish)
+        raw = response.model_dump() if self.dump else response
+        return ChatResponse(message=ChatMessage(role="assistant", content=text), raw=raw, delta=text)
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._response("hi", CANDIDATES, finish=True)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        def gen() -> ChatResponseGen:
+            yield self._response("h", 1, finish=False)
+            yield self._response("i", CANDIDATES, finish=True)
+
+        return gen()
+
+
+@pytest.mark.parametrize("dump", [False, True], ids=["sdk_object", "dump"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["chat", "stream_chat"])
+def test_gemini_response_id_and_model_version(instrumentor, span_exporter, dump, streamed):
+    llm = GeminiRaw(dump=dump)
+    messages = [ChatMessage(role="user", content="hi")]
+    if streamed:
+        assert [r.delta for r in llm.stream_chat(messages)] == ["h", "i"]
+    else:
+        assert llm.chat(messages).message.content == "hi"
+    attrs = one(span_exporter.get_finished_spans(), "chat gemini-2.5-flash").attributes
+    assert attrs[semconv.GEN_AI_RESPONSE_ID] == RESPONSE_ID
+    assert attrs[semconv.GEN_AI_RESPONSE_MODEL] == MODEL_VERSION
+    assert attrs[semconv.GEN_AI_REQUEST_MODEL] == "gemini-2.5-flash"
+    assert attrs[semconv.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)  # the candidates' (a full response)
+    assert attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS] == PROMPT
+    assert attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == CANDIDATES + THOUGHTS
+    if streamed:
+        assert attrs[semconv.LLMTRACE_STREAM_CHUNKS] == 2
+
+
+def test_response_id_and_model_of_other_providers_win_over_geminis_names() -> None:
+    """``id``/``model`` (OpenAI, Anthropic...) are read first; empty values are no id or model."""
+    both = {"id": "chatcmpl-1", "model": "gpt-4o", "response_id": "x", "model_version": "y"}
+    info = _extract.response_info(ChatResponse(message=ChatMessage(role="assistant"), raw=both))
+    assert (info.response_id, info.response_model) == ("chatcmpl-1", "gpt-4o")
+    empty = {"response_id": "", "model_version": ""}
+    info = _extract.response_info(ChatResponse(message=ChatMessage(role="assistant"), raw=empty))
+    assert (info.response_id, info.response_model) == (None, None)
 
 
 def test_gemini_usage_without_thinking_and_with_tool_use_prompts() -> None:

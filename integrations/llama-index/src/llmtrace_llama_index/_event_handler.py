@@ -2,7 +2,8 @@
 
 Events carry the id of the dispatcher span they belong to. Model end events give usage,
 response id/model and finish reasons; in-progress events count stream chunks (the first one
-sets the time to first chunk) and carry the usage of the last chunk; a stream's end or
+sets the time to first chunk; of an ``OpenAIResponses`` stream, only the events that carry part of
+the answer, see ``_extract.counts_as_chunk``) and carry the usage of the last chunk; a stream's end or
 exception event ends its span, since a stream outlives its dispatcher span (and the span of
 the engine that returned the stream). Rerank events start and end ``rerank {model}`` spans
 inside the dispatcher span that reports them (a node postprocessor's, usually).
@@ -109,10 +110,11 @@ class LlamaIndexEventHandler(BaseEventHandler):
         invocation = node.invocation
         if not isinstance(invocation, ModelInvocation):
             return  # merged inner call: the outer call counts the chunks
-        if invocation.chunk_count == 0:
+        if node.pending is not None:  # its generator yielded: calls it makes from now on are its own
             self.runs.forget_pending(node)
         self.runs.touch_stream_host(node)
-        invocation.chunk()
+        if _extract.counts_as_chunk(response):  # not the events that only frame the answer
+            invocation.chunk()
         _apply_response(invocation, response, content=False)
 
     def _end(self, span_id: str, node: Node, response: Any) -> None:

@@ -257,6 +257,35 @@ _RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "
 """OpenAI Responses stream events that carry the finished response (the others carry it so far)."""
 
 
+_RESPONSE_CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
+"""OpenAI Responses output items that are a tool call the model makes (its name and call id come in
+the ``response.output_item.added`` event that starts one)."""
+_RESPONSE_PARTIAL_IMAGE = "response.image_generation_call.partial_image"
+
+
+def counts_as_chunk(response: Any) -> bool:
+    """Whether one streamed ``ChatResponse`` counts as a chunk (``llmtrace.stream.chunks``, the time
+    to first chunk): one that carries part of the answer, as a chat-completions chunk does.
+
+    Every chunk does, except for ``OpenAIResponses``, which yields one per server-sent event of the
+    Responses API (its ``raw``): there only the deltas (text, refusal, reasoning, tool-call arguments,
+    audio...), a partial image, the start of a tool call (its name and call id) and the final event
+    (usage, finish reason) count; the events that only frame them (``response.created``,
+    ``in_progress``, ``output_item.added`` of a message, ``content_part.added``, the ``*.done``
+    ones...) do not.
+    """
+    raw = get(response, "raw")
+    kind = get(raw, "type")
+    if not isinstance(kind, str) or not kind.startswith("response."):
+        return True
+    if kind.endswith(".delta"):
+        delta = get(raw, "delta")
+        return not isinstance(delta, str) or bool(delta)
+    if kind in _RESPONSE_END_EVENTS or kind == _RESPONSE_PARTIAL_IMAGE:
+        return True
+    return kind == "response.output_item.added" and get(get(raw, "item"), "type") in _RESPONSE_CALL_ITEMS
+
+
 def _responses_event(raw: Any) -> tuple[Any, bool] | None:
     """The response an OpenAI Responses stream event carries (``response.created`` ...
     ``response.completed``: the ``raw`` of each chunk llama-index-llms-openai's ``OpenAIResponses``
@@ -397,7 +426,10 @@ def response_info(response: Any) -> ResponseInfo:
     (``_parts.finish_reason``): OpenAI's ``choices``, else Anthropic's ``stop_reason``, Bedrock's
     ``stopReason``, Ollama's ``done_reason``, Gemini's ``candidates`` (or the top candidate's
     ``finish_reason``, llama-index-llms-google-genai) or an OpenAI Responses status. Of an OpenAI
-    Responses stream event, those of the response it carries (finish reasons: of the finished one)."""
+    Responses stream event, those of the response it carries (finish reasons: of the finished one).
+    A Gemini response's id and model are its ``response_id`` and ``model_version``, when the raw
+    response is google-genai's ``GenerateContentResponse`` or its dump: llama-index-llms-google-genai
+    keeps only the top candidate, the prompt feedback and the usage of it, which carry neither."""
     raw = get(response, "raw")
     info = ResponseInfo()
     final = True
@@ -407,9 +439,13 @@ def response_info(response: Any) -> ResponseInfo:
     if raw is None:
         return info
     response_id = get(raw, "id")
-    if isinstance(response_id, str):
+    if not isinstance(response_id, str):  # Gemini: google-genai's GenerateContentResponse (or its dump)
+        response_id = get(raw, "response_id")
+    if isinstance(response_id, str) and response_id:
         info.response_id = response_id
     model = get(raw, "model")
+    if not isinstance(model, str):
+        model = get(raw, "model_version")  # Gemini, as the response id
     if isinstance(model, str) and model:
         info.response_model = model
     if not final:  # a response in progress: its status is no finish reason
