@@ -15,7 +15,7 @@ from llmtrace_llama_index._runs import Runs
 from llmtrace_llama_index._span_handler import LlamaIndexSpanHandler
 
 FRAMEWORK = "llama_index"
-_INSTRUMENTS = ("llama-index-core >= 0.14",)
+_INSTRUMENTS = ("llama-index-core >= 0.14.25",)  # as the package requires (pyproject.toml)
 
 
 class LlamaIndexInstrumentor(BaseInstrumentor):  # type: ignore[misc]
