@@ -339,7 +339,8 @@ def test_busy_agent_tool_outlives_the_ttl(short_ttl, span_exporter):
 
 
 def test_run_children_are_pruned_as_they_end(instrumentor):
-    from llmtrace_llama_index._runs import RunState
+    from llmtrace_llama_index._classify import Kind
+    from llmtrace_llama_index._runs import Node, RunState
 
     from llmtrace._handler import TelemetryHandler
 
@@ -347,9 +348,9 @@ def test_run_children_are_pruned_as_they_end(instrumentor):
     state = RunState(handler.start_workflow("w"))
     for _ in range(1000):
         call = handler.start_chat("m", provider="openai")
-        state.adopt(call)
+        state.adopt(Node(Kind.CHAT, call, state.invocation, None, state))
         call.stop()
-    kept_open = handler.start_chat("open", provider="openai")
+    kept_open = Node(Kind.CHAT, handler.start_chat("open", provider="openai"), state.invocation, None, state)
     state.adopt(kept_open)
     assert len(state.children) < 64 * 2
     assert kept_open in state.children

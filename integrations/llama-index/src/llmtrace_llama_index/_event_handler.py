@@ -6,7 +6,8 @@ sets the time to first chunk; of an ``OpenAIResponses`` stream, only the events 
 the answer, see ``_extract.counts_as_chunk``) and carry the usage of the last chunk; a stream's end or
 exception event ends its span, since a stream outlives its dispatcher span (and the span of
 the engine that returned the stream). Rerank events start and end ``rerank {model}`` spans
-inside the dispatcher span that reports them (a node postprocessor's, usually).
+inside the dispatcher span that reports them (a node postprocessor's, usually). A workflow's
+``SpanCancelledEvent`` marks the run or step span it is sent in as cancelled.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from llmtrace_llama_index._span_handler import capture_content, end_stream_host,
 
 _IN_PROGRESS = (LLMChatInProgressEvent, LLMCompletionInProgressEvent)
 _END = (LLMChatEndEvent, LLMCompletionEndEvent)
+_SPAN_CANCELLED = "SpanCancelledEvent"
+"""llama-index-workflows' event (``workflows.runtime.types.step_function``, not a public module)
+sent inside a span that returns normally although it was cancelled: a run stopped by
+``handler.cancel_run()`` (``WorkflowCancelledByUser``), a step whose task the workflow cancelled."""
 
 
 class LlamaIndexEventHandler(BaseEventHandler):
@@ -86,6 +91,10 @@ class LlamaIndexEventHandler(BaseEventHandler):
             if rerank is not None:
                 rerank.documents = _extract.documents(_extract.get(event, "nodes"), capture_content())
                 rerank.stop()
+        elif type(event).__name__ == _SPAN_CANCELLED:
+            node = self.runs.nodes.peek(span_id)
+            if node is not None and node.invocation is not None:
+                node.cancelled = True  # its span returns next, with no result (see ``_span_handler``)
 
     # ---- rerank events ------------------------------------------------------------------
     def _rerank_start(self, node: Node, event: Any) -> None:

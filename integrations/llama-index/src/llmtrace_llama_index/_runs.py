@@ -43,9 +43,10 @@ class RunState:
     """The agent currently acting (the run itself for a single agent)."""
     agent_name: str | None = None
     workflow: Any = None
-    children: list[Invocation] = field(default_factory=list)
-    """Invocations started for steps of this run (ended with the run if still open). Ended ones
-    are dropped whenever the list reaches a power of two from 64 on (``add_child``)."""
+    children: list[Node] = field(default_factory=list)
+    """Nodes of the invocations started for steps of this run (ended with the run if still open
+    then, unless their dispatcher span still runs: see ``end_run_children``). Ended ones are
+    dropped whenever the list reaches a power of two from 64 on (``add_child``)."""
     waiting: dict[str, ToolInvocation] | None = None
     """Tool calls waiting for an event (``ctx.wait_for_event``, human in the loop), by call id (else
     tool name): the workflow runs their ``call_tool`` step again once the event comes, and that run
@@ -75,8 +76,13 @@ class RunState:
         tool = waiting.pop(key, None) if waiting else None
         return tool if tool is not None and not tool.ended else None
 
-    def adopt(self, invocation: Invocation) -> None:
-        self.children = add_child(self.children, invocation, is_open)
+    def adopt(self, node: Node) -> None:
+        """``node``'s invocation belongs to this run (a step's model call, tool, retrieval...)."""
+        self.children = add_child(self.children, node, _owns_open)
+
+
+def _owns_open(node: Node) -> bool:
+    return node.invocation is not None and is_open(node.invocation)
 
 
 class Node:
@@ -117,6 +123,10 @@ class Node:
     """A model call inside another model call: feeds that invocation, starts nothing."""
     exited: bool = False
     """The dispatcher span returned (a stream may still be running)."""
+    cancelled: bool = False
+    """LlamaIndex reported this span cancelled (``SpanCancelledEvent``) before it returns: a run
+    stopped by ``handler.cancel_run()``, a step whose task the workflow cancelled. Such spans return
+    normally (no result), not with the exception."""
     token: object | None = None
     attached: otel_context.Context | None = None
     where: tuple[int, object] | None = None
@@ -440,7 +450,7 @@ class Runs:
             return
         run = node.run
         if run is not None and run.invocation is invocation:
-            end_run_children(run, lambda child: child.evict(reason))
+            end_run_children(run, lambda child: child.evict(reason), running=True)
         # an engine whose lazy stream ran to its end without a model call we saw is not abandoned
         keys = node.lazy_keys
         finished = node.open_streams <= 0 and keys is not None and self.lazy.finished(keys)
@@ -472,15 +482,21 @@ def deferred_result(node: Node) -> Any:
     return node.result() if node.result is not None else None
 
 
-def end_run_children(run: RunState, end: Any, *, owned: bool = True) -> None:
-    """End the still-open invocations of a run's steps and its current sub-agent. With
-    ``owned=False``, only those that no open dispatcher span owns, the tool calls waiting for an
-    event and the sub-agent: every other one is ended by its own span's end."""
+def end_run_children(run: RunState, end: Any, *, owned: bool = True, running: bool = False) -> None:
+    """End the still-open invocations of a run's steps and its current sub-agent.
+
+    A call whose dispatcher span still runs (a sync step's thread, a shielded call, a step the
+    workflow did not cancel) goes on after the run: it ends with its own span, when it really does,
+    with its usage; ``running=True`` (eviction) ends those too. With ``owned=False``, only what no
+    dispatcher span owns is ended, the tool calls waiting for an event and the sub-agent: a stream
+    still being read ends too with its own end event."""
     if owned:
-        for child in run.children:
-            if not child.ended:
-                end(child)
-        run.children.clear()
+        children, run.children = run.children, []
+        busy = {id(c.invocation) for c in children if not c.exited} if not running else set()
+        for child in children:
+            invocation = child.invocation
+            if invocation is not None and not invocation.ended and id(invocation) not in busy:
+                end(invocation)
     else:
         waiting, run.waiting = run.waiting, None
         for tool in (waiting or {}).values():

@@ -51,6 +51,7 @@ from llmtrace import (
     _parts,
     semconv,
 )
+from llmtrace._errors import CANCELLED
 from llmtrace._safety import never_raise, report_internal_error
 from llmtrace._settings import settings
 from llmtrace._usage import current_dimensions, dimensions
@@ -253,9 +254,9 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                     invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run, call_id)
             else:
                 invocation, child_run = self._start(kind, id_, bound_args, instance, parent, run, call_id)
-            if run is not None and child_run is run:
-                run.adopt(invocation)  # ended with the run if still open then
             node = Node(kind, invocation, parent, instance_id, child_run)
+            if run is not None and child_run is run:
+                run.adopt(node)  # ended with the run if still open then
             if kind in ENGINE_KINDS:
                 called_with = current_dimensions()
                 if called_with:
@@ -440,8 +441,8 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                     tool.span.update_name(semconv.OP_EXECUTE_TOOL)
                 if capture_content():
                     tool.arguments = _extract.get(event, "tool_kwargs")
-                run.adopt(tool)
             node = Node(Kind.TOOL, tool, run.current, None, run)
+            run.adopt(node)  # a resumed tool call too: this step's node runs it now
             self.runs.attach(node)
             return node
         return Node(Kind.STEP, None, run.current, None, run)
@@ -515,11 +516,14 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             self.runs.stream_opened(node)  # an engine returning this engine's stream learns it too
             end_stream_host(self.runs, node, early)
             return
-        _finish(node, invocation, result)
+        if node.cancelled:  # stopped by the workflow (``cancel_run()``, a cancelled step): no result
+            _end_cancelled(node, invocation)
+        else:
+            _finish(node, invocation, result)
         nodes.pop(id_)
         self.runs.forget_lazy(node)
         if node.stream_host is not None:  # a model call made by an engine's lazy stream
-            end_stream_host(self.runs, node, "stop")
+            end_stream_host(self.runs, node, "cancel" if node.cancelled else "stop")
 
     def _drop(self, id_: str, err: BaseException | None) -> None:
         nodes = self.runs.nodes
@@ -552,7 +556,11 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             return
         if invocation is not None:
             owns_run = run is not None and run.invocation is invocation
-            if err is None or is_control_flow(err):
+            if (node.cancelled and (err is None or is_control_flow(err))) or (
+                owns_run and _cancelled_by_user(err)
+            ):
+                _end_cancelled(node, invocation)
+            elif err is None or is_control_flow(err):
                 if owns_run and run is not None:
                     end_run_children(run, lambda child: child.stop())
                 invocation.stop()
@@ -580,6 +588,25 @@ def _lazy_host(parent_id: str | None, parent: Node | None) -> str | None:
     if parent.kind in ENGINE_KINDS and parent.deferred:
         return parent_id  # started under an engine that returned (a task it created)
     return None
+
+
+def _cancelled_by_user(err: BaseException | None) -> bool:
+    """``WorkflowCancelledByUser``: the run was stopped by its handler's ``cancel_run()``."""
+    return err is not None and any(cls.__name__ == "WorkflowCancelledByUser" for cls in type(err).__mro__)
+
+
+def _end_cancelled(node: Node, invocation: Invocation) -> None:
+    """End an invocation the workflow stopped: a run stopped by ``cancel_run()``, or the tool of a
+    ``call_tool`` step whose task the workflow cancelled. Like a run whose caller gave up (an
+    ``asyncio.CancelledError``), it ends ``cancelled``, and so do the run's parts that no dispatcher
+    span of their own ends (its acting sub-agent, its tool calls waiting for an event). A model call
+    or tool still running is not ended here: the workflow cancels its step's task (the call then
+    ends ``cancelled`` itself), or cannot (a sync step's thread, a shielded call) and the call ends
+    when it really does, with its usage."""
+    run = node.run
+    if run is not None and run.invocation is invocation:
+        end_run_children(run, lambda child: child.fail(CANCELLED), owned=False)
+    invocation.fail(CANCELLED)
 
 
 def _waits_for_event(err: BaseException | None) -> bool:
