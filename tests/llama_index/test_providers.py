@@ -214,6 +214,8 @@ def test_gemini_usage_without_thinking_and_with_tool_use_prompts() -> None:
         ("HuggingFaceInferenceAPI", "huggingface"),
         ("SageMakerLLM", "sagemaker"),
         ("MaxAILLM", "maxai"),  # not xAI: a provider matches whole words of the name only
+        ("DemoOpenAILLM", semconv.PROVIDER_OPENAI),  # an acronym before the kind suffix is a word
+        ("MyAnthropicLLM", semconv.PROVIDER_ANTHROPIC),
         ("XAI", semconv.PROVIDER_XAI),
         ("AzureOpenAIEmbedding", semconv.PROVIDER_AZURE_OPENAI),
         ("AWSBedrockRerank", semconv.PROVIDER_AWS_BEDROCK),

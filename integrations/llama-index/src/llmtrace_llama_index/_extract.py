@@ -87,6 +87,9 @@ def _find_provider(cls: type) -> tuple[str, str | None]:
         name = klass.__name__
         words = _WORD.finditer(name)
         bounds = {edge for word in words for edge in (word.start(), word.end())}
+        suffix = _SUFFIX.search(name)
+        if suffix is not None:  # an acronym before it is a word of its own (DemoOpenAILLM: OpenAI)
+            bounds.add(suffix.start())
         lowered = name.lower()
         known = _match(lowered, bounds, _PROVIDERS)
         if known is not None:
