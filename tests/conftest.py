@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from hypothesis import settings
+
+import llmtrace
+from llmtrace._usage import UsageRecord
 
 # CI replays the same examples every run (a failure there is reproducible, never a flake);
 # developers' runs explore new examples each time.
@@ -23,3 +29,25 @@ def pytest_sessionfinish(session: object, exitstatus: object) -> None:
 
     for run_map in _sweeper.maps():
         run_map._forget()
+
+
+@pytest.fixture
+def records() -> Iterator[list[UsageRecord]]:
+    """The usage records emitted during the test (a usage sink registered for its duration)."""
+    found: list[UsageRecord] = []
+    sink = found.append
+    llmtrace.add_usage_sink(sink)
+    yield found
+    llmtrace.remove_usage_sink(sink)
+
+
+def metric_attributes(metric_reader: Any) -> list[dict[str, Any]]:
+    """The attributes of every data point a metric reader holds."""
+    data = metric_reader.get_metrics_data()
+    return [
+        dict(point.attributes or {})
+        for resource_metrics in data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        for point in metric.data.data_points
+    ]

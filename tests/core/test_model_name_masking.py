@@ -8,16 +8,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import llmtrace
 from llmtrace import _content
 from llmtrace import semconv as sc
 from llmtrace._content import CaptureMode, ContentPolicy, mask_name
-from llmtrace._usage import UsageRecord
+from tests.conftest import metric_attributes
 
 # Fake credentials, built by concatenation so that secret scanners do not take this file for a leak.
 TOKEN = "hf" + "_" + "Fake0123456789abcdefghijklmnopqrstu"
@@ -50,26 +48,6 @@ ORDINARY_NAMES = [
     "my-resource.openai.azure.com",
     "127.0.0.1",
 ]
-
-
-@pytest.fixture
-def records() -> Iterator[list[UsageRecord]]:
-    found: list[UsageRecord] = []
-    sink = found.append
-    llmtrace.add_usage_sink(sink)
-    yield found
-    llmtrace.remove_usage_sink(sink)
-
-
-def _metric_attributes(metric_reader: Any) -> list[dict[str, Any]]:
-    data = metric_reader.get_metrics_data()
-    return [
-        dict(point.attributes or {})
-        for resource_metrics in data.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-        for point in metric.data.data_points
-    ]
 
 
 def _no_leak(*recorded: Any) -> None:
@@ -152,7 +130,7 @@ def test_a_model_call_records_no_credential_anywhere(
     (log,) = log_exporter.get_finished_logs()
     (record,) = records
     event = dict(log.log_record.attributes or {})
-    metrics = _metric_attributes(metric_reader)
+    metrics = metric_attributes(metric_reader)
     _no_leak(span.name, dict(span.attributes or {}), event, metrics, dataclasses.asdict(record), caplog.text)
 
     assert span.name == f"chat {MASKED_MODEL}"
@@ -176,7 +154,7 @@ def test_plain_names_reach_every_record_unchanged(telemetry_handler, span_export
     (span,) = span_exporter.get_finished_spans()
     assert span.name == "chat claude-3-5-sonnet-v2@20241022"
     assert records[0].request_model == records[0].response_model == "claude-3-5-sonnet-v2@20241022"
-    assert {a[sc.GEN_AI_REQUEST_MODEL] for a in _metric_attributes(metric_reader)} == {
+    assert {a[sc.GEN_AI_REQUEST_MODEL] for a in metric_attributes(metric_reader)} == {
         "claude-3-5-sonnet-v2@20241022"
     }
 

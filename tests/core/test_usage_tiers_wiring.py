@@ -3,24 +3,11 @@ metrics (prices from the bundled prices.json, costs computed by hand below)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-import llmtrace
 from llmtrace import _metrics
 from llmtrace import semconv as sc
-from llmtrace._usage import UsageRecord
 from llmtrace.testing import metric_points
-
-
-@pytest.fixture
-def records() -> Iterator[list[UsageRecord]]:
-    found: list[UsageRecord] = []
-    sink = found.append
-    llmtrace.add_usage_sink(sink)
-    yield found
-    llmtrace.remove_usage_sink(sink)
 
 
 def _token_points(metric_reader) -> dict[str, dict[str, object]]:

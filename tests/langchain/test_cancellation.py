@@ -9,7 +9,6 @@ stay open until the run map's expiry.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,8 +24,7 @@ from llmtrace_langchain import LangChainInstrumentor
 from llmtrace_langchain._handler import _key
 from opentelemetry.trace import StatusCode
 
-import llmtrace
-from llmtrace import UsageRecord, semconv
+from llmtrace import semconv
 from llmtrace._runmap import PRUNE_CHILDREN_AT
 from llmtrace.testing import metric_points
 
@@ -41,14 +39,6 @@ async def slow_lookup(query: str) -> str:
     """Looks something up, slowly."""
     await asyncio.sleep(SLOW_S)
     return query
-
-
-@pytest.fixture
-def records() -> Iterator[list[UsageRecord]]:
-    found: list[UsageRecord] = []
-    llmtrace.add_usage_sink(found.append)
-    yield found
-    llmtrace.remove_usage_sink(found.append)
 
 
 def _cancelled(span: Any) -> None:

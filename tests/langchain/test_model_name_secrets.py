@@ -9,16 +9,11 @@ import dataclasses
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-import llmtrace
 from llmtrace import semconv as sc
-from llmtrace._usage import UsageRecord
 from llmtrace.store import open_store, span_to_record
+from tests.conftest import metric_attributes
 
 from .conftest import attrs
 from .fakes import ScriptedChatModel, answer
@@ -46,26 +41,6 @@ class EndpointChatModel(ScriptedChatModel):
         return True
 
 
-@pytest.fixture
-def records() -> Iterator[list[UsageRecord]]:
-    found: list[UsageRecord] = []
-    sink = found.append
-    llmtrace.add_usage_sink(sink)
-    yield found
-    llmtrace.remove_usage_sink(sink)
-
-
-def _metric_attributes(metric_reader: Any) -> list[dict[str, Any]]:
-    data = metric_reader.get_metrics_data()
-    return [
-        dict(point.attributes or {})
-        for resource_metrics in data.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-        for point in metric.data.data_points
-    ]
-
-
 def _stored(path: Path) -> str:
     """Every row of every table of the SQLite store, as text."""
     connection = sqlite3.connect(path)
@@ -88,7 +63,7 @@ def test_credentials_in_a_model_name_reach_no_record(
 
     (span,) = span_exporter.get_finished_spans()
     span_attributes = attrs(span)
-    metrics = _metric_attributes(metric_reader)
+    metrics = metric_attributes(metric_reader)
     (record,) = records
     store = open_store(tmp_path / "traces.db")
     try:

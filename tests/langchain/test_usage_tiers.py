@@ -20,9 +20,7 @@ from langchain_core.outputs import Generation, LLMResult
 from langchain_openai import ChatOpenAI
 from llmtrace_langchain import _extract
 
-import llmtrace
 from llmtrace import semconv as sc
-from llmtrace._usage import UsageRecord
 from llmtrace.testing import metric_points
 
 from .conftest import attrs
@@ -89,15 +87,6 @@ def server() -> Iterator[ScriptedServer]:
     s = ScriptedServer()
     yield s
     s.close()
-
-
-@pytest.fixture
-def records() -> Iterator[list[UsageRecord]]:
-    found: list[UsageRecord] = []
-    sink = found.append
-    llmtrace.add_usage_sink(sink)
-    yield found
-    llmtrace.remove_usage_sink(sink)
 
 
 def _model_span(span_exporter) -> dict[str, Any]:

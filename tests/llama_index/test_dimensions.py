@@ -5,14 +5,13 @@ call is the engine's, made for the request the dimensions describe."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.embeddings import MockEmbedding
 
 import llmtrace
-from llmtrace import UsageRecord, semconv
+from llmtrace import semconv
 from llmtrace.testing import metric_points
 from tests.llama_index.conftest import UsageStreamLLM, is_child, one, open_runs, tree
 
@@ -23,14 +22,6 @@ DIMENSION = semconv.LLMTRACE_DIMENSION_PREFIX + "tenant"
 def index() -> VectorStoreIndex:
     docs = [Document(text="The sky is blue.", id_="sky")]
     return VectorStoreIndex.from_documents(docs, embed_model=MockEmbedding(embed_dim=8))
-
-
-@pytest.fixture
-def records() -> Iterator[list[UsageRecord]]:
-    found: list[UsageRecord] = []
-    llmtrace.add_usage_sink(found.append)
-    yield found
-    llmtrace.remove_usage_sink(found.append)
 
 
 def _check(spans, records, metric_reader) -> None:
