@@ -3,9 +3,10 @@
 Provider SDKs (openai, anthropic, google) and HTTP clients (httpx, requests, ...) each have
 their own exception hierarchy. :func:`classify_error` maps them onto a handful of categories
 without importing any of those packages: it looks at the class names along the exception's
-MRO, then at an HTTP status code carried by the exception. Anything it cannot place is
-reported by its fully qualified class name, as the OpenTelemetry ``error.type`` convention
-asks.
+MRO, then at an HTTP status code carried by the exception, then at the error type the provider
+put in its error body (an error sent inside a stream that started with HTTP 200). Anything it
+cannot place is reported by its fully qualified class name, as the OpenTelemetry ``error.type``
+convention asks.
 """
 
 from __future__ import annotations
@@ -95,6 +96,31 @@ _CATEGORY_BY_CLASS_NAME: Final[dict[str, str]] = {
 _STATUS_ATTRIBUTES: Final = ("status_code", "code", "status")
 _INVALID_REQUEST_STATUSES: Final = frozenset({400, 404, 409, 413, 422})
 
+# The error types providers name in their error bodies -> category, as their HTTP statuses map
+# (``overloaded_error`` is Anthropic's 529, a server-side capacity error like a 503). Read when an
+# error arrives inside a stream that started with HTTP 200: the SDKs raise their generic error class
+# then (openai.APIError with ``type``/``code`` from the body; anthropic.APIStatusError with status
+# 200 and ``body={"type": "error", "error": {"type": ...}}``).
+_CATEGORY_BY_PROVIDER_TYPE: Final[dict[str, str]] = {
+    # Anthropic (https://docs.anthropic.com/en/api/errors)
+    "invalid_request_error": INVALID_REQUEST,
+    "not_found_error": INVALID_REQUEST,
+    "request_too_large": INVALID_REQUEST,
+    "authentication_error": AUTHENTICATION,
+    "permission_error": AUTHENTICATION,
+    "rate_limit_error": RATE_LIMIT,
+    "api_error": SERVER_ERROR,
+    "timeout_error": SERVER_ERROR,  # the API's 504: it timed out, not the client
+    "overloaded_error": SERVER_ERROR,
+    # OpenAI (``type``, else ``code``)
+    "server_error": SERVER_ERROR,
+    "rate_limit_exceeded": RATE_LIMIT,
+    "insufficient_quota": RATE_LIMIT,  # sent with 429
+    "invalid_api_key": AUTHENTICATION,
+    "context_length_exceeded": INVALID_REQUEST,
+}
+_MAX_PROVIDER_TYPE_LENGTH: Final = 64
+
 
 def classify_error(exc: BaseException) -> str:
     """The ``error.type`` value for ``exc``: one of :data:`ERROR_TYPES` or the class's qualified name.
@@ -106,7 +132,7 @@ def classify_error(exc: BaseException) -> str:
         cls: type = exc if is_class else type(exc)  # type: ignore[assignment]
         category, qualified_name = _classify_class(cls)
         if category is None and not is_class:
-            category = _category_for_status(_http_status(exc))
+            category = _category_for_status(_http_status(exc)) or _category_for_body(exc)
         return category or qualified_name
     except Exception:
         logger.debug("could not classify exception", exc_info=True)
@@ -177,6 +203,29 @@ def _category_for_status(status: int | None) -> str | None:
         return INVALID_REQUEST
     if status >= 500:
         return SERVER_ERROR
+    return None
+
+
+def _category_for_body(exc: BaseException) -> str | None:
+    """The category of the error type the provider's error body names (see
+    ``_CATEGORY_BY_PROVIDER_TYPE``): the exception's ``type`` or ``code`` (openai), else its
+    ``body``'s ``type`` or ``error.type`` (anthropic). Untrusted: only short strings that name a
+    known type count, and only plain dicts are read."""
+    try:
+        body = _safe_getattr(exc, "body")
+        nested = body.get("error") if type(body) is dict else None
+        for value in (
+            _safe_getattr(exc, "type"),
+            _safe_getattr(exc, "code"),
+            nested.get("type") if type(nested) is dict else None,
+            body.get("type") if type(body) is dict else None,
+        ):
+            if type(value) is str and len(value) <= _MAX_PROVIDER_TYPE_LENGTH:
+                category = _CATEGORY_BY_PROVIDER_TYPE.get(value.lower())
+                if category is not None:
+                    return category
+    except Exception:  # an odd body: the class name stands
+        return None
     return None
 
 

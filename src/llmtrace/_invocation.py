@@ -276,6 +276,12 @@ class ModelInvocation(Invocation):
     seed: int | None = None
     choice_count: int | None = None
     reasoning_level: str | None = None
+    previous_response_id: str | None = None
+    retry_attempt: int | None = None
+    """The attempt number of a call that is a framework's retry of a failed one (2 or more)."""
+    rate_limit_wait: float | None = None
+    """Seconds the call waited for a client-side rate limiter before its request (not part of its
+    time to first chunk; set before the first chunk)."""
     output_type: str | None = None
     conversation_id: str | None = None
     server_address: str | None = None
@@ -336,7 +342,7 @@ class ModelInvocation(Invocation):
             if self.span.is_recording():
                 self.span.set_attribute(semconv.GEN_AI_REQUEST_STREAM, True)
         if self.time_to_first_chunk is None:
-            self.time_to_first_chunk = time.perf_counter() - self._start_perf
+            self.time_to_first_chunk = time.perf_counter() - self._start_perf - (self.rate_limit_wait or 0.0)
         self.chunk_count += 1
 
     @never_raise
@@ -405,6 +411,7 @@ class ModelInvocation(Invocation):
             (semconv.GEN_AI_REQUEST_PRESENCE_PENALTY, self.presence_penalty),
             (semconv.GEN_AI_REQUEST_SEED, self.seed),
             (semconv.GEN_AI_REQUEST_REASONING_LEVEL, self.reasoning_level),
+            (semconv.GEN_AI_REQUEST_PREVIOUS_RESPONSE_ID, self.previous_response_id),
             (semconv.GEN_AI_OUTPUT_TYPE, self.output_type),
             (semconv.GEN_AI_CONVERSATION_ID, self.conversation_id),
             (semconv.GEN_AI_RESPONSE_ID, self.response_id),
@@ -423,6 +430,10 @@ class ModelInvocation(Invocation):
             attrs[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = _strings(self.finish_reasons)
         for key, value in self.dimensions.items():
             attrs[semconv.LLMTRACE_DIMENSION_PREFIX + key] = value
+        if self.retry_attempt is not None:
+            attrs[semconv.LLMTRACE_RETRY_ATTEMPT] = self.retry_attempt
+        if self.rate_limit_wait is not None:
+            attrs[semconv.LLMTRACE_RATE_LIMIT_WAIT] = self.rate_limit_wait
         if self.stream:
             _set_if(attrs, semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, self.time_to_first_chunk)
             attrs[semconv.LLMTRACE_STREAM_CHUNKS] = self.chunk_count

@@ -55,6 +55,7 @@ GEN_AI_REQUEST_SEED: Final = "gen_ai.request.seed"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_REQUEST_ENCODING_FORMATS: Final = "gen_ai.request.encoding_formats"
 GEN_AI_REQUEST_REASONING_LEVEL: Final = "gen_ai.request.reasoning.level"
+GEN_AI_REQUEST_PREVIOUS_RESPONSE_ID: Final = "gen_ai.request.previous_response.id"
 GEN_AI_EMBEDDINGS_DIMENSION_COUNT: Final = "gen_ai.embeddings.dimension.count"
 
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
@@ -175,6 +176,13 @@ AGENT_STEP_KINDS: Final = frozenset({STEP_THOUGHT, STEP_ACTION, STEP_OBSERVATION
 # Retry event
 LLMTRACE_RETRY_EVENT: Final = "llmtrace.retry"
 LLMTRACE_RETRY_ATTEMPT: Final = "llmtrace.retry.attempt"
+"""The attempt number (2 or more) of a call retried by the framework: on the ``llmtrace.retry``
+event, and on the span of a model call that is itself a retry (LangChain ``with_retry``)."""
+
+# Rate limiting
+LLMTRACE_RATE_LIMIT_WAIT: Final = "llmtrace.rate_limit.wait"
+"""Seconds a model call waited for the framework's client-side rate limiter (LangChain
+``rate_limiter=``) before its request was sent; not part of its time to first chunk."""
 
 # --------------------------------------------------------------------------------------
 # Events (log records with an event name)

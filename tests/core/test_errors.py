@@ -112,6 +112,75 @@ def test_anthropic_specific_subclasses(name: str, status: int, expected: str) ->
     assert classify_error(getattr(anthropic, name)("x", response=_response(status), body=None)) == expected
 
 
+# errors sent inside a stream that started with HTTP 200: the SDKs raise their generic class, with the
+# provider's error body (constructed here as the SDKs' stream readers construct them)
+@pytest.mark.parametrize(
+    ("error_type", "expected"),
+    [
+        ("overloaded_error", "server_error"),  # Anthropic's 529, a capacity error (as 529 and 503 map)
+        ("api_error", "server_error"),
+        ("rate_limit_error", "rate_limit"),
+        ("invalid_request_error", "invalid_request"),
+        ("authentication_error", "authentication"),
+    ],
+)
+def test_anthropic_error_event_in_a_stream(error_type: str, expected: str) -> None:
+    body = {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}
+    exc = anthropic.APIStatusError("Overloaded", response=_response(200), body=body)
+    assert classify_error(exc) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ({"message": "The server had an error", "type": "server_error"}, "server_error"),
+        ({"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}, "rate_limit"),
+        ({"message": "too long", "type": "invalid_request_error"}, "invalid_request"),
+    ],
+)
+def test_openai_error_chunk_in_a_stream(error: dict[str, str], expected: str) -> None:
+    exc = openai.APIError(error["message"], _request(), body=error)
+    assert classify_error(exc) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "error", "error": {"type": "mystery_error"}},
+        {"type": "error", "error": {"type": "overloaded_error" + "x" * 100}},  # not a known type
+        {"type": "error", "error": "overloaded_error"},  # not an object
+        {"type": "error", "error": {"type": ["overloaded_error"]}},
+        ["overloaded_error"],
+        "overloaded_error",
+        None,
+    ],
+)
+def test_unknown_or_malformed_error_body_keeps_the_class_name(body: object) -> None:
+    exc = anthropic.APIStatusError("x", response=_response(200), body=body)
+    assert classify_error(exc) == "anthropic.APIStatusError"
+
+
+def test_error_body_whose_reading_raises_keeps_the_class_name() -> None:
+    class HostileBody(dict):  # type: ignore[type-arg]
+        def get(self, *args: object) -> object:
+            raise RuntimeError("no")
+
+    class Hostile(Exception):
+        body = HostileBody(error={"type": "overloaded_error"})
+
+        @property
+        def type(self) -> str:
+            raise RuntimeError("no")
+
+    class WithBody(Exception):
+        def __init__(self, body: object) -> None:
+            super().__init__("x")
+            self.body = body
+
+    assert classify_error(Hostile()) == f"{__name__}.{Hostile.__qualname__}"
+    assert classify_error(WithBody({"error": {"type": "overloaded_error"}})) == "server_error"
+
+
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [

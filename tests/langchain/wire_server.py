@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+Script = Callable[[str, dict[str, Any]], "tuple[int, Any] | None"]
+"""A test's own answers: (path, request body) -> (status, payload) as the handlers below return
+them, or None for the default answer."""
 
 OPENAI_USAGE = {
     "prompt_tokens": 50,
@@ -169,7 +175,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path.endswith("/chat/completions"):
+        script: Script | None = getattr(self.server, "script", None)
+        scripted = script(self.path, body) if script is not None else None
+        self.server.requests.append((self.path, body))  # type: ignore[attr-defined]
+        if scripted is not None:
+            status, payload = scripted
+        elif self.path.endswith("/chat/completions"):
             status, payload = _openai(body)
         elif self.path.endswith("/embeddings"):
             status, payload = _openai_embeddings(body)
@@ -193,8 +204,21 @@ class _Handler(BaseHTTPRequestHandler):
 class WireServer:
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.script = None  # type: ignore[attr-defined]
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        """(path, body) of every request received, in order."""
+        self.server.requests = self.requests  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    @contextmanager
+    def scripted(self, script: Script) -> Iterator[None]:
+        """Answer with ``script`` (where it returns something) while the block runs."""
+        self.server.script = script  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            self.server.script = None  # type: ignore[attr-defined]
 
     @property
     def port(self) -> int:

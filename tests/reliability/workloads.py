@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import Generation, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.tools import tool
@@ -293,7 +294,15 @@ def lc_workload_sync() -> list[Any]:
     )
     out.append(outcome(_interrupted_agent))
     out.append(outcome(lambda: ScriptedChatModel(script=[answer("a picture")]).invoke(MULTIMODAL).content))
+    # a rate limiter: its acquire is wrapped, for invoke and for stream
+    limited = ScriptedChatModel(script=[answer("waited")], rate_limiter=_limiter())
+    out.append(outcome(lambda: limited.invoke("hi").content))
+    out.append(outcome(lambda: "".join(str(c.content) for c in limited.stream("hi"))))
     return out
+
+
+def _limiter() -> InMemoryRateLimiter:
+    return InMemoryRateLimiter(requests_per_second=1000, check_every_n_seconds=0.001, max_bucket_size=1)
 
 
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -510,6 +519,43 @@ class Answer(Workflow):
         return StopEvent(result=42)
 
 
+class Stuck(Workflow):
+    """A run whose step waits until its handler's ``cancel_run()`` stops it."""
+
+    @step
+    async def wait(self, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(30)
+        return StopEvent(result="late")
+
+
+class FailingRun(Workflow):
+    @step
+    async def fail(self, ev: StartEvent) -> StopEvent:
+        raise ValueError("step failed")
+
+
+class ManyCalls(Workflow):
+    """A run with as many model calls as make its list of children prune itself (64)."""
+
+    @step
+    async def calls(self, ev: StartEvent) -> StopEvent:
+        llm = MockLLM(max_tokens=1)
+        for i in range(64):
+            await llm.acomplete(str(i))
+        return StopEvent(result="done")
+
+
+async def _cancelled_run() -> str:
+    handler = Stuck(timeout=60).run()
+    await asyncio.sleep(0.05)  # the step is waiting
+    await handler.cancel_run()
+    try:
+        await handler
+    except Exception as exc:
+        return type(exc).__name__
+    return "finished"
+
+
 LI_DOCS = [LIDocument(text="The sky is blue.", id_="sky"), LIDocument(text="Grass is green.", id_="grass")]
 _li_dispatcher = get_dispatcher(__name__)
 
@@ -580,6 +626,9 @@ async def li_workload_async() -> list[Any]:
     out.append(outcome(lambda: raw.complete("usage").text))
     out.append(outcome(lambda: [c.delta for c in raw.stream_complete("x")]))  # fails after its span
     out.append(await aoutcome(lambda: _astr(Answer().run())))
+    out.append(await aoutcome(_cancelled_run))  # stopped by cancel_run()
+    out.append(await aoutcome(lambda: _astr(FailingRun().run())))
+    out.append(await aoutcome(lambda: _astr(ManyCalls().run())))
     abandoned = llm.stream_complete("never read")  # ended by eviction (uninstrument)
     out.append(outcome(lambda: type(abandoned).__name__))
     return out

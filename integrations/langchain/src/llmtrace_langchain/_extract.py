@@ -170,7 +170,8 @@ _PARAM_NAMES = frozenset(
     {
         "temperature", "max_tokens", "max_output_tokens", "top_p", "top_k", "frequency_penalty",
         "presence_penalty", "seed", "n", "stop", "stop_sequences", "reasoning_effort", "reasoning",
-        "response_format", "format", "response_mime_type",
+        "effort", "output_config", "response_format", "format", "response_mime_type", "text",
+        "previous_response_id",
     }
 )  # fmt: skip
 _METADATA_PARAMS = ("ls_temperature", "ls_max_tokens", "ls_stop")
@@ -206,12 +207,52 @@ def apply_request_params(
         invocation.stop_sequences = [stop]
     elif isinstance(stop, (list, tuple)) and stop:
         invocation.stop_sequences = [str(s) for s in stop]
-    reasoning = get("reasoning")
-    nested = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
-    effort = _first(get("reasoning_effort"), nested)
-    if isinstance(effort, str):
-        invocation.reasoning_level = effort
-    invocation.output_type = output_type(get("response_format"), get("format"), get("response_mime_type"))
+    # a call's effort first: Anthropic's ``effort`` / ``reasoning_effort`` override the model's
+    # ``output_config.effort`` (where langchain-anthropic puts ``ChatAnthropic(effort=...)``)
+    effort = _first(
+        get("effort"),
+        get("reasoning_effort"),
+        _nested(get("reasoning"), "effort"),  # OpenAI Responses
+        _nested(get("output_config"), "effort"),  # Anthropic
+    )
+    if isinstance(effort, str) and effort:
+        invocation.reasoning_level = effort[:MAX_NAME_LENGTH]
+    # the Responses API's own ``text={"format": {...}}`` is its ``response_format``
+    response_format = _first(get("response_format"), _nested(get("text"), "format"))
+    invocation.output_type = output_type(response_format, get("format"), get("response_mime_type"))
+    previous = get("previous_response_id")
+    if isinstance(previous, str) and previous:
+        invocation.previous_response_id = previous[:MAX_NAME_LENGTH]
+
+
+def _nested(value: object, key: str) -> object:
+    return value.get(key) if isinstance(value, Mapping) else None
+
+
+_RESPONSES_ID_PREFIX = "resp_"
+_AI_TYPES = frozenset({"ai", "AIMessageChunk"})
+
+
+def chained_response_id(
+    serialized: Mapping[str, Any] | None, messages: Sequence[Sequence[Any]]
+) -> str | None:
+    """The ``previous_response_id`` langchain-openai sends for ``ChatOpenAI(use_previous_response_id=True)``
+    (a constructor argument: in ``serialized["kwargs"]``, not in the invocation params): the response
+    id of the newest AI message that has one (``resp_...``), None if none has."""
+    kwargs = serialized.get("kwargs") if serialized else None
+    if not isinstance(kwargs, Mapping) or kwargs.get("use_previous_response_id") is not True:
+        return None
+    history = messages[0] if messages else ()
+    if not isinstance(history, Sequence):
+        return None
+    for message in reversed(history):
+        if getattr(message, "type", None) not in _AI_TYPES:
+            continue
+        meta = getattr(message, "response_metadata", None)
+        response_id = meta.get("id") if isinstance(meta, Mapping) else None
+        if isinstance(response_id, str) and response_id.startswith(_RESPONSES_ID_PREFIX):
+            return response_id[:MAX_NAME_LENGTH]
+    return None
 
 
 _JSON_METHODS = frozenset({"json_schema", "json_mode"})
@@ -239,6 +280,22 @@ def conversation_id(metadata: Mapping[str, Any]) -> str | None:
         value = metadata.get(key)
         if isinstance(value, (str, int, UUID)) and not isinstance(value, bool) and value != "":
             return str(value)[:MAX_NAME_LENGTH]
+    return None
+
+
+_RETRY_TAG = "retry:attempt:"
+"""The tag ``Runnable.with_retry`` gives each attempt after the first (``retry:attempt:2``, ...)."""
+
+
+def retry_attempt(tags: object) -> int | None:
+    """The attempt number (2 or more) of a run that ``with_retry`` started again, from its tags."""
+    if not isinstance(tags, list) or not tags:
+        return None
+    for tag in tags:
+        if isinstance(tag, str) and tag.startswith(_RETRY_TAG):
+            digits = tag[len(_RETRY_TAG) :]
+            if digits.isascii() and digits.isdecimal() and len(digits) <= 9 and int(digits) >= 2:
+                return int(digits)
     return None
 
 
@@ -272,13 +329,35 @@ def _raw_finish_reason(meta: Mapping[str, Any], info: Mapping[str, Any] | None) 
     return reason
 
 
+def _finish_reason(message: Any, meta: Mapping[str, Any], info: Mapping[str, Any] | None) -> str | None:
+    """The normalised finish reason of a message (see ``_parts.finish_reason``), if it reports one.
+
+    An OpenAI Responses API response has none: langchain-openai keeps its ``status`` and
+    ``incomplete_details`` in the response metadata. Completed, it is ``tool_call`` if the message
+    calls tools, else ``stop``; incomplete, its reason (``length`` for ``max_output_tokens``,
+    ``content_filter``); failed, ``error``."""
+    reason = _parts.finish_reason(_raw_finish_reason(meta, info))
+    if reason is not None or meta.get("object") != "response":
+        return reason
+    status = meta.get("status")
+    if status == "completed":
+        calls = getattr(message, "tool_calls", None) or getattr(message, "invalid_tool_calls", None)
+        return _parts.TOOL_CALL if calls else _parts.STOP
+    if status == "incomplete":
+        details = meta.get("incomplete_details")
+        incomplete = details.get("reason") if isinstance(details, Mapping) else None
+        return _parts.finish_reason(incomplete) or _parts.finish_reason(status)
+    return _parts.ERROR if status == "failed" else None
+
+
 def generation_finish_reason(gen: Any) -> str | None:
     """The normalised finish reason one generation reports (see ``_parts.finish_reason``), if any."""
-    meta = getattr(getattr(gen, "message", None), "response_metadata", None)
+    message = getattr(gen, "message", None)
+    meta = getattr(message, "response_metadata", None)
     info = getattr(gen, "generation_info", None)
     if not isinstance(meta, Mapping):
         meta = {}
-    return _parts.finish_reason(_raw_finish_reason(meta, info if isinstance(info, Mapping) else None))
+    return _finish_reason(message, meta, info if isinstance(info, Mapping) else None)
 
 
 def response_fields(response: Any, gens: Sequence[Any]) -> tuple[str | None, str | None, list[str] | None]:
@@ -306,7 +385,7 @@ def response_fields(response: Any, gens: Sequence[Any]) -> tuple[str | None, str
             candidate = _first(meta.get("model_name"), meta.get("model"), info.get("model"))
             if isinstance(candidate, str) and candidate:
                 model = candidate
-        reason = _parts.finish_reason(_raw_finish_reason(meta, info))
+        reason = _finish_reason(message, meta, info)
         if reason is not None:
             reasons.append(reason)
     if isinstance(llm_output, Mapping):
@@ -801,8 +880,8 @@ def agent_output_message(message: Any) -> dict[str, Any]:
     """An agent's answer (the last message of its state) as an output message, with a finish reason."""
     item = message_to_json(message)
     meta = getattr(message, "response_metadata", None)
-    reported = _raw_finish_reason(meta, None) if isinstance(meta, Mapping) else None
-    item["finish_reason"] = _parts.output_finish_reason(_parts.finish_reason(reported), item["parts"])
+    reported = _finish_reason(message, meta, None) if isinstance(meta, Mapping) else None
+    item["finish_reason"] = _parts.output_finish_reason(reported, item["parts"])
     return item
 
 

@@ -24,6 +24,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import get_llm_cache
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import _logs, metrics, trace
 from opentelemetry import context as otel_context
@@ -529,9 +530,14 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         params = kwargs.get("invocation_params")
         # content is converted before the span starts: its cost is not the model's latency
         content = _chat_content(messages, params) if _capturing() else None
-        invocation = self._start_model(semconv.OP_CHAT, serialized, run_id, parent_run_id, metadata, params)
+        invocation = self._start_model(
+            semconv.OP_CHAT, serialized, run_id, parent_run_id, metadata, params, tags
+        )
         if invocation is None:
             return
+        chained = _extract.chained_response_id(serialized, messages)
+        if chained is not None:  # ChatOpenAI(use_previous_response_id=True): it wins over a call's own
+            invocation.previous_response_id = chained
         if invocation.output_type is None:
             invocation.output_type = _extract.structured_output_type(kwargs.get("options"))
         if content is not None:
@@ -563,6 +569,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             parent_run_id,
             metadata,
             kwargs.get("invocation_params"),
+            tags,
         )
         if invocation is not None and content is not None:
             invocation.input_messages = content
@@ -590,6 +597,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None,
         metadata: Mapping[str, Any] | None,
         invocation_params: Mapping[str, Any] | None,
+        tags: list[str] | None = None,
     ) -> ModelInvocation | None:
         md = metadata or {}
         params = invocation_params or {}
@@ -614,7 +622,10 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         _extract.apply_request_params(invocation, md, params)
         if md:
             invocation.conversation_id = _extract.conversation_id(md)
-        # the instrumentor's call-scope wrapper corrects this with the model's own cache
+        if tags:
+            invocation.retry_attempt = _extract.retry_attempt(tags)
+        # the instrumentor's call-scope wrapper corrects this with the model's own cache; a stream,
+        # which consults none, drops it at its end (on_llm_end)
         source = pending_cache_source() if operation == semconv.OP_TEXT_COMPLETION else _global_cache_name()
         if source is not None:
             invocation.cache_source = source
@@ -655,7 +666,16 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
                 if invocation.cache_source is None:
                     invocation.cache_source = _global_cache_name()
             elif invocation.cache_hit is None and invocation.cache_source is not None:
-                invocation.cache_hit = False
+                # stream() / astream() end with the merged chunks (a ChatGenerationChunk) and look in
+                # no cache; invoke, batch and a model streaming inside invoke end with ChatGenerations
+                if (
+                    invocation.operation == semconv.OP_CHAT
+                    and gens
+                    and isinstance(gens[0], ChatGenerationChunk)
+                ):
+                    invocation.cache_source = None
+                else:
+                    invocation.cache_hit = False
             agent_run = run.agent
             if agent_run is not None and isinstance(agent_run.invocation, AgentInvocation):
                 calls = _extract.tool_calls(gens)

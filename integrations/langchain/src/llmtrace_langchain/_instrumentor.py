@@ -9,6 +9,9 @@
   made current for the duration of the call (attached and detached in the same frame, never
   across callbacks), so spans of HTTP clients and provider SDKs nest under it. These wrappers
   also tell the span which LLM cache was consulted.
+- the ``acquire`` / ``aacquire`` of a chat model's ``rate_limiter`` class, on first use: the time a
+  call waits for it (``llmtrace.rate_limit.wait``; LangChain acquires it after the call's run has
+  started, so it is not counted in the time to first chunk).
 - ``BaseLLM.generate`` / ``agenerate`` and ``get_prompts`` / ``aget_prompts``: spans for
   completion prompts answered from the cache (see ``_cache``).
 - ``BaseTool.arun`` and ``AsyncCallbackManager.on_tool_start``: a tool call whose task is cancelled
@@ -23,7 +26,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextvars import ContextVar
 from typing import Any, cast
 
@@ -47,6 +51,7 @@ _LLMS = "langchain_core.language_models.llms"
 
 _state_lock = _fork.lock()
 _stream_patched: list[tuple[type, str, Any]] = []
+"""(class, method name, original) of every method patched on first use (streams, rate limiters)."""
 _hook_registered = False
 
 
@@ -208,6 +213,12 @@ def _enter(instance: Any, kwargs: Any, chat: bool) -> object | None:
         invocation = _model_invocation(kwargs.get("run_manager"), source, chat)
         if invocation is None:
             return None
+        if chat:
+            # the call in progress here: in a batch every run starts before the first is made, so
+            # the one last started is not it (its stream, rate limiter wait: see _lookup, _waiting_call)
+            _cache.note_model_start(invocation)
+            if getattr(instance, "rate_limiter", None) is not None:
+                _ensure_limiter_patched(instance)
         return otel_context.attach(invocation.context)
     except Exception as exc:
         report_internal_error(f"{__name__}.call_scope", exc)
@@ -324,10 +335,66 @@ async def _allm_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kwa
         _exit(token)
 
 
+# ---- rate limiters: the time a call waits for its model's limiter, on first use ---------------------
+def _ensure_limiter_patched(model: Any) -> None:
+    limiter = model.rate_limiter
+    if limiter is not None:
+        for name, factory in (("acquire", _wrap_acquire), ("aacquire", _wrap_aacquire)):
+            _patch_once(type(limiter), name, factory)
+
+
+def _waiting_call() -> ModelInvocation | None:
+    """The model call a rate limiter is acquired for: the one in progress in this context (LangChain
+    acquires it right after the call's run starts, or inside ``_generate_with_cache``, whose scope
+    names its call), if it has not waited yet nor streamed anything."""
+    invocation = _cache.last_model_started()
+    if invocation is None or invocation.rate_limit_wait is not None:
+        return None
+    return invocation if invocation.time_to_first_chunk is None else None
+
+
+def _wrap_acquire(original: Callable[..., bool]) -> Callable[..., bool]:
+    def acquire(self: Any, *args: Any, **kwargs: Any) -> bool:
+        try:
+            invocation = _waiting_call()
+        except Exception as exc:
+            report_internal_error(f"{__name__}.rate_limiter", exc)
+            invocation = None
+        started = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if invocation is not None:
+                invocation.rate_limit_wait = time.perf_counter() - started
+
+    acquire.__wrapped__ = original  # type: ignore[attr-defined]
+    return acquire
+
+
+def _wrap_aacquire(original: Callable[..., Awaitable[bool]]) -> Callable[..., Awaitable[bool]]:
+    async def aacquire(self: Any, *args: Any, **kwargs: Any) -> bool:
+        try:
+            invocation = _waiting_call()
+        except Exception as exc:
+            report_internal_error(f"{__name__}.rate_limiter", exc)
+            invocation = None
+        started = time.perf_counter()
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            if invocation is not None:
+                invocation.rate_limit_wait = time.perf_counter() - started
+
+    aacquire.__wrapped__ = original  # type: ignore[attr-defined]
+    return aacquire
+
+
 # ---- streams: wrap the model class's own _stream/_astream on first use ----------------------------------
 def _patch_stream_method(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
     try:
         _ensure_stream_patched(type(instance))
+        if getattr(instance, "rate_limiter", None) is not None:  # acquired as the stream's run starts
+            _ensure_limiter_patched(instance)
     except Exception as exc:
         report_internal_error(f"{__name__}.patch_stream", exc)
     return wrapped(*args, **kwargs)
@@ -335,19 +402,25 @@ def _patch_stream_method(wrapped: Callable[..., Any], instance: Any, args: Any, 
 
 def _ensure_stream_patched(model_class: type) -> None:
     for name, factory in (("_stream", _wrap_sync_stream), ("_astream", _wrap_async_stream)):
-        owner = next((c for c in model_class.__mro__ if name in c.__dict__), None)
-        if owner is None:
-            continue
-        current = owner.__dict__[name]
-        if getattr(current, "_llmtrace_wrapped", False):
-            continue
-        with _state_lock:
-            if getattr(owner.__dict__[name], "_llmtrace_wrapped", False):
-                continue
-            patched = factory(current)
-            setattr(patched, "_llmtrace_wrapped", True)  # noqa: B010
-            _stream_patched.append((owner, name, current))
-            setattr(owner, name, patched)
+        _patch_once(model_class, name, factory)
+
+
+def _patch_once(cls: type, name: str, factory: Callable[[Any], Any]) -> None:
+    """Replace method ``name`` of the class along ``cls``'s MRO that defines it with
+    ``factory(original)``, once (undone by ``_uninstrument``)."""
+    owner = next((c for c in cls.__mro__ if name in c.__dict__), None)
+    if owner is None:
+        return
+    current = owner.__dict__[name]
+    if getattr(current, "_llmtrace_wrapped", False):
+        return
+    with _state_lock:
+        if getattr(owner.__dict__[name], "_llmtrace_wrapped", False):
+            return
+        patched = factory(current)
+        setattr(patched, "_llmtrace_wrapped", True)  # noqa: B010
+        _stream_patched.append((owner, name, current))
+        setattr(owner, name, patched)
 
 
 def _lookup(kwargs: Any) -> ModelInvocation | None:
