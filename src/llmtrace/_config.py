@@ -38,7 +38,7 @@ from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
-from llmtrace import _fork, semconv
+from llmtrace import _fork, _sigterm, semconv
 from llmtrace._content import ContentPolicy, parse_capture_mode
 from llmtrace._env import env, env_bool, env_duration_ms, env_port, env_positive_int, env_timeout_ms
 from llmtrace._exporters import (
@@ -297,6 +297,7 @@ def configure(
     max_open_runs: int | None = None,
     tracer_provider: TracerProvider | None = None,
     set_global: bool = True,
+    handle_sigterm: bool | None = None,
 ) -> Pipeline:
     """Set up tracing, metrics and events for llmtrace (and anything else using OTel).
 
@@ -356,6 +357,11 @@ def configure(
             yours: llmtrace never shuts it down (it does shut down the processors it added).
         set_global: install the providers as the global OTel providers (default True); a
             ``tracer_provider`` of yours is installed when no global one is set yet.
+        handle_sigterm: when SIGTERM has no handler yet (its default action kills the process
+            before any exit hook runs), install one that exports what is queued, within the exit
+            bound, then lets the signal end the process as before (default
+            ``LLMTRACE_HANDLE_SIGTERM``, else True). Only from the main thread, not on Windows,
+            and never in place of a handler someone else installed.
 
     Per signal, a global provider already set (by you, ``opentelemetry-instrument`` or another
     library) is used as it is, and llmtrace adds nothing to it; llmtrace creates its own provider
@@ -601,7 +607,9 @@ def configure(
             _active = pipeline
         _pipelines.append(pipeline)
         _register_atexit()
-        return pipeline
+    if pipeline.exporters and _sigterm.wanted(handle_sigterm):  # (not under _lock: see _sigterm)
+        _sigterm.install(_at_exit, _exit_bound_s)
+    return pipeline
 
 
 def active_pipeline() -> Pipeline | None:
@@ -640,6 +648,16 @@ def _register_atexit() -> None:
 
         atexit.register(_at_exit)
         _atexit_registered = True
+
+
+def _exit_bound_s() -> float | None:
+    """The longest the exit hook may take, in seconds; None when every pipeline is shut down.
+    (Read without ``_lock``: the SIGTERM handler calls it, and the main thread it interrupted may
+    hold that lock.)"""
+    pipelines = list(_pipelines)
+    if not pipelines:
+        return None
+    return max(pipeline.shutdown_timeout_s for pipeline in pipelines)
 
 
 def _at_exit() -> None:

@@ -117,3 +117,27 @@ def _env_int(name: str, maximum: int | None, out_of_range: str) -> int | None:
         warn_ignored(name, raw, out_of_range)
         return None
     return value
+
+
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def env_switch(name: str, default: bool) -> bool:
+    """One of llmtrace's own switches (``LLMTRACE_*``) that is on by default: ``0``, ``false``,
+    ``no`` or ``off`` (any case) turn it off, ``1``, ``true``, ``yes`` or ``on`` on; unset or empty
+    is ``default``, anything else too, with a warning."""
+    raw = env(name)
+    if raw is None:
+        return default
+    if raw.lower() in _ON:
+        return True
+    if raw.lower() in _OFF:
+        return False
+    logger.warning(
+        "llmtrace: %s=%r is not one of 1, true, yes, on, 0, false, no, off; read as %s",
+        name,
+        raw,
+        "on" if default else "off",
+    )
+    return default

@@ -460,3 +460,92 @@ _fork.each_in_child(f"{__name__}._JsonlFile", _jsonl_files, _JsonlFile._after_fo
 def jsonl_exporters(path: str | os.PathLike[str]) -> tuple[JsonlSpanExporter, JsonlLogExporter]:
     sink = _JsonlFile(path)
     return JsonlSpanExporter(sink), JsonlLogExporter(sink)
+
+
+# --------------------------------------------------------------------------------------------
+# The exporters' names in the SDK's own configuration (``opentelemetry-instrument``)
+# --------------------------------------------------------------------------------------------
+# The SDK's configurator looks every name of ``OTEL_<SIGNAL>_EXPORTER`` up in an entry-point
+# group (``opentelemetry_traces_exporter``, ``opentelemetry_logs_exporter``), builds each class
+# with no arguments and wraps it in its own batch processor. These classes build the exporter
+# ``configure()`` would, from the same variables (pyproject.toml registers them).
+
+_env_sinks: dict[str, _JsonlFile] = {}
+
+
+def _env_jsonl_file() -> _JsonlFile:
+    """The file of ``LLMTRACE_JSONL_PATH`` (else ``.llmtrace/traces.jsonl``), one per path: spans
+    and events share it, as with ``configure()``."""
+    from llmtrace._config import DEFAULT_JSONL_PATH
+
+    path = os.environ.get("LLMTRACE_JSONL_PATH") or DEFAULT_JSONL_PATH
+    return _env_sinks.setdefault(path, _JsonlFile(path))
+
+
+class EnvJsonlSpanExporter(JsonlSpanExporter):
+    """``OTEL_TRACES_EXPORTER=jsonl`` for the SDK: each span as a JSON line in
+    ``LLMTRACE_JSONL_PATH`` (default ``.llmtrace/traces.jsonl``)."""
+
+    def __init__(self) -> None:
+        super().__init__(_env_jsonl_file())
+
+
+class EnvJsonlLogExporter(JsonlLogExporter):
+    """``OTEL_LOGS_EXPORTER=jsonl`` for the SDK: each event as a JSON line in the same file."""
+
+    def __init__(self) -> None:
+        super().__init__(_env_jsonl_file())
+
+
+def _env_store() -> tuple[Any, float, Any]:
+    """The store's writer as ``configure()`` makes it from the environment (``LLMTRACE_STORE``,
+    else ``.llmtrace/traces.db``; ``LLMTRACE_STORE_RETENTION``), how long its shutdown may take
+    (``OTEL_BSP_EXPORT_TIMEOUT``, else 5 s; at least 1 s) and its usage sink (added already)."""
+    from opentelemetry.sdk.resources import Resource
+
+    from llmtrace import semconv
+    from llmtrace._config import DEFAULT_EXPORT_TIMEOUT_MS, MIN_SHUTDOWN_S, _store_opener, _store_url
+    from llmtrace._env import env_timeout_ms
+    from llmtrace._usage import add_usage_sink
+    from llmtrace.store._exporter import StoreUsageSink, store_writer
+    from llmtrace.store._retention import retention_seconds
+    from llmtrace.store._writer import status_path_for
+
+    url = _store_url(None)
+    writer = store_writer(
+        _store_opener(url),
+        store_url=url,
+        status_path=status_path_for(url),
+        retention_s=retention_seconds(None),
+    )
+    # the SDK's resource comes from the same variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
+    service = Resource.create().attributes.get(semconv.SERVICE_NAME)
+    sink = StoreUsageSink(writer, service=service)
+    add_usage_sink(sink)
+    writer.register_metrics()  # on the global MeterProvider, once the SDK installs it
+    timeout_ms = env_timeout_ms("OTEL_BSP_EXPORT_TIMEOUT") or DEFAULT_EXPORT_TIMEOUT_MS
+    return writer, max(timeout_ms / 1000, MIN_SHUTDOWN_S), sink
+
+
+class EnvStoreSpanExporter(SpanExporter):
+    """``OTEL_TRACES_EXPORTER=store`` for the SDK: spans and usage records to the local store that
+    ``configure()`` would use (``LLMTRACE_STORE``, else ``.llmtrace/traces.db``)."""
+
+    def __init__(self) -> None:
+        from llmtrace.store._exporter import StoreSpanExporter
+
+        writer, shutdown_timeout_s, self._sink = _env_store()
+        self.writer = writer
+        self._inner = StoreSpanExporter(writer, shutdown_timeout_s=shutdown_timeout_s)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export(spans)
+
+    def shutdown(self) -> None:
+        from llmtrace._usage import remove_usage_sink
+
+        remove_usage_sink(self._sink)
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
