@@ -198,7 +198,8 @@ def main() -> None:
             f"{snapshot.dropped} dropped, queue high-water mark {snapshot.high_water_mark}"
         )
     store_option = "" if STORE == ".llmtrace/traces.db" else f" --store {STORE}"
-    first = traces[0].trace_id if traces else "TRACE_ID"
+    # the richest trace (the agent's) for the show / export hints
+    first = max(traces, key=lambda t: t.span_count).trace_id if traces else "TRACE_ID"
     print(
         f"""
 The same traces, from the store ({os.path.abspath(STORE) if "://" not in STORE else STORE}):
