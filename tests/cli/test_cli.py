@@ -83,6 +83,17 @@ def test_demo_prints_tree_summary_and_hints(demo_store):
     assert " show " in stdout and "uv run llmtrace" in stdout and "16686" in stdout
 
 
+def test_demo_hints_show_the_agents_trace(demo_store):
+    store_path, stdout = demo_store
+    shown = stdout.split(" show ", 1)[1].split()[0]
+    store = SqliteStore(store_path, create=False, write=False)
+    try:
+        roots = [span.name for span in store.get_trace(shown).spans if span.parent_span_id is None]
+    finally:
+        store.close()
+    assert roots == ["invoke_agent docs_agent"]
+
+
 def test_traces_lists_and_paginates(demo_store):
     store, _ = demo_store
     code, out, _ = run(store, "traces")
