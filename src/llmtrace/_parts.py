@@ -80,6 +80,22 @@ def finish_reason(raw: object) -> str | None:
     return found
 
 
+def responses_finish_reason(
+    status: object, incomplete_reason: object, calls_tools: Callable[[], bool]
+) -> str | None:
+    """The finish reason of an OpenAI Responses API response, which reports a ``status`` instead:
+    completed, ``tool_call`` if the response calls tools (``calls_tools()``, asked only then), else
+    ``stop``; incomplete, its ``incomplete_details.reason`` (``length`` for ``max_output_tokens``,
+    ``content_filter``), else ``incomplete``; failed, ``error``; any other status as it is."""
+    if status == "completed":
+        return TOOL_CALL if calls_tools() else STOP
+    if status == "incomplete":
+        return finish_reason(incomplete_reason) or finish_reason(status)
+    if status == "failed":
+        return ERROR
+    return finish_reason(status)
+
+
 def output_finish_reason(reported: str | None, parts: list[dict[str, Any]]) -> str:
     """The ``finish_reason`` of an output message: the (normalised) reason the provider reported; when
     it reported none, ``tool_call`` if the message calls tools (the model stopped to have them run),

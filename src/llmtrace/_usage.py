@@ -65,6 +65,19 @@ def coerce_service_tier(value: object) -> str | None:
     return tier or None
 
 
+def cache_writes(total: object, five_minute: object, one_hour: object) -> tuple[object, object]:
+    """(cache-write tokens, of which one-hour) from a reported total and Anthropic's writes by cache
+    lifetime (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``): when the split is
+    reported, the writes are at least its sum (langchain-anthropic then reports the total as 0).
+    Counts are raw (coerced later); a missing split keeps the total as it is."""
+    if five_minute is None and one_hour is None:
+        return total, None
+    split = sum(n for n in (five_minute, one_hour) if isinstance(n, int) and not isinstance(n, bool))
+    if not isinstance(total, int) or isinstance(total, bool) or split > total:
+        total = split
+    return total, one_hour
+
+
 def service_tier_attribute(provider: str | None) -> str:
     """The span attribute that carries a call's service tier: the conventions'
     ``openai.response.service_tier`` for OpenAI and Azure OpenAI, ``llmtrace.response.service_tier``

@@ -15,6 +15,7 @@ from llmtrace._content import MAX_ITEMS
 from llmtrace._formats import output_type
 from llmtrace._invocation import MAX_NAME_LENGTH, ModelInvocation
 from llmtrace._objects import attribute, host_port, url_host_port
+from llmtrace._usage import cache_writes
 
 LC_ID_PREFIX = "lc_run-"
 """Ids LangChain makes up for messages (``lc_run--{run_id}-{i}``): not provider response ids."""
@@ -339,15 +340,11 @@ def _finish_reason(message: Any, meta: Mapping[str, Any], info: Mapping[str, Any
     reason = _parts.finish_reason(_raw_finish_reason(meta, info))
     if reason is not None or meta.get("object") != "response":
         return reason
-    status = meta.get("status")
-    if status == "completed":
-        calls = getattr(message, "tool_calls", None) or getattr(message, "invalid_tool_calls", None)
-        return _parts.TOOL_CALL if calls else _parts.STOP
-    if status == "incomplete":
-        details = meta.get("incomplete_details")
-        incomplete = details.get("reason") if isinstance(details, Mapping) else None
-        return _parts.finish_reason(incomplete) or _parts.finish_reason(status)
-    return _parts.ERROR if status == "failed" else None
+    return _parts.responses_finish_reason(
+        meta.get("status"),
+        _nested(meta.get("incomplete_details"), "reason"),
+        lambda: bool(getattr(message, "tool_calls", None) or getattr(message, "invalid_tool_calls", None)),
+    )
 
 
 def generation_finish_reason(gen: Any) -> str | None:
@@ -508,12 +505,9 @@ def _usage_metadata(meta: Mapping[str, Any]) -> UsageCounts:
                 if prefix in inputs or read_key in inputs or write_key in inputs:
                     cache_read, cache_write, tier = inputs.get(read_key), inputs.get(write_key), prefix
                     break
-        split_5m = inputs.get("ephemeral_5m_input_tokens")
-        write_1h = inputs.get("ephemeral_1h_input_tokens")
-        if split_5m is not None or write_1h is not None:
-            split = sum(n for n in (split_5m, write_1h) if isinstance(n, int) and not isinstance(n, bool))
-            if not isinstance(cache_write, int) or split > cache_write:
-                cache_write = split
+        cache_write, write_1h = cache_writes(
+            cache_write, inputs.get("ephemeral_5m_input_tokens"), inputs.get("ephemeral_1h_input_tokens")
+        )
     if isinstance(outputs, Mapping) and outputs:
         reasoning = outputs.get("reasoning")
         if reasoning is None:
@@ -542,14 +536,12 @@ def _legacy_usage(raw: Mapping[str, Any]) -> UsageCounts:
     # Anthropic-style: input_tokens excludes the cached parts
     read = raw.get("cache_read_input_tokens")
     write = raw.get("cache_creation_input_tokens")
-    write_1h = None
     lifetimes = raw.get("cache_creation")  # the writes by lifetime, within the total
-    if isinstance(lifetimes, Mapping):
-        split_5m = lifetimes.get("ephemeral_5m_input_tokens")
-        write_1h = lifetimes.get("ephemeral_1h_input_tokens")
-        split = sum(n for n in (split_5m, write_1h) if isinstance(n, int) and not isinstance(n, bool))
-        if (split_5m is not None or write_1h is not None) and (not isinstance(write, int) or split > write):
-            write = split
+    write, write_1h = cache_writes(
+        write,
+        _nested(lifetimes, "ephemeral_5m_input_tokens"),
+        _nested(lifetimes, "ephemeral_1h_input_tokens"),
+    )
     inputs = raw.get("input_tokens")
     if isinstance(inputs, int) and not isinstance(inputs, bool):
         for extra in (read, write):

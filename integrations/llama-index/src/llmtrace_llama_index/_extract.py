@@ -18,7 +18,7 @@ from llmtrace import _parts, semconv
 from llmtrace._content import MAX_ITEMS
 from llmtrace._formats import output_type
 from llmtrace._objects import BoundedCache, attribute, attributes, url_host_port
-from llmtrace._usage import coerce_service_tier
+from llmtrace._usage import cache_writes, coerce_service_tier
 
 # (words of the lower-cased class name, provider name); first match wins, so the more specific
 # names come first. A name matches only whole camel-case words (``XAI`` and ``GrokLLM`` are xAI,
@@ -340,20 +340,20 @@ def _usage_counts(usage: Any) -> UsageCounts | None:
     cache_read = _count(get(usage, "cache_read_input_tokens"))
     cache_write = _count(get(usage, "cache_creation_input_tokens"))
     if cache_read is not None or cache_write is not None:  # Anthropic
-        write_1h = None
         lifetimes = get(usage, "cache_creation")  # the writes by cache lifetime
-        if lifetimes is not None:
-            split_5m = _count(get(lifetimes, "ephemeral_5m_input_tokens"))
-            write_1h = _count(get(lifetimes, "ephemeral_1h_input_tokens"))
-            if split_5m is not None or write_1h is not None:
-                cache_write = max(cache_write or 0, (split_5m or 0) + (write_1h or 0))
+        writes, write_1h = cache_writes(
+            cache_write,
+            _count(get(lifetimes, "ephemeral_5m_input_tokens")),
+            _count(get(lifetimes, "ephemeral_1h_input_tokens")),
+        )
+        cache_write = _count(writes)
         total = None if input_tokens is None else input_tokens + (cache_read or 0) + (cache_write or 0)
         return UsageCounts(
             input_tokens=total,
             output_tokens=output_tokens,
             cache_read_tokens=cache_read,
             cache_write_tokens=cache_write,
-            cache_write_1h_tokens=write_1h,
+            cache_write_1h_tokens=_count(write_1h),
             service_tier=coerce_service_tier(get(usage, "service_tier")),
         )
     in_details = get(usage, "input_tokens_details")  # OpenAI responses API
@@ -497,16 +497,13 @@ def _other_finish_reasons(raw: Any, reasons: list[str]) -> None:
 
 
 def _response_status(raw: Any) -> str | None:
-    status = get(raw, "status")
-    if status == "completed":
+    def calls_tools() -> bool:
         output = get(raw, "output")
-        calls = isinstance(output, Sequence) and any(get(item, "type") == "function_call" for item in output)
-        return _parts.TOOL_CALL if calls else _parts.STOP
-    if status == "incomplete":  # why: max_output_tokens or content_filter
-        return _parts.finish_reason(get(get(raw, "incomplete_details"), "reason")) or "incomplete"
-    if status == "failed":
-        return _parts.ERROR
-    return _parts.finish_reason(status)
+        return isinstance(output, Sequence) and any(get(item, "type") == "function_call" for item in output)
+
+    return _parts.responses_finish_reason(
+        get(raw, "status"), get(get(raw, "incomplete_details"), "reason"), calls_tools
+    )
 
 
 # --------------------------------------------------------------------------------------
