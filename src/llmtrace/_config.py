@@ -542,25 +542,15 @@ def configure(
         if "console" in names["logs"]:
             add_log_exporter(ConsoleLogRecordExporter(out=sys.stdout))
         if "jsonl" in names["traces"] or "jsonl" in names["logs"]:
-            path = jsonl_path or os.environ.get("LLMTRACE_JSONL_PATH") or DEFAULT_JSONL_PATH
-            span_exporter, log_exporter = jsonl_exporters(path)
+            span_exporter, log_exporter = jsonl_exporters(jsonl_file_path(jsonl_path))
             if "jsonl" in names["traces"]:
                 add_span_exporter(span_exporter)
             if "jsonl" in names["logs"]:
                 add_log_exporter(log_exporter)
         if "store" in names["traces"]:
-            url = _store_url(store)
-            writer = store_writer(
-                _store_opener(url),
-                store_url=url,
-                max_queue_size=store_queue_size,
-                status_path=status_path_for(url),
-                retention_s=retention_seconds(store_retention),
-            )
+            writer = open_store_writer(store, max_queue_size=store_queue_size, retention=store_retention)
             add_span_processor(
-                StoreSpanProcessor(
-                    writer, shutdown_timeout_s=max(spans.export_timeout_ms / 1000, MIN_SHUTDOWN_S)
-                )
+                StoreSpanProcessor(writer, shutdown_timeout_s=store_shutdown_s(spans.export_timeout_ms))
             )
             service = sdk_provider.resource.attributes.get(semconv.SERVICE_NAME) if sdk_provider else None
             sink = StoreUsageSink(writer, service=service)  # usage rows keep their service (sampling)
@@ -968,6 +958,34 @@ def _store_url(store: str | os.PathLike[str] | bool | None) -> str:
     if "://" in location or location == ":memory:":
         return location
     return os.path.abspath(os.path.expanduser(location))
+
+
+def jsonl_file_path(path: str | os.PathLike[str] | None = None) -> str | os.PathLike[str]:
+    """The JSONL exporter's file: ``path``, else ``LLMTRACE_JSONL_PATH``, else the default."""
+    return path or os.environ.get("LLMTRACE_JSONL_PATH") or DEFAULT_JSONL_PATH
+
+
+def open_store_writer(
+    store: str | os.PathLike[str] | bool | None = None,
+    *,
+    max_queue_size: int | None = None,
+    retention: RetentionValue | None = None,
+) -> StoreWriter:
+    """The store's writer for ``store`` (else ``LLMTRACE_STORE``, else the default path); the
+    database is opened on the writer's thread."""
+    url = _store_url(store)
+    return store_writer(
+        _store_opener(url),
+        store_url=url,
+        max_queue_size=max_queue_size,
+        status_path=status_path_for(url),
+        retention_s=retention_seconds(retention),
+    )
+
+
+def store_shutdown_s(export_timeout_ms: float) -> float:
+    """How long the store's shutdown may take: the span export timeout, at least ``MIN_SHUTDOWN_S``."""
+    return max(export_timeout_ms / 1000, MIN_SHUTDOWN_S)
 
 
 def _store_opener(url: str) -> Callable[[], Any]:

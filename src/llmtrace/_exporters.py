@@ -476,9 +476,9 @@ _env_sinks: dict[str, _JsonlFile] = {}
 def _env_jsonl_file() -> _JsonlFile:
     """The file of ``LLMTRACE_JSONL_PATH`` (else ``.llmtrace/traces.jsonl``), one per path: spans
     and events share it, as with ``configure()``."""
-    from llmtrace._config import DEFAULT_JSONL_PATH
+    from llmtrace._config import jsonl_file_path
 
-    path = os.environ.get("LLMTRACE_JSONL_PATH") or DEFAULT_JSONL_PATH
+    path = os.fspath(jsonl_file_path())
     return _env_sinks.setdefault(path, _JsonlFile(path))
 
 
@@ -504,27 +504,19 @@ def _env_store() -> tuple[Any, float, Any]:
     from opentelemetry.sdk.resources import Resource
 
     from llmtrace import semconv
-    from llmtrace._config import DEFAULT_EXPORT_TIMEOUT_MS, MIN_SHUTDOWN_S, _store_opener, _store_url
+    from llmtrace._config import DEFAULT_EXPORT_TIMEOUT_MS, open_store_writer, store_shutdown_s
     from llmtrace._env import env_timeout_ms
     from llmtrace._usage import add_usage_sink
-    from llmtrace.store._exporter import StoreUsageSink, store_writer
-    from llmtrace.store._retention import retention_seconds
-    from llmtrace.store._writer import status_path_for
+    from llmtrace.store._exporter import StoreUsageSink
 
-    url = _store_url(None)
-    writer = store_writer(
-        _store_opener(url),
-        store_url=url,
-        status_path=status_path_for(url),
-        retention_s=retention_seconds(None),
-    )
+    writer = open_store_writer()
     # the SDK's resource comes from the same variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
     service = Resource.create().attributes.get(semconv.SERVICE_NAME)
     sink = StoreUsageSink(writer, service=service)
     add_usage_sink(sink)
     writer.register_metrics()  # on the global MeterProvider, once the SDK installs it
     timeout_ms = env_timeout_ms("OTEL_BSP_EXPORT_TIMEOUT") or DEFAULT_EXPORT_TIMEOUT_MS
-    return writer, max(timeout_ms / 1000, MIN_SHUTDOWN_S), sink
+    return writer, store_shutdown_s(timeout_ms), sink
 
 
 class EnvStoreSpanExporter(SpanExporter):
