@@ -769,11 +769,28 @@ def test_sqlite_lock_errors_propagate(tmp_path: Path) -> None:
     store.close()
 
 
-def test_postgres_password_is_redacted() -> None:
-    from llmtrace.store._postgres import redact
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://user:s3cret@db:5432/x", "postgresql://user:***@db:5432/x"),
+        ("postgresql://db/x", "postgresql://db/x"),
+        ("postgresql://user@db/x", "postgresql://user@db/x"),
+        ("/home/me/traces.db", "/home/me/traces.db"),
+        # an @ inside the password (unencoded): the user's part stays, nothing of the password
+        ("postgresql://user:pa@ss@db/x", "postgresql://user:***@db/x"),
+        # libpq also takes the password as a parameter
+        (
+            "postgresql://db/x?password=s3cret&sslmode=require",
+            "postgresql://db/x?password=***&sslmode=require",
+        ),
+        ("postgresql://db/x?sslpassword=k3y", "postgresql://db/x?sslpassword=***"),
+        ("postgresql://[db/x", "postgresql://***"),  # unparsable: hidden past the scheme
+    ],
+)
+def test_store_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    from llmtrace.store._api import redact_url
 
-    assert redact("postgresql://user:s3cret@db:5432/x") == "postgresql://user:***@db:5432/x"
-    assert redact("postgresql://db/x") == "postgresql://db/x"
+    assert redact_url(url) == shown
 
 
 def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:

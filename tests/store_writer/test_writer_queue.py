@@ -339,3 +339,20 @@ def test_status_file_for_other_processes(tmp_path):
     # saved by the writer thread as its last act: it says the final state, not "stopping"
     assert data["written"] == 1 and data["state"] == "stopped" and data["store"] == "fake://"
     assert data["pending"] == 0 and data["accepted"] == 1
+
+
+def test_status_file_hides_the_store_password_and_is_private(tmp_path):
+    # the snapshot names the store; a PostgreSQL URL's password (in the user info or as a
+    # parameter) must not reach a file other users can read, nor `llmtrace diagnostics`
+    path = tmp_path / "writers-abc" / "writer-1.json"
+    url = "postgresql://app:S3cretPw@db.internal:5432/traces?sslpassword=K3y&sslmode=require"
+    writer = StoreWriter(FakeStore(), store_url=url, status_path=path, flush_interval_s=0.01)
+    writer.submit_span(span(1))
+    writer.shutdown(2)
+    text = path.read_text()
+    assert "S3cretPw" not in text and "K3y" not in text
+    assert json.loads(text)["store"] == (
+        "postgresql://app:***@db.internal:5432/traces?sslpassword=***&sslmode=require"
+    )
+    assert writer.snapshot().store == json.loads(text)["store"]
+    assert path.stat().st_mode & 0o777 == 0o600

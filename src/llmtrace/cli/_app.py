@@ -35,6 +35,7 @@ from llmtrace.store._api import (
     Trace,
     TraceFilter,
     TraceNotFound,
+    redact_url,
 )
 from llmtrace.store._open import default_store_url
 from llmtrace.store._retention import parse_duration
@@ -108,7 +109,7 @@ class _State:
             except StoreError as exc:
                 _fail(str(exc))
             except ImportError as exc:
-                _fail(f"cannot open {self.url}: {exc} (pip install 'psycopg[binary]')")
+                _fail(f"cannot open {redact_url(self.url)}: {exc} (pip install 'psycopg[binary]')")
         return self._store
 
     def close(self) -> None:

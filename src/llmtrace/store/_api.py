@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from llmtrace._usage import UsageRecord
 
@@ -18,6 +19,32 @@ GroupBy = Literal["model", "provider", "service", "service_tier"]
 LatencyBy = Literal["model", "operation"]
 ErrorBy = Literal["error_type", "model", "provider"]
 TraceStatus = Literal["ok", "error"]
+
+
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def redact_url(url: str) -> str:
+    """The store's URL with its password hidden (``user:***@``, ``password=***``): for messages,
+    snapshot files and ``Store.url``. A URL that cannot be parsed is hidden whole past its scheme."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}://***" if sep else url
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{host}"
+    if any(key.lower() in _SECRET_PARAMETERS for key, _ in query):
+        hidden = [(key, "***" if key.lower() in _SECRET_PARAMETERS else value) for key, value in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    elif password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class StoreError(Exception):

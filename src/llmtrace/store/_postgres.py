@@ -24,12 +24,11 @@ import psycopg
 
 from llmtrace import _fork
 from llmtrace.store import _schema
-from llmtrace.store._api import StoreError
+from llmtrace.store._api import StoreError, redact_url
 from llmtrace.store._sql import SqlStore, Tx
 
 _WRITE_LOCK_KEY = 0x6C6C6D7472616365  # "llmtrace": serialises writers (and migrations) across processes
 _PLACEHOLDER = re.compile(r"\?")
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 class StoreConnectionError(StoreError, ConnectionError):
@@ -46,11 +45,6 @@ class StoreConnectTimeout(StoreError, TimeoutError):
 
 def _pg(sql: str) -> str:
     return _PLACEHOLDER.sub("%s", sql)  # the shared SQL never contains '?' or '%' otherwise
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden (for messages and ``Store.url``)."""
-    return _PASSWORD.sub(r"\1***@", url)
 
 
 class _PgTx:
@@ -80,7 +74,7 @@ class PostgresStore(SqlStore):
     ) -> None:
         super().__init__()
         self._dsn = url
-        self.url = redact(url)
+        self.url = redact_url(url)
         self.read_only = not (create if write is None else write)
         self._connect_timeout_s = connect_timeout_s
         self._write_lock = threading.Lock()

@@ -54,7 +54,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -62,7 +61,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from llmtrace import _fork, semconv
 from llmtrace._safety import report_internal_error
 from llmtrace._usage import UsageRecord
-from llmtrace.store._api import SpanRecord, Store
+from llmtrace.store._api import SpanRecord, Store, redact_url
 
 logger = logging.getLogger("llmtrace")
 
@@ -266,7 +265,7 @@ def status_dir_for(url: str) -> Path:
     ``.llmtrace/writers-<hash of the URL>/`` under the working directory.
     """
     if url.startswith(("postgresql://", "postgres://")):
-        digest = hashlib.sha256(_without_password(url).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(redact_url(url).encode()).hexdigest()[:12]
         return Path(".llmtrace").absolute() / f"writers-{digest}"
     path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else url  # as open_store reads it
     return Path(os.path.abspath(os.path.expanduser(path)) + ".writers")
@@ -286,17 +285,6 @@ def _status_path_in_child(path: Path | None, parent_pid: int, pid: int) -> Path 
         return None
     stem = path.stem.removesuffix(f"-{parent_pid}")
     return path.with_name(f"{stem}-{pid}{path.suffix}")
-
-
-def _without_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # --------------------------------------------------------------------------------------
@@ -394,7 +382,7 @@ class StoreWriter:
         else:
             self._opener = None
             self._store = store  # type: ignore[assignment]
-        self.store_url = store_url or str(getattr(self._store, "url", "") or "?")
+        self.store_url = redact_url(store_url or str(getattr(self._store, "url", "") or "?"))
         self.usage_service: str | None = None
         """The ``service.name`` given (on this thread, not the caller's) to usage records that have none."""
         self.capacity = max_queue_size
@@ -803,7 +791,7 @@ class StoreWriter:
                 raise ConnectionError("the store is closed")
             store = self._store = self._opener()
             if self.store_url == "?":
-                self.store_url = str(getattr(store, "url", "?"))
+                self.store_url = redact_url(str(getattr(store, "url", "?")))
         return store
 
     def _check_file(self, store: Store) -> None:
@@ -946,7 +934,10 @@ class StoreWriter:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(self.snapshot().to_dict(), indent=1), encoding="utf-8")
+            # readable by its owner only, like the store it describes
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps(self.snapshot().to_dict(), indent=1))
             os.replace(tmp, path)
         except OSError:
             logger.debug("llmtrace store writer: could not write %s", path, exc_info=True)
