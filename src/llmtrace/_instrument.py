@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -16,23 +17,51 @@ from llmtrace._settings import settings
 logger = logging.getLogger("llmtrace")
 
 
-def _disabled_names() -> set[str]:
-    raw = os.environ.get("LLMTRACE_DISABLED_INSTRUMENTATIONS", "")
-    return {name.strip() for name in raw.split(",") if name.strip()}
+DISABLED_ENV_VAR = "LLMTRACE_DISABLED_INSTRUMENTATIONS"
+INTEGRATIONS = ("langchain", "llama_index")
+"""The integrations llmtrace ships (a name of one that is not installed is not a typo)."""
+_warned_disabled: str | None = None
+"""The ``LLMTRACE_DISABLED_INSTRUMENTATIONS`` value whose unknown names were reported (once)."""
+
+
+def _normalize(name: str) -> str:
+    """An integration name compared as packages are: lowercase, a run of ``-``, ``_`` or ``.`` as
+    one ``_`` (``Llama-Index`` is ``llama_index``)."""
+    return re.sub(r"[-_.]+", "_", name.strip().lower())
+
+
+def _disabled_names(known: set[str]) -> set[str]:
+    """The normalized names in ``LLMTRACE_DISABLED_INSTRUMENTATIONS``; a name that is neither
+    ``*`` nor an integration (installed or shipped) is reported once, as a warning."""
+    global _warned_disabled
+    raw = os.environ.get(DISABLED_ENV_VAR, "")
+    given = [name.strip() for name in raw.split(",") if name.strip()]
+    disabled = {_normalize(name) for name in given}
+    unknown = [name for name in given if _normalize(name) not in {"*", *known, *INTEGRATIONS}]
+    if unknown and raw != _warned_disabled:
+        _warned_disabled = raw
+        logger.warning(
+            "llmtrace: %s names no integration: %s (ignored; integrations: %s)",
+            DISABLED_ENV_VAR,
+            ", ".join(repr(name) for name in unknown),
+            ", ".join(sorted(known | set(INTEGRATIONS))),
+        )
+    return disabled
 
 
 def _entry_points(names: tuple[str, ...]) -> list[EntryPoint]:
     found = list(entry_points(group=semconv.INSTRUMENTORS_ENTRY_POINT_GROUP))
+    known = {_normalize(ep.name) for ep in found}
     if names:
-        known = {ep.name for ep in found}
+        wanted = {_normalize(name) for name in names}
         for name in names:
-            if name not in known:
+            if _normalize(name) not in known:
                 logger.info("llmtrace: no integration named %r is installed; skipped", name)
-        found = [ep for ep in found if ep.name in names]
-    disabled = _disabled_names()
+        found = [ep for ep in found if _normalize(ep.name) in wanted]
+    disabled = _disabled_names(known)
     if "*" in disabled:
         return []
-    return [ep for ep in found if ep.name not in disabled]
+    return [ep for ep in found if _normalize(ep.name) not in disabled]
 
 
 def _load(ep: EntryPoint) -> Any:
@@ -57,6 +86,8 @@ def instrument(
     Integrations are found through the ``llmtrace.instrumentors`` entry-point group;
     frameworks that are not installed are skipped quietly, and names listed in
     ``LLMTRACE_DISABLED_INSTRUMENTATIONS`` (comma-separated, ``*`` for all) are left alone.
+    Names are matched case-insensitively, ``-`` and ``_`` alike (``llama-index`` is
+    ``llama_index``).
     Idempotent; never raises. Returns the names that are now instrumented.
     """
     if settings.disabled:

@@ -91,10 +91,20 @@ def _busy(message: str) -> Iterator[None]:
         yield
 
 
+_STORE_URL = "--store"
+"""The key of ``--store`` in ``click.Context.meta`` (shared by the group and its command)."""
+
+
 class _State:
-    def __init__(self, store_url: str | None) -> None:
-        self.store_url = store_url
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self._meta = meta
         self._store: Store | None = None
+
+    @property
+    def store_url(self) -> str | None:
+        """The last ``--store`` given: after the command name, else before it."""
+        value = self._meta.get(_STORE_URL)
+        return value if isinstance(value, str) else None
 
     @property
     def url(self) -> str:
@@ -276,7 +286,31 @@ def _timezone(value: str) -> str:
 # --------------------------------------------------------------------------------------
 # The group, with one-line errors
 # --------------------------------------------------------------------------------------
+def _remember_store(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # the group's option is parsed first, the command's after it: the command's wins
+    if value is not None:
+        ctx.meta[_STORE_URL] = value
+    return value
+
+
+def _store_option() -> click.Option:
+    """``--store``, accepted by the group and by every command (``llmtrace traces --store X`` as
+    well as ``llmtrace --store X traces``)."""
+    return click.Option(
+        ["--store", "store_url"],
+        metavar="URL",
+        expose_value=False,
+        callback=_remember_store,
+        help="Store path or postgresql:// URL (default: $LLMTRACE_STORE, else ./.llmtrace/traces.db).",
+    )
+
+
 class _Cli(click.Group):
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(param.name == "store_url" for param in cmd.params):
+            cmd.params.append(_store_option())
+        super().add_command(cmd, name)
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any) -> Any:  # type: ignore[override]
         extra.pop("standalone_mode", None)
         try:
@@ -326,17 +360,11 @@ def _error(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    help="Store path or postgresql:// URL (default: $LLMTRACE_STORE, else ./.llmtrace/traces.db).",
-)
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]}, params=[_store_option()])
 @click.pass_context
-def cli(ctx: click.Context, store_url: str | None) -> None:
+def cli(ctx: click.Context) -> None:
     """See the traces, token usage and cost that llmtrace recorded in its store."""
-    state = _State(store_url)
+    state = _State(ctx.meta)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
@@ -391,7 +419,7 @@ def _next_page_command(ctx: click.Context, cursor: str) -> str:
     parts.append(ctx.info_name or "traces")
     for param in ctx.command.params:
         name = param.name
-        if not isinstance(param, click.Option) or name is None or name == "cursor":
+        if not isinstance(param, click.Option) or name is None or name in ("cursor", "store_url"):
             continue
         if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
             continue

@@ -14,13 +14,16 @@ _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 OFF = frozenset({"0", "false", "no", "off", "none"})
 """``LLMTRACE_STORE`` values that switch the store off (for ``llmtrace.configure()``)."""
+ON = frozenset({"1", "true", "yes", "on"})
+"""``LLMTRACE_STORE`` values that mean the default location, as ``configure(store=True)``."""
 SQLITE_PREFIX = "sqlite:///"
 
 
 def env_store() -> str | None:
-    """Where ``LLMTRACE_STORE`` puts the store: None when it is unset, empty or an ``OFF`` value."""
+    """Where ``LLMTRACE_STORE`` puts the store: None when it is unset, empty, an ``OFF`` value or
+    an ``ON`` value (case-insensitive; the default location)."""
     value = os.environ.get(ENV_VAR, "").strip()
-    return value if value and value.lower() not in OFF else None
+    return value if value and value.lower() not in OFF | ON else None
 
 
 def env_store_off() -> bool:
