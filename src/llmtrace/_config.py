@@ -63,7 +63,12 @@ from llmtrace._runmap import end_open_runs
 from llmtrace._safety import report_internal_error
 from llmtrace._settings import ERROR_MESSAGES_ENV, env_flag, settings
 from llmtrace._usage import LogUsageSink, add_usage_sink, remove_usage_sink
-from llmtrace.store._exporter import StoreSpanProcessor, StoreUsageSink, store_writer
+from llmtrace.store._exporter import (
+    StoreEvaluationProcessor,
+    StoreSpanProcessor,
+    StoreUsageSink,
+    store_writer,
+)
 from llmtrace.store._open import DEFAULT_PATH as DEFAULT_STORE_PATH
 from llmtrace.store._open import SQLITE_PREFIX, env_store, env_store_off
 from llmtrace.store._retention import RetentionValue, check_retention, retention_seconds
@@ -78,7 +83,8 @@ logger = logging.getLogger("llmtrace")
 
 KNOWN_EXPORTERS = frozenset({"otlp", "console", "jsonl", "store", "none"})
 """What ``exporters=`` accepts: ``otlp`` exports all three signals, ``console`` spans, ``jsonl``
-spans and events, ``store`` spans and usage records."""
+spans and events, ``store`` spans and usage records (and evaluation events, when llmtrace creates
+the LoggerProvider)."""
 EXPORTER_ENV: dict[Signal, str] = {
     "traces": "OTEL_TRACES_EXPORTER",
     "metrics": "OTEL_METRICS_EXPORTER",
@@ -87,9 +93,11 @@ EXPORTER_ENV: dict[Signal, str] = {
 ENV_EXPORTERS: dict[Signal, frozenset[str]] = {
     "traces": frozenset({"otlp", "console", "jsonl", "store"}),
     "metrics": frozenset({"otlp", "console", "prometheus"}),
-    "logs": frozenset({"otlp", "console", "jsonl"}),
+    "logs": frozenset({"otlp", "console", "jsonl", "store"}),
 }
-"""What each ``OTEL_<SIGNAL>_EXPORTER`` accepts (besides ``none``); other values are ignored."""
+"""What each ``OTEL_<SIGNAL>_EXPORTER`` accepts (besides ``none``); other values are ignored.
+``OTEL_LOGS_EXPORTER=store`` (for the SDK's own configuration, ``opentelemetry-instrument``) changes
+nothing here: ``configure()`` keeps evaluation events in the store whenever the store is on."""
 KEYWORD_EXPORTERS: dict[Signal, frozenset[str]] = {
     "traces": frozenset({"otlp", "console", "jsonl", "store"}),
     "metrics": frozenset({"otlp"}),
@@ -138,7 +146,10 @@ class Pipeline:
     store_writer: StoreWriter | None = None
     """The local store's writer (``store_writer.snapshot()`` for its counters), if a store is used."""
     exporters_by_signal: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """The exporters of each signal (``traces``, ``metrics``, ``logs``) llmtrace set up."""
+    """The exporters of each signal (``traces``, ``metrics``, ``logs``) llmtrace set up: what is
+    exported, not what was asked for (an OTLP export left out for want of an endpoint, or a
+    Prometheus endpoint that could not be served, is not listed). ``store`` under ``logs``: the
+    store keeps the evaluation events."""
     created: tuple[Signal, ...] = ()
     shutdown_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_MS / 1000
     """How long ``shutdown()`` (and the exit hook) may take at most: the longest export timeout of
@@ -307,7 +318,7 @@ def configure(
             ``"llmtrace-app"``.
         exporters: any of ``"store"``, ``"otlp"``, ``"console"``, ``"jsonl"``, ``"none"``, for
             every signal (``otlp``: spans, metrics and events; ``console``: spans; ``jsonl``:
-            spans and events; ``store``: spans and usage records). Default, per signal:
+            spans and events; ``store``: spans, usage records and evaluation events). Default, per signal:
             ``OTEL_TRACES_EXPORTER``, ``OTEL_METRICS_EXPORTER``, ``OTEL_LOGS_EXPORTER``; for a
             signal whose variable is unset, ``otlp`` when an OTLP endpoint is set for it (plus
             ``store`` for traces unless ``LLMTRACE_STORE=off``).
@@ -323,9 +334,9 @@ def configure(
             False turns it off whatever the exporters say. Default location: ``LLMTRACE_STORE``,
             else ``.llmtrace/traces.db`` under the working directory (``LLMTRACE_STORE=off``
             leaves the store out of the default exporters).
-        store_queue_size: spans and usage records that may wait for the store's writer; beyond
-            it they are dropped and counted (``pipeline.store_writer.snapshot()``).
-        store_retention: how long the store keeps traces and usage records, in seconds or as a
+        store_queue_size: spans, usage records and evaluations that may wait for the store's
+            writer; beyond it they are dropped and counted (``pipeline.store_writer.snapshot()``).
+        store_retention: how long the store keeps traces, usage records and evaluations, in seconds or as a
             ``datetime.timedelta`` (default ``LLMTRACE_STORE_RETENTION``: ``7d``, ``24h``, ``30m``;
             unset: everything is kept). The store's writer deletes older ones on its own thread,
             when it starts and then every hour, in short batches (``llmtrace prune`` does the
@@ -505,6 +516,11 @@ def configure(
         if "traces" in configured and sdk_provider is None and names["traces"]:
             raise TypeError(f"tracer_provider must be an SDK TracerProvider, got {type(provider).__name__}")
         otlp = _otlp_signals(selection, names, configured, otlp_endpoint)
+        if any("otlp" in names[signal] and signal not in otlp for signal in SIGNALS):
+            for signal in SIGNALS:  # left out with a WARNING (no endpoint): not exported, not listed
+                if signal not in otlp and "otlp" in names[signal]:
+                    names[signal].remove("otlp")
+            _list_exporters(pipeline, names)
         otlp_settings = resolve(
             otlp,
             endpoint=otlp_endpoint,
@@ -555,10 +571,26 @@ def configure(
             service = sdk_provider.resource.attributes.get(semconv.SERVICE_NAME) if sdk_provider else None
             sink = StoreUsageSink(writer, service=service)  # usage rows keep their service (sampling)
             add_usage_sink(sink)
+            if "logs" in configured and sdk_log_provider is not None:
+                # evaluation events (record_evaluation) are kept with their traces, wherever else
+                # events go; a LoggerProvider llmtrace did not create gets nothing, as for exporters
+                sdk_log_provider.add_log_record_processor(StoreEvaluationProcessor(writer))
+                names["logs"] = [name for name in names["logs"] if name != "store"] + ["store"]
+                _list_exporters(pipeline, names)
             pipeline.store_writer = writer
             pipeline._shutdown_callbacks.append(lambda: remove_usage_sink(sink))
             # the writer may wait that much longer for a write still hung at its deadline to cancel
             pipeline.shutdown_timeout_s += SHUTDOWN_GRACE_S
+        if "store" in names["logs"] and pipeline.store_writer is None:
+            logger.warning(
+                "llmtrace: %s=%r asks for evaluation events in the local store, but the store is off "
+                "(store=False, LLMTRACE_STORE=off, or no store among the span exporters): they are "
+                "not kept there",
+                EXPORTER_ENV["logs"],
+                env(EXPORTER_ENV["logs"]),
+            )
+            names["logs"].remove("store")
+            _list_exporters(pipeline, names)
         if prometheus_port is not None and "metrics" in found:
             logger.warning(
                 "llmtrace.configure(prometheus_port=%s): a global MeterProvider was already set; "
@@ -572,10 +604,7 @@ def configure(
                 pipeline._shutdown_callbacks.append(started[1])
             else:  # OTEL_METRICS_EXPORTER=prometheus could not be served: warned about, left out
                 names["metrics"].remove("prometheus")
-                pipeline.exporters_by_signal["metrics"] = tuple(names["metrics"])
-                pipeline.exporters = tuple(
-                    dict.fromkeys(name for signal in SIGNALS for name in names[signal])
-                )
+                _list_exporters(pipeline, names)
 
         if "metrics" not in found:
             pipeline.meter_provider = MeterProvider(
@@ -600,6 +629,12 @@ def configure(
     if pipeline.exporters and _sigterm.wanted(handle_sigterm):  # (not under _lock: see _sigterm)
         _sigterm.install(_at_exit, _exit_bound_s)
     return pipeline
+
+
+def _list_exporters(pipeline: Pipeline, names: Mapping[Signal, Sequence[str]]) -> None:
+    """Set the pipeline's lists of exporters from ``names`` (what each signal is exported with)."""
+    pipeline.exporters_by_signal = {signal: tuple(names[signal]) for signal in SIGNALS}
+    pipeline.exporters = tuple(dict.fromkeys(name for signal in SIGNALS for name in names[signal]))
 
 
 def active_pipeline() -> Pipeline | None:

@@ -497,10 +497,28 @@ class EnvJsonlLogExporter(JsonlLogExporter):
         super().__init__(_env_jsonl_file())
 
 
-def _env_store() -> tuple[Any, float, Any]:
+@dataclass
+class _EnvStore:
+    """The store's writer of the SDK's own configuration, shared by ``OTEL_TRACES_EXPORTER=store``
+    and ``OTEL_LOGS_EXPORTER=store`` (one writer, one queue per process, as with ``configure()``)."""
+
+    writer: Any
+    shutdown_timeout_s: float
+    """How long the writer's shutdown may take (``OTEL_BSP_EXPORT_TIMEOUT``, else 5 s; at least 1 s)."""
+    sink: Any
+    """Its usage sink (added already): usage records go to the store with the spans."""
+    users: int = 0
+
+
+_env_store_lock = _fork.lock()
+_env_stores: list[_EnvStore] = []
+"""The shared writer while an exporter uses it (at most one)."""
+
+
+def _env_store() -> _EnvStore:
     """The store's writer as ``configure()`` makes it from the environment (``LLMTRACE_STORE``,
-    else ``.llmtrace/traces.db``; ``LLMTRACE_STORE_RETENTION``), how long its shutdown may take
-    (``OTEL_BSP_EXPORT_TIMEOUT``, else 5 s; at least 1 s) and its usage sink (added already)."""
+    else ``.llmtrace/traces.db``; ``LLMTRACE_STORE_RETENTION``), made by the first exporter that
+    needs it and shared by the others until the last one shuts down (:func:`_release_env_store`)."""
     from opentelemetry.sdk.resources import Resource
 
     from llmtrace import semconv
@@ -509,35 +527,91 @@ def _env_store() -> tuple[Any, float, Any]:
     from llmtrace._usage import add_usage_sink
     from llmtrace.store._exporter import StoreUsageSink
 
-    writer = open_store_writer()
-    # the SDK's resource comes from the same variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
-    service = Resource.create().attributes.get(semconv.SERVICE_NAME)
-    sink = StoreUsageSink(writer, service=service)
-    add_usage_sink(sink)
-    writer.register_metrics()  # on the global MeterProvider, once the SDK installs it
-    timeout_ms = env_timeout_ms("OTEL_BSP_EXPORT_TIMEOUT") or DEFAULT_EXPORT_TIMEOUT_MS
-    return writer, store_shutdown_s(timeout_ms), sink
+    with _env_store_lock:
+        if _env_stores:
+            shared = _env_stores[0]
+        else:
+            writer = open_store_writer()
+            # the SDK's resource comes from the same variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
+            service = Resource.create().attributes.get(semconv.SERVICE_NAME)
+            sink = StoreUsageSink(writer, service=service)
+            add_usage_sink(sink)
+            writer.register_metrics()  # on the global MeterProvider, once the SDK installs it
+            timeout_ms = env_timeout_ms("OTEL_BSP_EXPORT_TIMEOUT") or DEFAULT_EXPORT_TIMEOUT_MS
+            shared = _EnvStore(writer, store_shutdown_s(timeout_ms), sink)
+            _env_stores.append(shared)
+        shared.users += 1
+        return shared
 
 
-class EnvStoreSpanExporter(SpanExporter):
+def _release_env_store(shared: _EnvStore) -> None:
+    """One exporter is done with the shared writer; the last one removes its usage sink and shuts
+    it down (what is queued is written, within its shutdown time)."""
+    from llmtrace._usage import remove_usage_sink
+
+    with _env_store_lock:
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        if shared in _env_stores:
+            _env_stores.remove(shared)
+    remove_usage_sink(shared.sink)
+    shared.writer.shutdown(shared.shutdown_timeout_s)
+
+
+class _EnvStoreUser:
+    """Holds the shared writer from construction until ``shutdown()`` (once)."""
+
+    def __init__(self) -> None:
+        self._shared = _env_store()
+        self.writer = self._shared.writer
+        self._released = False
+        self._release_lock = _fork.lock()
+
+    def _release(self) -> None:
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+        _release_env_store(self._shared)
+
+
+class EnvStoreSpanExporter(_EnvStoreUser, SpanExporter):
     """``OTEL_TRACES_EXPORTER=store`` for the SDK: spans and usage records to the local store that
     ``configure()`` would use (``LLMTRACE_STORE``, else ``.llmtrace/traces.db``)."""
 
     def __init__(self) -> None:
         from llmtrace.store._exporter import StoreSpanExporter
 
-        writer, shutdown_timeout_s, self._sink = _env_store()
-        self.writer = writer
-        self._inner = StoreSpanExporter(writer, shutdown_timeout_s=shutdown_timeout_s)
+        super().__init__()
+        self._inner = StoreSpanExporter(self.writer, shutdown_timeout_s=self._shared.shutdown_timeout_s)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return self._inner.export(spans)
 
     def shutdown(self) -> None:
-        from llmtrace._usage import remove_usage_sink
+        self._release()
 
-        remove_usage_sink(self._sink)
-        self._inner.shutdown()
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class EnvStoreLogExporter(_EnvStoreUser, LogRecordExporter):
+    """``OTEL_LOGS_EXPORTER=store`` for the SDK: evaluation events (``gen_ai.evaluation.result``,
+    ``llmtrace.record_evaluation``) to the local store, through the writer that
+    ``OTEL_TRACES_EXPORTER=store`` uses; other events and log records are left alone."""
+
+    def __init__(self) -> None:
+        from llmtrace.store._exporter import StoreEvaluationExporter
+
+        super().__init__()
+        self._inner = StoreEvaluationExporter(self.writer)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        return self._inner.export(batch)
+
+    def shutdown(self) -> None:
+        self._release()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)

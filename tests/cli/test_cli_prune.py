@@ -67,6 +67,7 @@ def test_a_dry_run_says_what_would_go_and_deletes_nothing(url: str) -> None:
         "traces": 3,
         "spans": 9,
         "usage": 5,
+        "evaluations": 0,
     }
     assert _listed(url) == ["a", "b", "c", "d", "e"]
 

@@ -89,3 +89,23 @@ def test_jsonl_spans_and_events_under_opentelemetry_instrument(tmp_path):
     events = [line for line in lines if line.get("event_name") or "body" in line]
     assert [event.get("event_name") for event in events] == [sc.EVENT_EVALUATION_RESULT]
     assert not (tmp_path / "unused.db").exists()  # jsonl only: no store
+
+
+def test_store_keeps_evaluations_under_opentelemetry_instrument(tmp_path):
+    # OTEL_LOGS_EXPORTER=store: the evaluation event reaches the store through the writer the
+    # span exporter made (one writer for both names)
+    db = tmp_path / "traces.db"
+    result = _instrumented(
+        tmp_path,
+        {"OTEL_TRACES_EXPORTER": "store", "OTEL_LOGS_EXPORTER": "store", "LLMTRACE_STORE": str(db)},
+    )
+    assert result.returncode == 0, result.stderr
+    for failure in CONFIGURATOR_FAILED:
+        assert failure not in result.stderr
+    with sqlite3.connect(db) as conn:
+        spans = conn.execute("SELECT name FROM spans").fetchall()
+        evaluations = conn.execute(
+            "SELECT trace_id, span_id, name, score, service FROM evaluations"
+        ).fetchall()
+    assert spans == [("chat gpt-4o",)]
+    assert evaluations == [("0" * 31 + "1", "0" * 15 + "2", "relevance", 0.75, "instrumented")]

@@ -411,7 +411,7 @@ def test_older_schema_is_migrated(store_url: str) -> None:
     close()
     store = open_store(store_url)
     try:
-        assert store.schema_version() == _schema.CURRENT_VERSION == 5  # type: ignore[attr-defined]
+        assert store.schema_version() == _schema.CURRENT_VERSION == 6  # type: ignore[attr-defined]
         # the v2 migration indexed the old trace's model and provider
         assert [
             t.trace_id for t in store.list_traces(TraceFilter(model="gpt-4o", provider="openai")).items
@@ -419,7 +419,7 @@ def test_older_schema_is_migrated(store_url: str) -> None:
         assert store.get_trace(tid(7)).spans[0].name == "old"
     finally:
         store.close()
-    assert _schema_versions(store_url) == [1, 2, 3, 4, 5]
+    assert _schema_versions(store_url) == [1, 2, 3, 4, 5, 6]
 
 
 _V2_WRITER_INSERT = (  # what a writer of schema version 2 inserts (it knows no later column)
@@ -551,7 +551,7 @@ def test_version_3_upgrades_in_place_while_an_older_writer_writes(store_url: str
         assert got == new
     finally:
         store.close()
-    assert _schema_versions(store_url) == [1, 2, 3, 4, 5]
+    assert _schema_versions(store_url) == [1, 2, 3, 4, 5, 6]
 
 
 _V3_USAGE_INSERT = (  # what a writer of schema version 3 inserts into usage (no service)
@@ -627,7 +627,7 @@ def test_version_4_upgrades_in_place_while_a_version_3_writer_writes(store_url: 
         writer.join()
     assert errors == []
     try:
-        assert upgraded.schema_version() == _schema.CURRENT_VERSION == 5  # type: ignore[attr-defined]
+        assert upgraded.schema_version() == _schema.CURRENT_VERSION == 6  # type: ignore[attr-defined]
         assert upgraded.usage_summary(TraceFilter(service="v3-svc")).calls == len(written)
         new = replace(all_usage()[0], trace_id=tid(79), span_id=sid(1), service="v4-svc")
         upgraded.write([], [new])
@@ -636,7 +636,7 @@ def test_version_4_upgrades_in_place_while_a_version_3_writer_writes(store_url: 
         assert [u.service for u in upgraded.get_usage(tid(78))][:1] == [None]  # type: ignore[attr-defined]
     finally:
         upgraded.close()
-    assert _schema_versions(store_url) == [1, 2, 3, 4, 5]
+    assert _schema_versions(store_url) == [1, 2, 3, 4, 5, 6]
 
 
 def _schema_versions(url: str) -> list[int]:

@@ -123,7 +123,7 @@ def test_a_writer_upgrades_a_version_4_store_and_its_old_rows_keep_reading(store
     _old_store(store_url, 4)  # the data set, as a writer of schema version 4 stored it
     store = open_store(store_url)
     try:
-        assert store.schema_version() == _schema.CURRENT_VERSION == 5  # type: ignore[attr-defined]
+        assert store.schema_version() == _schema.CURRENT_VERSION == 6  # type: ignore[attr-defined]
         # the old rows have none of it: R5's one-hour writes and tier, R6's reason were dropped
         (r5,) = [u for u in store.get_usage(TRACE_C.trace_id) if u.input_tokens]  # type: ignore[attr-defined]
         assert (r5.cache_write_1h_tokens, r5.service_tier, r5.unpriced_reason) == (None, None, None)
@@ -146,4 +146,4 @@ def test_a_writer_upgrades_a_version_4_store_and_its_old_rows_keep_reading(store
         assert store.get_usage(TRACE_A.trace_id)[0].service_tier is None  # type: ignore[attr-defined]
     finally:
         store.close()
-    assert _versions(store_url) == [1, 2, 3, 4, 5]
+    assert _versions(store_url) == [1, 2, 3, 4, 5, 6]

@@ -436,13 +436,19 @@ def _next_page_command(ctx: click.Context, cursor: str) -> str:
 
 @cli.command()
 @click.argument("trace_id")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the trace's spans and evaluations as one JSON document."
+)
 @click.pass_context
-def show(ctx: click.Context, trace_id: str) -> None:
+def show(ctx: click.Context, trace_id: str, as_json: bool) -> None:
     """One trace as a span tree: durations, models, tokens, cost, cache hits, tool calls, agent
-    steps and errors. TRACE_ID may be the beginning of the id (4 hex digits or more) when only one
-    stored trace starts with it."""
+    steps, evaluations and errors. TRACE_ID may be the beginning of the id (4 hex digits or more)
+    when only one stored trace starts with it."""
     _check_trace_id(trace_id)
     trace = _get_trace(_state(ctx).store(), trace_id)
+    if as_json:
+        click.echo(json.dumps(render.trace_json(trace)))
+        return
     _console().print(render.render_trace(trace))
 
 
@@ -668,9 +674,12 @@ def export(ctx: click.Context, trace_id: str, output: str, encoding: Any) -> Non
 # prune
 # --------------------------------------------------------------------------------------
 def _amounts(counts: Pruned) -> str:
+    spans = f"{counts.spans:,} span{'s' * (counts.spans != 1)}"
+    if counts.evaluations:
+        spans += f", {counts.evaluations:,} evaluation{'s' * (counts.evaluations != 1)}"
     return (
-        f"{counts.traces:,} trace{'s' * (counts.traces != 1)} ({counts.spans:,} span"
-        f"{'s' * (counts.spans != 1)}) and {counts.usage:,} usage record{'s' * (counts.usage != 1)}"
+        f"{counts.traces:,} trace{'s' * (counts.traces != 1)} ({spans}) and "
+        f"{counts.usage:,} usage record{'s' * (counts.usage != 1)}"
     )
 
 
@@ -714,7 +723,7 @@ def prune(
     vacuum: bool,
     as_json: bool,
 ) -> None:
-    """Delete old traces with their spans, events and usage records.
+    """Delete old traces with their spans, events, evaluations and usage records.
 
     A trace goes when its newest span ended before the cutoff and its root span is stored; a trace
     whose root span is not stored (still running, or its root is in another service) goes once it
@@ -743,12 +752,14 @@ def prune(
     when = render.fmt_time(cutoff)
     report: dict[str, Any] = {"store": reader.url, "cutoff": when, "dry_run": dry_run}
     if dry_run:
-        report.update(traces=found.traces, spans=found.spans, usage=found.usage)
+        report.update(
+            traces=found.traces, spans=found.spans, usage=found.usage, evaluations=found.evaluations
+        )
         _echo_report(report, [f"would delete {_amounts(found)} older than {when} from {reader.url}"], as_json)
         return
     nothing = found == Pruned()
     if nothing and not vacuum:
-        report.update(traces=0, spans=0, usage=0)
+        report.update(traces=0, spans=0, usage=0, evaluations=0)
         _echo_report(report, [f"nothing older than {when}"], as_json)
         return
     if not nothing and not yes and not sys.stdin.isatty():
@@ -779,7 +790,7 @@ def prune(
                 done = prune_store(store, cutoff, now_ns=now_ns, progress=progress)
         except Exception as exc:
             _fail(f"{_write_failure(store, exc)} (deleted before that: {_amounts(done)})")
-    report.update(traces=done.traces, spans=done.spans, usage=done.usage)
+    report.update(traces=done.traces, spans=done.spans, usage=done.usage, evaluations=done.evaluations)
     lines = [f"deleted {_amounts(done)} older than {when}" if not nothing else f"nothing older than {when}"]
     if vacuum:
         try:

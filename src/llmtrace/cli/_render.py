@@ -5,6 +5,7 @@ Shared by the command line and ``examples/demo.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from rich.tree import Tree
 from llmtrace import semconv
 from llmtrace.store._api import (
     ErrorRate,
+    EvaluationRecord,
     ModelStats,
     Percentiles,
     SeriesPoint,
@@ -236,20 +238,53 @@ def _event_label(event: SpanEvent, span_start_ns: int) -> Text | None:
     return Text(clean(f"event {event.name}  {offset}"), style="dim")
 
 
+MAX_EXPLANATION_SHOWN = 120
+"""An evaluation's explanation is shown cut to this many characters (``show --json`` has it whole)."""
+
+
+def fmt_score(score: float | None) -> str:
+    return NONE if score is None else f"{score:.4g}"
+
+
+def _evaluation_label(evaluation: EvaluationRecord, *, span: str | None = None) -> Text:
+    """``evaluation relevance: 0.9 (good)  explanation…`` (``span``: the span it evaluates, named
+    when that span is not shown)."""
+    text = Text(clean(f"evaluation {evaluation.name}: "), style="yellow")
+    score, label = evaluation.score, evaluation.label
+    if score is not None and label:
+        result = f"{fmt_score(score)} ({label})"
+    else:
+        result = fmt_score(score) if score is not None else label or NONE
+    text.append(clean(result), style="yellow bold")
+    if span is not None:
+        text.append(clean(f"  span {span}"), style="dim")
+    if evaluation.explanation:
+        words = " ".join(evaluation.explanation.split())
+        if len(words) > MAX_EXPLANATION_SHOWN:
+            words = words[: MAX_EXPLANATION_SHOWN - 1].rstrip() + "…"
+        text.append(clean(f"  {words}"), style="dim")
+    return text
+
+
 MAX_TREE_DEPTH = 200
 
 
 def trace_tree(trace: Trace) -> Tree:
     """The span tree: each span with its duration, model, tokens, cost, cache hits, tool calls,
-    errors, and its agent-step and exception events. Every span is shown once: spans whose parent
-    never arrived at the top, spans caught in a parent loop (malformed data) from the earliest,
-    and what lies deeper than ``MAX_TREE_DEPTH`` is counted, not dropped in silence."""
+    errors, its agent-step and exception events and its evaluations. Every span is shown once:
+    spans whose parent never arrived at the top, spans caught in a parent loop (malformed data)
+    from the earliest, and what lies deeper than ``MAX_TREE_DEPTH`` is counted, not dropped in
+    silence. Evaluations of spans that are not stored (sampled out, not ended yet) are listed at
+    the top, with their span id."""
     spans = sorted(trace.spans, key=lambda s: (s.start_ns, s.span_id))
     ids = {span.span_id for span in spans}
     children: dict[str | None, list[SpanRecord]] = {}
     for span in spans:
         parent = span.parent_span_id if span.parent_span_id in ids else None
         children.setdefault(parent, []).append(span)
+    evaluations: dict[str, list[EvaluationRecord]] = {}
+    for evaluation in trace.evaluations:
+        evaluations.setdefault(evaluation.span_id, []).append(evaluation)
     root = Tree(Text(clean(f"trace {trace.trace_id}"), style="bold"), guide_style="dim")
     shown: set[str] = set()
 
@@ -260,6 +295,7 @@ def trace_tree(trace: Trace) -> Tree:
             branch, span, depth = pending.pop()
             entries: list[tuple[int, int, Any]] = [(e.time_ns, 0, e) for e in span.events]
             entries += [(c.start_ns, 1, c) for c in children.get(span.span_id, ())]
+            entries += [(e.time_ns, 2, e) for e in evaluations.get(span.span_id, ())]
             entries.sort(key=lambda entry: entry[:2])
             hidden = 0
             for _, _, entry in entries:
@@ -267,6 +303,8 @@ def trace_tree(trace: Trace) -> Tree:
                     label = _event_label(entry, span.start_ns)
                     if label is not None:
                         branch.add(label)
+                elif isinstance(entry, EvaluationRecord):
+                    branch.add(_evaluation_label(entry))
                 elif entry.span_id in shown:
                     continue
                 elif depth + 1 < MAX_TREE_DEPTH:  # its branch now, in time order; its contents later
@@ -282,6 +320,9 @@ def trace_tree(trace: Trace) -> Tree:
     for span in spans:  # in a parent loop: reachable from no top-level span
         if span.span_id not in shown:
             add(root, span)
+    for evaluation in trace.evaluations:  # of spans not stored: nothing is left out
+        if evaluation.span_id not in ids:
+            root.add(_evaluation_label(evaluation, span=evaluation.span_id))
     return root
 
 
@@ -302,9 +343,12 @@ def _count_below(
 
 def trace_header(trace: Trace) -> Table:
     spans = trace.spans
-    start = min(s.start_ns for s in spans)
-    end = max(s.end_ns for s in spans)
+    times = [t for s in spans for t in (s.start_ns, s.end_ns)] or [e.time_ns for e in trace.evaluations]
+    start = min(times, default=0)
+    end = max(times, default=0)
     service = next((s.resource.get(semconv.SERVICE_NAME) for s in spans if s.resource), None)
+    if service is None:
+        service = next((e.service for e in trace.evaluations if e.service), None)
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost: float | None = None
@@ -345,6 +389,13 @@ def trace_header(trace: Trace) -> Table:
     table.add_row("spans", f"{len(spans)} ({tools} tool calls, {cache_hits} cache hits, {errors} errors)")
     table.add_row("tokens", fmt_tokens(tokens_in, tokens_out))
     table.add_row("cost", fmt_cost(cost) + (f" (+ {fmt_unpriced(unpriced)})" if unpriced else ""))
+    if trace.evaluations:
+        stored = {span.span_id for span in spans}
+        missing = sum(1 for e in trace.evaluations if e.span_id not in stored)
+        table.add_row(
+            "evaluations",
+            f"{len(trace.evaluations)}" + (f" ({missing} of spans not stored)" if missing else ""),
+        )
     return table
 
 
@@ -355,6 +406,27 @@ def _count(value: object) -> int | None:
 
 def render_trace(trace: Trace) -> RenderableType:
     return Group(trace_header(trace), Text(""), trace_tree(trace))
+
+
+def trace_json(trace: Trace) -> dict[str, Any]:
+    """A trace as JSON-ready data (``show --json``): its spans and its evaluations, whole, as the
+    store gives them back (ids hex, times ns)."""
+    return {
+        "trace_id": trace.trace_id,
+        "spans": [
+            _plain({**dataclasses.asdict(span), "duration_ns": span.duration_ns}) for span in trace.spans
+        ],
+        "evaluations": [_plain(dataclasses.asdict(evaluation)) for evaluation in trace.evaluations],
+    }
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with its mappings as dicts and its sequences as lists, as JSON gives them back."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 # --------------------------------------------------------------------------------------

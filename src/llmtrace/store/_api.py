@@ -115,9 +115,32 @@ class SpanRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EvaluationRecord:
+    """One evaluation of a span (a ``gen_ai.evaluation.result`` event: ``llmtrace.record_evaluation``),
+    as the store keeps it (from schema version 6 on). Its span need not be stored: it may have been
+    sampled out, or not have ended yet."""
+
+    trace_id: str  # 32 lowercase hex
+    span_id: str  # 16 lowercase hex: the evaluated span
+    time_ns: int  # when the evaluation was recorded
+    name: str  # gen_ai.evaluation.name
+    score: float | None = None  # gen_ai.evaluation.score.value
+    label: str | None = None  # gen_ai.evaluation.score.label
+    explanation: str | None = None  # gen_ai.evaluation.explanation
+    response_id: str | None = None  # gen_ai.response.id: the evaluated response
+    service: str | None = None  # service.name of the program that recorded it
+    evaluation_id: str = ""
+    """Tells apart evaluations of one trace (16 lowercase hex): writing the same one twice keeps one.
+    Empty: the store makes one up (each write of it is then kept)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Trace:
     trace_id: str
     spans: Sequence[SpanRecord]  # ordered by start time
+    evaluations: Sequence[EvaluationRecord] = ()
+    """The trace's evaluations, in the order they were recorded (their span may be missing from
+    ``spans``: sampled out, or not ended yet; a trace may even hold evaluations only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +240,15 @@ class Pruned:
     spans: int = 0
     usage: int = 0  # usage records: of the traces deleted, and of calls whose trace is not stored
     more: bool = False  # one batch: there is more to delete (another batch is needed)
+    evaluations: int = 0  # evaluations: of the traces deleted, and of spans whose trace is not stored
 
     def __add__(self, other: Pruned) -> Pruned:
         return Pruned(
-            self.traces + other.traces, self.spans + other.spans, self.usage + other.usage, other.more
+            self.traces + other.traces,
+            self.spans + other.spans,
+            self.usage + other.usage,
+            other.more,
+            self.evaluations + other.evaluations,
         )
 
 
@@ -240,11 +268,16 @@ class Store(Protocol):
 
     url: str
 
-    def write(self, spans: Sequence[SpanRecord], usage: Sequence[UsageRecord]) -> None:
-        """Write one batch in one transaction (idempotent per span id and usage span id)."""
+    def write(
+        self,
+        spans: Sequence[SpanRecord],
+        usage: Sequence[UsageRecord],
+        evaluations: Sequence[EvaluationRecord] = (),
+    ) -> None:
+        """Write one batch in one transaction (idempotent per span id, usage span id and evaluation id)."""
 
     def get_trace(self, trace_id: str) -> Trace:
-        """Raises TraceNotFound."""
+        """The trace's spans and evaluations. Raises TraceNotFound when it has neither."""
 
     def list_traces(
         self, filter: TraceFilter | None = None, *, limit: int = 20, cursor: str | None = None

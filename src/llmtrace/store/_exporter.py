@@ -1,22 +1,29 @@
-"""From OpenTelemetry to the store: span conversion, a span processor/exporter and a usage sink.
+"""From OpenTelemetry to the store: span conversion, a span processor/exporter, a usage sink and
+an evaluation-event processor.
 
-All three hand items to a :class:`~llmtrace.store.StoreWriter`; none of them ever blocks on
+All of them hand items to a :class:`~llmtrace.store.StoreWriter`; none of them ever blocks on
 the database or raises into the application.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 
+from llmtrace import semconv
+from llmtrace._safety import report_internal_error
 from llmtrace._usage import UsageRecord
-from llmtrace.store._api import SpanEvent, SpanLink, SpanRecord
+from llmtrace.store._api import EvaluationRecord, SpanEvent, SpanLink, SpanRecord
+from llmtrace.store._sql import new_evaluation_id
 from llmtrace.store._writer import StoreWriter
 
 
@@ -157,6 +164,93 @@ class StoreUsageSink:
         self.writer.submit_usage(record)
 
 
+def evaluation_to_record(log_record: ReadableLogRecord | ReadWriteLogRecord) -> EvaluationRecord:
+    """The store's record of one ``gen_ai.evaluation.result`` event (on the writer's thread).
+
+    Raises ValueError for an event without a span or a name; the store bounds the texts."""
+    record = log_record.log_record
+    if not record.trace_id or not record.span_id:
+        raise ValueError("an evaluation event without a span")
+    attributes = record.attributes or {}
+
+    def text(key: str) -> str | None:
+        value = attributes.get(key)
+        return value if isinstance(value, str) else None
+
+    name = text(semconv.GEN_AI_EVALUATION_NAME)
+    if not name:
+        raise ValueError(f"an evaluation event without {semconv.GEN_AI_EVALUATION_NAME}")
+    score = attributes.get(semconv.GEN_AI_EVALUATION_SCORE_VALUE)
+    resource = getattr(log_record, "resource", None)
+    service = resource.attributes.get(semconv.SERVICE_NAME) if resource is not None else None
+    return EvaluationRecord(
+        trace_id=format(record.trace_id, "032x"),
+        span_id=format(record.span_id, "016x"),
+        time_ns=int(record.timestamp or record.observed_timestamp or time.time_ns()),
+        name=name,
+        score=float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+        label=text(semconv.GEN_AI_EVALUATION_SCORE_LABEL),
+        explanation=text(semconv.GEN_AI_EVALUATION_EXPLANATION),
+        response_id=text(semconv.GEN_AI_RESPONSE_ID),
+        service=service if isinstance(service, str) and service else None,
+        evaluation_id=new_evaluation_id(),  # here, once: a retried write keeps one row
+    )
+
+
+def is_evaluation(log_record: ReadableLogRecord | ReadWriteLogRecord) -> bool:
+    """Whether a log record is a ``gen_ai.evaluation.result`` event that names a span."""
+    record = log_record.log_record
+    return record.event_name == semconv.EVENT_EVALUATION_RESULT and bool(record.trace_id and record.span_id)
+
+
+class StoreEvaluationProcessor(LogRecordProcessor):
+    """Hands each ``gen_ai.evaluation.result`` event (``llmtrace.record_evaluation``) that names a
+    span to the writer; other events and log records are left alone. Conversion happens on the
+    writer's thread; on the caller's, one comparison and a queue append.
+
+    Added by ``configure()`` to the LoggerProvider it creates whenever the store is on. It does not
+    shut the writer down: the store's span processor (or exporter) does."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        try:
+            if is_evaluation(log_record):
+                self.writer.submit_evaluation(log_record)
+        except Exception as exc:  # never into the application
+            report_internal_error(f"{__name__}.StoreEvaluationProcessor.on_emit", exc)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.writer.flush(timeout_millis / 1000)
+
+
+class StoreEvaluationExporter(LogRecordExporter):
+    """A LogRecordExporter over the writer, for pipelines that batch events themselves (the SDK's
+    own configuration: ``OTEL_LOGS_EXPORTER=store``): it queues the evaluation events of each batch
+    and leaves the other records alone. ``export()`` only queues and reports SUCCESS (a full queue
+    counts them as dropped in the writer's snapshot). Like :class:`StoreEvaluationProcessor`, it
+    does not shut the writer down."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        for log_record in batch:
+            if is_evaluation(log_record):
+                self.writer.submit_evaluation(log_record)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.writer.flush(timeout_millis / 1000)
+
+
 def store_writer(
     store: Any,
     *,
@@ -167,7 +261,8 @@ def store_writer(
     status_path: Any = None,
     retention_s: float | None = None,
 ) -> StoreWriter:
-    """A writer that converts SDK spans (what :class:`StoreSpanProcessor` hands it) itself."""
+    """A writer that converts SDK spans (what :class:`StoreSpanProcessor` hands it) and evaluation
+    events (what :class:`StoreEvaluationProcessor` hands it) itself."""
     kwargs: dict[str, Any] = {}
     if max_queue_size is not None:
         kwargs["max_queue_size"] = max_queue_size
@@ -179,6 +274,7 @@ def store_writer(
         store,
         store_url=store_url,
         convert_span=_convert,
+        convert_evaluation=_convert_evaluation,
         status_path=status_path,
         retention_s=retention_s,
         **kwargs,
@@ -187,3 +283,7 @@ def store_writer(
 
 def _convert(item: Any) -> SpanRecord:
     return item if isinstance(item, SpanRecord) else span_to_record(item)
+
+
+def _convert_evaluation(item: Any) -> EvaluationRecord:
+    return item if isinstance(item, EvaluationRecord) else evaluation_to_record(item)

@@ -185,7 +185,7 @@ class PostgresStore(SqlStore):
             if self._rconn is None or self._rconn.closed or self._rconn.broken:
                 self._rconn = self._connect(autocommit=True)
             with self._rconn.cursor() as cur:
-                for table in _schema.STORE_TABLES:
+                for table in _schema.tables_of(self._version):  # an older store lacks later tables
                     cur.execute(f"VACUUM (ANALYZE) {table}")
 
     def close(self) -> None:

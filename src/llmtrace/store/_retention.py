@@ -13,9 +13,11 @@ What goes at a cutoff (a time; ``--older-than 7d`` is now minus seven days):
 * a trace whose root span is not stored (it is still running, or its root is in another service
   or was lost) once its newest span ended before the cutoff and more than a day ago
   (:data:`ROOTLESS_QUIET_NS`): a trace still being written is never cut in half;
-* with a trace, its spans, its usage records and its entries in the model and provider index;
+* with a trace, its spans, its usage records, its evaluations and its entries in the model and
+  provider index;
 * usage records of model calls whose trace is not stored (its spans were sampled out or dropped)
-  when the call started before the cutoff and more than a day ago.
+  when the call started before the cutoff and more than a day ago; evaluations whose trace is not
+  stored alike, when they were recorded before the cutoff and more than a day ago.
 
 Nothing is rewritten: the trace summaries of what stays are left as they are.
 """
@@ -117,6 +119,10 @@ def _trace_condition(cutoff_ns: int, now_ns: int, alias: str = "") -> tuple[str,
 _ORPHANS = (
     "FROM usage u WHERE u.start_ns < ? AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = u.trace_id)"
 )
+_ORPHAN_EVALUATIONS = (
+    "FROM evaluations e WHERE e.time_ns < ? "
+    "AND NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = e.trace_id)"
+)
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -139,9 +145,10 @@ def _delete_keys(tx: Tx, keys: Iterable[tuple[str, str, str]]) -> None:
         tx.executemany("DELETE FROM trace_keys WHERE kind = ? AND value = ? AND trace_id = ?", rows)
 
 
-def _delete_traces(tx: Tx, trace_ids: Sequence[str]) -> tuple[int, int]:
-    """Delete whole traces; returns how many spans and usage records went with them."""
-    spans = usage = 0
+def _delete_traces(tx: Tx, trace_ids: Sequence[str], evaluations: bool) -> tuple[int, int, int]:
+    """Delete whole traces; returns how many spans, usage records and evaluations went with them
+    (``evaluations``: the store has the table)."""
+    spans = usage = evaluated = 0
     keys: set[tuple[str, str, str]] = set()
     for chunk in _chunks(trace_ids):
         marks = ", ".join("?" * len(chunk))
@@ -157,10 +164,13 @@ def _delete_traces(tx: Tx, trace_ids: Sequence[str]) -> tuple[int, int]:
                 spans += len(rows)
             else:
                 usage += len(rows)
-        for table in ("spans", "usage", "traces"):
+        if evaluations:
+            (found,) = tx.execute(f"SELECT COUNT(*) FROM evaluations WHERE trace_id IN ({marks})", chunk)
+            evaluated += int(found[0])
+        for table in ("spans", "usage", "traces", *(("evaluations",) if evaluations else ())):
             tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({marks})", chunk)
     _delete_keys(tx, keys)
-    return spans, usage
+    return spans, usage, evaluated
 
 
 def _delete_some_spans(tx: Tx, trace_id: str, budget: int) -> int | None:
@@ -209,10 +219,26 @@ def _delete_orphan_usage(tx: Tx, quiet_ns: int, budget: int) -> tuple[int, bool]
     return len(rows), more
 
 
-def delete_batch(tx: Tx, cutoff_ns: int, now_ns: int, max_spans: int = BATCH_SPANS) -> Pruned:
+def _delete_orphan_evaluations(tx: Tx, quiet_ns: int, budget: int) -> tuple[int, bool]:
+    """Delete evaluations whose trace is not stored; returns (deleted, more)."""
+    rows = tx.execute(
+        f"SELECT e.trace_id, e.evaluation_id {_ORPHAN_EVALUATIONS} ORDER BY e.time_ns LIMIT ?",
+        (quiet_ns, budget + 1),
+    )
+    more = len(rows) > budget
+    rows = rows[:budget]
+    if rows:
+        tx.executemany("DELETE FROM evaluations WHERE trace_id = ? AND evaluation_id = ?", rows)
+    return len(rows), more
+
+
+def delete_batch(
+    tx: Tx, cutoff_ns: int, now_ns: int, max_spans: int = BATCH_SPANS, *, evaluations: bool = True
+) -> Pruned:
     """Delete some of what goes at ``cutoff_ns``: whole old traces, oldest first, up to about
     ``max_spans`` spans (a trace bigger than that loses ``max_spans`` of its spans per batch),
-    then usage records whose trace is not stored. ``more``: call again."""
+    then usage records and evaluations whose trace is not stored. ``more``: call again.
+    ``evaluations``: the store has the evaluations table (schema version 6 on)."""
     budget = max(1, int(max_spans))
     condition, params = _trace_condition(cutoff_ns, now_ns)
     limit = min(budget, _MAX_TRACES)
@@ -232,20 +258,27 @@ def delete_batch(tx: Tx, cutoff_ns: int, now_ns: int, max_spans: int = BATCH_SPA
         if deleted is not None:
             return Pruned(0, deleted, 0, more=True)
     traces = len(whole)
-    spans, usage = _delete_traces(tx, whole) if whole else (0, 0)
+    spans, usage, evaluated = _delete_traces(tx, whole, evaluations) if whole else (0, 0, 0)
     if len(candidates) > traces:
-        return Pruned(traces, spans, usage, more=True)
-    left = budget - spans - usage
+        return Pruned(traces, spans, usage, more=True, evaluations=evaluated)
+    left = budget - spans - usage - evaluated
     if left <= 0:
-        return Pruned(traces, spans, usage, more=True)
-    orphans, more = _delete_orphan_usage(tx, min(cutoff_ns, now_ns - ROOTLESS_QUIET_NS), left)
-    return Pruned(traces, spans, usage + orphans, more=more)
+        return Pruned(traces, spans, usage, more=True, evaluations=evaluated)
+    quiet = min(cutoff_ns, now_ns - ROOTLESS_QUIET_NS)
+    orphans, more = _delete_orphan_usage(tx, quiet, left)
+    left -= orphans
+    if evaluations and not more:
+        if left <= 0:
+            return Pruned(traces, spans, usage + orphans, more=True, evaluations=evaluated)
+        orphan_evaluations, more = _delete_orphan_evaluations(tx, quiet, left)
+        evaluated += orphan_evaluations
+    return Pruned(traces, spans, usage + orphans, more=more, evaluations=evaluated)
 
 
 Read = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 
-def count(read: Read, cutoff_ns: int, now_ns: int) -> Pruned:
+def count(read: Read, cutoff_ns: int, now_ns: int, *, evaluations: bool = True) -> Pruned:
     """What :func:`delete_batch`, repeated, would delete at ``cutoff_ns`` (reads only)."""
     condition, params = _trace_condition(cutoff_ns, now_ns)
     traces, spans = read(f"SELECT COUNT(*), SUM(span_count) FROM traces WHERE {condition}", params)[0]
@@ -253,8 +286,19 @@ def count(read: Read, cutoff_ns: int, now_ns: int) -> Pruned:
     (usage,) = read(
         f"SELECT COUNT(*) FROM usage u JOIN traces t ON t.trace_id = u.trace_id WHERE {joined}", joined_params
     )[0]
-    (orphans,) = read(f"SELECT COUNT(*) {_ORPHANS}", (min(cutoff_ns, now_ns - ROOTLESS_QUIET_NS),))[0]
-    return Pruned(int(traces or 0), int(spans or 0), int(usage or 0) + int(orphans or 0))
+    quiet = min(cutoff_ns, now_ns - ROOTLESS_QUIET_NS)
+    (orphans,) = read(f"SELECT COUNT(*) {_ORPHANS}", (quiet,))[0]
+    evaluated = 0
+    if evaluations:
+        (with_traces,) = read(
+            f"SELECT COUNT(*) FROM evaluations e JOIN traces t ON t.trace_id = e.trace_id WHERE {joined}",
+            joined_params,
+        )[0]
+        (orphan_evaluations,) = read(f"SELECT COUNT(*) {_ORPHAN_EVALUATIONS}", (quiet,))[0]
+        evaluated = int(with_traces or 0) + int(orphan_evaluations or 0)
+    return Pruned(
+        int(traces or 0), int(spans or 0), int(usage or 0) + int(orphans or 0), evaluations=evaluated
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -188,15 +188,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE spans ADD COLUMN unpriced_reason TEXT",
         ),
     ),
+    Migration(
+        6,
+        "evaluations (gen_ai.evaluation.result events) of the traces' spans",
+        # A new table (older writers, which know nothing of it, keep writing the others); its
+        # primary key starts with the trace id, so a trace's evaluations are one index range.
+        (
+            """CREATE TABLE evaluations (
+                trace_id {key} NOT NULL,
+                evaluation_id {key} NOT NULL,
+                span_id {key} NOT NULL,
+                time_ns {bigint} NOT NULL,
+                name TEXT NOT NULL,
+                score {real},
+                label TEXT,
+                explanation TEXT,
+                response_id TEXT,
+                service TEXT,
+                PRIMARY KEY (trace_id, evaluation_id)
+            )""",
+            "CREATE INDEX evaluations_time ON evaluations (time_ns)",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version
 MIN_READABLE_VERSION = 2
 """The oldest schema a reader reads as it is, without upgrading it (version 2 added trace_keys)."""
 
-_STORE_TABLES = ("meta", "schema_version", "spans", "traces", "trace_keys", "usage")
+_STORE_TABLES = ("meta", "schema_version", "spans", "traces", "trace_keys", "usage", "evaluations")
 STORE_TABLES = _STORE_TABLES
 """Every table of the store (for maintenance: sizes, ``VACUUM``)."""
+_ADDED_IN = {"trace_keys": 2, "evaluations": 6}
+"""Tables that later versions added (the others are there from version 1 on)."""
+
+
+def tables_of(version: int) -> tuple[str, ...]:
+    """The store's tables in a store of schema ``version``."""
+    return tuple(t for t in _STORE_TABLES if _ADDED_IN.get(t, 1) <= version)
 
 
 def render(statement: str, dialect: Dialect) -> str:
@@ -264,9 +293,9 @@ def stored_version(execute: Execute, dialect: Dialect, name: str) -> int:
     ``trace_keys`` table: it counts as a store too), :class:`StoreError` when its schema is newer
     than this llmtrace supports."""
     tables = _tables(execute, dialect)
-    required = set(_STORE_TABLES) - {"trace_keys"}
+    required = set(tables_of(1))
     version = schema_version(execute) if required <= tables else 0
-    if version >= 2 and "trace_keys" not in tables:
+    if version >= 1 and not set(tables_of(min(version, CURRENT_VERSION))) <= tables:
         version = 0
     if version < 1 or not execute("SELECT value FROM meta WHERE key = 'store_id'", ()):
         raise NotAStore(f"{name} is not an llmtrace store")

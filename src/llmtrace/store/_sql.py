@@ -41,6 +41,9 @@ Semantics the contract leaves open, decided here:
   5) form the group ``""``.
 * **Percentiles** use linear interpolation between closest ranks (``numpy.percentile``'s default):
   the value at rank ``p * (n - 1)`` of the sorted durations.
+* **Evaluations** (schema version 6 on) are rows of their own, keyed by trace and evaluation id:
+  ``get_trace`` gives a trace's evaluations with its spans (also those of spans not stored, and a
+  trace that has evaluations only); they change no trace summary, listing or usage analytics.
 * **Error rates**: by model or provider, errors among that key's calls; by error type, calls is
   the total number of calls matched and errors those that failed with that type (``unknown``
   when none was recorded).
@@ -51,6 +54,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 import re
 import sqlite3
 import threading
@@ -69,6 +73,7 @@ from llmtrace.store._api import (
     Bucket,
     ErrorBy,
     ErrorRate,
+    EvaluationRecord,
     GroupBy,
     InvalidFilter,
     LatencyBy,
@@ -232,6 +237,23 @@ _UPSERT_TRACE = (
     "ON CONFLICT (trace_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _TRACE_COLUMNS[1:])
 )
 _INSERT_KEY = "INSERT INTO trace_keys (kind, value, trace_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_EVALUATION_COLUMNS = (
+    "trace_id, evaluation_id, span_id, time_ns, name, score, label, explanation, response_id, service"
+)
+_INSERT_EVALUATION = (
+    f"INSERT INTO evaluations ({_EVALUATION_COLUMNS}) "
+    f"VALUES ({', '.join('?' * (_EVALUATION_COLUMNS.count(',') + 1))}) "
+    "ON CONFLICT (trace_id, evaluation_id) DO NOTHING"
+)
+MAX_EVALUATION_NAME = 256
+"""A stored evaluation name, label and response id are cut as ``record_evaluation`` cuts them
+(names to 256 characters, labels to 256, response ids to 1,024, explanations to 4,096): events
+from other emitters are bounded alike."""
+MAX_EVALUATION_LABEL = 256
+MAX_EVALUATION_EXPLANATION = 4096
+MAX_RESPONSE_ID = 1024
+EVALUATIONS_VERSION = 6
+"""The schema version that added the evaluations table."""
 
 
 @dataclass(slots=True)
@@ -392,6 +414,38 @@ def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
         coerce_tokens(record.cache_write_1h_tokens),
         _label(record.service_tier),
         _label(record.unpriced_reason),
+    )
+    return _no_nul_row(row)
+
+
+def new_evaluation_id() -> str:
+    """A random evaluation id (16 lowercase hex); ``random`` is reseeded in a forked child."""
+    return format(random.getrandbits(64), "016x")
+
+
+def _bounded(value: Any, limit: int) -> str | None:
+    return _text(value[:limit]) if isinstance(value, str) else None
+
+
+def _evaluation_row(record: EvaluationRecord) -> tuple[Any, ...]:
+    """An evaluation as stored: ids lowercase, texts bounded, a score only when it is a finite number."""
+    name = _bounded(record.name, MAX_EVALUATION_NAME)
+    if name is None:
+        raise ValueError("an evaluation without a name")
+    score = record.score
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        score = None
+    row = (
+        record.trace_id.lower(),
+        (record.evaluation_id or new_evaluation_id()).lower(),
+        record.span_id.lower(),
+        int(record.time_ns),
+        name,
+        None if score is None else float(score),
+        _bounded(record.label, MAX_EVALUATION_LABEL),
+        _bounded(record.explanation, MAX_EVALUATION_EXPLANATION),
+        _bounded(record.response_id, MAX_RESPONSE_ID),
+        _text(record.service),
     )
     return _no_nul_row(row)
 
@@ -776,8 +830,14 @@ class SqlStore(ABC):
         """Run one read-only statement and return its rows."""
 
     # -- writes ------------------------------------------------------------------------
-    def write(self, spans: Sequence[SpanRecord], usage: Sequence[UsageRecord]) -> None:
-        """Write one batch in one transaction; spans and usage records already stored are left as they are.
+    def write(
+        self,
+        spans: Sequence[SpanRecord],
+        usage: Sequence[UsageRecord],
+        evaluations: Sequence[EvaluationRecord] = (),
+    ) -> None:
+        """Write one batch in one transaction; spans, usage records and evaluations already stored
+        are left as they are.
 
         Database errors (``sqlite3.OperationalError``, ``psycopg.OperationalError``, ...) propagate
         unchanged, so the writer can classify them.
@@ -787,10 +847,16 @@ class SqlStore(ABC):
             f = _span_facts(span)
             facts[(f.trace_id, f.span_id)] = f
         usage_rows = {(r[0], r[1]): r for r in map(_usage_row, usage)}
-        if not facts and not usage_rows:
+        evaluation_rows = {(r[0], r[1]): r for r in map(_evaluation_row, evaluations)}
+        if not facts and not usage_rows and not evaluation_rows:
             return
         if self.read_only:
             raise StoreError(f"the store {self.url} was opened for reading only")
+        if evaluation_rows and self._version < EVALUATIONS_VERSION:
+            raise StoreError(
+                f"the store {self.url} has schema version {self._version}: it keeps evaluations from "
+                f"version {EVALUATIONS_VERSION} on (llmtrace.configure() upgrades it)"
+            )
         with self._transaction() as tx:
             new = self._new_spans(tx, facts)
             if new:
@@ -813,6 +879,8 @@ class SqlStore(ABC):
                 tx.executemany(_INSERT_KEY, sorted(keys))
             if usage_rows:
                 tx.executemany(_INSERT_USAGE, list(usage_rows.values()))
+            if evaluation_rows:
+                tx.executemany(_INSERT_EVALUATION, list(evaluation_rows.values()))
 
     def _new_spans(self, tx: Tx, facts: Mapping[tuple[str, str], _SpanFacts]) -> list[_SpanFacts]:
         by_trace: dict[str, list[str]] = {}
@@ -857,9 +925,36 @@ class SqlStore(ABC):
         rows = self._read(
             f"SELECT {columns} FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", (wanted,)
         )
-        if not rows:
+        evaluations = self.get_evaluations(wanted)
+        if not rows and not evaluations:
             raise TraceNotFound(f"no trace {wanted} in {self.url}")
-        return Trace(wanted, tuple(self._span_record(r) for r in rows))
+        return Trace(wanted, tuple(self._span_record(r) for r in rows), evaluations)
+
+    def get_evaluations(self, trace_id: str) -> tuple[EvaluationRecord, ...]:
+        """The evaluations of one trace, in the order they were recorded (none before schema
+        version 6)."""
+        if self._version < EVALUATIONS_VERSION:
+            return ()
+        rows = self._read(
+            f"SELECT {_EVALUATION_COLUMNS} FROM evaluations WHERE trace_id = ? "
+            "ORDER BY time_ns, evaluation_id",
+            (trace_id.strip().lower(),),
+        )
+        return tuple(
+            EvaluationRecord(
+                trace_id=str(r[0]),
+                evaluation_id=str(r[1]),
+                span_id=str(r[2]),
+                time_ns=int(r[3]),
+                name=str(r[4]),
+                score=_float(r[5]),
+                label=r[6],
+                explanation=r[7],
+                response_id=r[8],
+                service=r[9],
+            )
+            for r in rows
+        )
 
     @staticmethod
     def _span_record(row: Sequence[Any]) -> SpanRecord:
@@ -1026,11 +1121,15 @@ class SqlStore(ABC):
         errors propagate unchanged (as from :meth:`write`), so the writer can classify them."""
         if self.read_only:
             raise StoreError(f"the store {self.url} was opened for reading only")
+        evaluations = self._version >= EVALUATIONS_VERSION
         with self._transaction() as tx:
-            return _retention.delete_batch(tx, int(cutoff_ns), int(now_ns), max_spans)
+            return _retention.delete_batch(
+                tx, int(cutoff_ns), int(now_ns), max_spans, evaluations=evaluations
+            )
 
     def count_prunable(self, cutoff_ns: int, *, now_ns: int) -> Pruned:
-        return _retention.count(self._read, int(cutoff_ns), int(now_ns))
+        evaluations = self._version >= EVALUATIONS_VERSION
+        return _retention.count(self._read, int(cutoff_ns), int(now_ns), evaluations=evaluations)
 
     def _narrowed(self, f: TraceFilter) -> tuple[list[str] | None, list[Any]]:
         """The conditions of the filters that an index can count, each in the form that suits how

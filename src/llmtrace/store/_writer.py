@@ -61,7 +61,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from llmtrace import _fork, semconv
 from llmtrace._safety import report_internal_error
 from llmtrace._usage import UsageRecord
-from llmtrace.store._api import SpanRecord, Store, redact_url
+from llmtrace.store._api import EvaluationRecord, SpanRecord, Store, redact_url
 
 logger = logging.getLogger("llmtrace")
 
@@ -103,6 +103,7 @@ STATUS_MAX_AGE_S: Final = 7 * 24 * 3600
 
 _SPAN: Final = 0
 _USAGE: Final = 1
+_EVALUATION: Final = 2
 
 
 # --------------------------------------------------------------------------------------
@@ -303,6 +304,7 @@ class WriterSnapshot:
     written_spans: int
     written_usage: int
     dropped_by_reason: dict[str, int]
+    """Items (spans, usage records and evaluations alike) dropped, by reason."""
     write_failures: dict[str, int]
     """Failed write attempts (not items) by failure class."""
     retries: int
@@ -329,6 +331,9 @@ class WriterSnapshot:
     """When the last retention pass finished (``time.time()``)."""
     store_reopened: int = 0
     """Times the SQLite store's file was found deleted or replaced, and opened afresh."""
+    written_evaluations: int = 0
+    """Evaluations written (``gen_ai.evaluation.result`` events)."""
+    pruned_evaluations: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -338,18 +343,21 @@ class WriterSnapshot:
 # The writer
 # --------------------------------------------------------------------------------------
 class StoreWriter:
-    """Writes spans and usage records to a :class:`~llmtrace.store.Store` from a background thread.
+    """Writes spans, usage records and evaluations to a :class:`~llmtrace.store.Store` from a
+    background thread.
 
     Args:
         store: an open store, or a function that opens one (called on the writer thread, again
             after a connection failure, so a restarted database is reconnected).
         store_url: how the store is named in the snapshot (default: the store's ``url``).
-        max_queue_size: items (spans + usage records) that may be pending at once; beyond it,
-            new items are dropped and counted, never waited for.
+        max_queue_size: items (spans, usage records and evaluations) that may be pending at once;
+            beyond it, new items are dropped and counted, never waited for.
         max_batch_size: items per write transaction.
         flush_interval_s: longest time an item waits for a batch to fill.
         convert_span: turns what :meth:`submit_span` receives into a :class:`SpanRecord` (on the
             writer thread, so the application does not pay for it). Default: items already are.
+        convert_evaluation: likewise, what :meth:`submit_evaluation` receives into an
+            :class:`EvaluationRecord`. Default: items already are.
         status_path: a JSON file the writer keeps its snapshot in (every few seconds and at
             shutdown), for ``llmtrace diagnostics`` in another process. None: no file.
         retention_s: delete what is older than this many seconds (see the module's docstring).
@@ -367,6 +375,7 @@ class StoreWriter:
         convert_span: Callable[[Any], SpanRecord] | None = None,
         status_path: str | os.PathLike[str] | None = None,
         retention_s: float | None = None,
+        convert_evaluation: Callable[[Any], EvaluationRecord] | None = None,
     ) -> None:
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1, got {max_queue_size}")
@@ -384,11 +393,13 @@ class StoreWriter:
             self._store = store  # type: ignore[assignment]
         self.store_url = redact_url(store_url or str(getattr(self._store, "url", "") or "?"))
         self.usage_service: str | None = None
-        """The ``service.name`` given (on this thread, not the caller's) to usage records that have none."""
+        """The ``service.name`` given (on this thread, not the caller's) to usage records and
+        evaluations that have none."""
         self.capacity = max_queue_size
         self.batch_size = max_batch_size
         self.flush_interval_s = flush_interval_s
         self._convert_span = convert_span
+        self._convert_evaluation = convert_evaluation
         self.retention_s = retention_s
         self._status_path = Path(status_path) if status_path is not None else None
         self._pid = os.getpid()
@@ -416,7 +427,7 @@ class StoreWriter:
         self._inflight = 0
         self._taken = 0  # items the writer took off the queue
         self._finished = 0  # of those: written or dropped
-        self._written = [0, 0]  # spans, usage
+        self._written = [0, 0, 0]  # spans, usage, evaluations
         self._dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._failures: dict[str, int] = dict.fromkeys(FAILURE_CLASSES, 0)
         self._retries = 0
@@ -437,7 +448,7 @@ class StoreWriter:
         self._status_written = 0.0
         self._file_checked = time.monotonic()  # the store was just opened (or is opened with the first write)
         self._store_reopened = 0
-        self._pruned = [0, 0, 0]  # traces, spans, usage
+        self._pruned = [0, 0, 0, 0]  # traces, spans, usage, evaluations
         self._prune_failures = 0
         self._last_prune_error: str | None = None
         self._last_prune_time: float | None = None
@@ -483,6 +494,10 @@ class StoreWriter:
     def submit_usage(self, record: UsageRecord) -> bool:
         """Queue one usage record. Never blocks."""
         return self._submit(((_USAGE, record),)) == 1
+
+    def submit_evaluation(self, evaluation: Any) -> bool:
+        """Queue one evaluation (an EvaluationRecord, or what ``convert_evaluation`` takes). Never blocks."""
+        return self._submit(((_EVALUATION, evaluation),)) == 1
 
     def _submit(self, items: Sequence[tuple[int, Any]]) -> int:
         thread = threading.get_ident()
@@ -575,7 +590,7 @@ class StoreWriter:
             dropped_by_reason = dict(self._dropped)
             dropped_by_reason["queue_full"] += sum(list(self._refused_full.values()))
             dropped_by_reason["shutdown"] += sum(list(self._refused_closed.values()))
-            written = self._written[0] + self._written[1]
+            written = sum(self._written)
             dropped = sum(dropped_by_reason.values())
             self._high_water = max(self._high_water, pending)
             if self._saturated:
@@ -613,10 +628,12 @@ class StoreWriter:
                 pruned_traces=self._pruned[0],
                 pruned_spans=self._pruned[1],
                 pruned_usage=self._pruned[2],
+                pruned_evaluations=self._pruned[3],
                 prune_failures=self._prune_failures,
                 last_prune_error=self._last_prune_error,
                 last_prune_time=self._last_prune_time,
                 store_reopened=self._store_reopened,
+                written_evaluations=self._written[2],
             )
 
     def register_metrics(self, meter_provider: metrics.MeterProvider | None = None) -> None:
@@ -626,7 +643,7 @@ class StoreWriter:
             semconv.METRIC_STORE_ITEMS,
             callbacks=[self._observe_items],
             unit="{item}",
-            description="Spans and usage records the store writer accepted, wrote or dropped",
+            description="Spans, usage records and evaluations the store writer accepted, wrote or dropped",
         )
         meter.create_observable_counter(
             semconv.METRIC_STORE_WRITE_FAILURES,
@@ -721,26 +738,36 @@ class StoreWriter:
     def _write(self, batch: list[tuple[int, Any]]) -> None:
         spans: list[SpanRecord] = []
         usage: list[UsageRecord] = []
+        evaluations: list[EvaluationRecord] = []
         invalid = 0
+        service = self.usage_service
         for kind, item in batch:
             if kind == _USAGE:
-                service = self.usage_service
                 if service is not None and item.service is None:
                     item = replace(item, service=service)  # a copy: other sinks saw the call's own record
                 usage.append(item)
                 continue
             try:
-                spans.append(self._convert_span(item) if self._convert_span is not None else item)
+                if kind == _EVALUATION:
+                    record = self._convert_evaluation(item) if self._convert_evaluation is not None else item
+                    if service is not None and record.service is None:
+                        record = replace(record, service=service)
+                    evaluations.append(record)
+                else:
+                    spans.append(self._convert_span(item) if self._convert_span is not None else item)
             except Exception as exc:
                 invalid += 1
-                self._log_once("invalid", "llmtrace store writer: could not convert a span", exc)
+                what = "an evaluation" if kind == _EVALUATION else "a span"
+                self._log_once("invalid", f"llmtrace store writer: could not convert {what}", exc)
         if invalid:
             self._finish(0, 0, "invalid", invalid)
-        self._write_records(spans, usage)
+        self._write_records(spans, usage, evaluations)
 
-    def _write_records(self, spans: list[SpanRecord], usage: list[UsageRecord]) -> None:
+    def _write_records(
+        self, spans: list[SpanRecord], usage: list[UsageRecord], evaluations: list[EvaluationRecord]
+    ) -> None:
         """Write with retries of transient failures; split the batch on other failures."""
-        size = len(spans) + len(usage)
+        size = len(spans) + len(usage) + len(evaluations)
         if not size:
             return
         backoff = MIN_BACKOFF_S
@@ -751,7 +778,10 @@ class StoreWriter:
             try:
                 store = self._open()
                 self._check_file(store)
-                store.write(spans, usage)
+                if evaluations:
+                    store.write(spans, usage, evaluations)
+                else:  # as before evaluations were kept (stores of other makers)
+                    store.write(spans, usage)
             except Exception as exc:
                 failure = classify_failure(exc)
                 self._note_failure(failure, exc)
@@ -773,15 +803,21 @@ class StoreWriter:
                     self._finish(0, 0, "write_failed", 1)
                     return
                 # isolate the bad item(s): write each half on its own
-                items: list[tuple[int, Any]] = [(_SPAN, s) for s in spans] + [(_USAGE, u) for u in usage]
+                items: list[tuple[int, Any]] = (
+                    [(_SPAN, s) for s in spans]
+                    + [(_USAGE, u) for u in usage]
+                    + [(_EVALUATION, e) for e in evaluations]
+                )
                 half = size // 2
                 for part in (items[:half], items[half:]):
                     self._write_records(
-                        [i for k, i in part if k == _SPAN], [i for k, i in part if k == _USAGE]
+                        [i for k, i in part if k == _SPAN],
+                        [i for k, i in part if k == _USAGE],
+                        [i for k, i in part if k == _EVALUATION],
                     )
                 return
             else:
-                self._finish(len(spans), len(usage), None, 0)
+                self._finish(len(spans), len(usage), None, 0, evaluations=len(evaluations))
                 return
 
     def _open(self) -> Store:
@@ -858,6 +894,7 @@ class StoreWriter:
             self._pruned[0] += pruned.traces
             self._pruned[1] += pruned.spans
             self._pruned[2] += pruned.usage
+            self._pruned[3] += pruned.evaluations
             if not pruned.more:
                 self._last_prune_time = time.time()
         if not pruned.more:
@@ -881,14 +918,17 @@ class StoreWriter:
             with contextlib.suppress(Exception):
                 store.close()
 
-    def _finish(self, spans: int, usage: int, reason: str | None, dropped: int) -> None:
+    def _finish(
+        self, spans: int, usage: int, reason: str | None, dropped: int, *, evaluations: int = 0
+    ) -> None:
         with self._lock:
-            done = spans + usage + dropped
+            done = spans + usage + evaluations + dropped
             self._inflight -= done
             self._finished += done
             self._written[0] += spans
             self._written[1] += usage
-            if spans or usage:
+            self._written[2] += evaluations
+            if spans or usage or evaluations:
                 self._batches += 1
                 self._last_write_time = time.time()
             if reason is not None:
