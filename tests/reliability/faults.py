@@ -42,6 +42,10 @@ LC_ENTRY_POINTS = frozenset(
         "_llm_scope",
         "_allm_scope",
         "_atool_scope",
+        "_tool_context",
+        "_ToolContext.__init__",
+        "_ToolContext.__enter__",  # guarded by its own try/except (its helper is a target)
+        "_ToolContext.__exit__",  # the framework's own exit, nothing of llmtrace's
         "_note_tool_run",
         "_patch_stream_method",
         "_add_handler",

@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextvars import ContextVar
@@ -83,6 +84,8 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrapt.wrap_function_wrapper(_LLMS, "BaseLLM._generate_helper", _llm_scope)
         wrapt.wrap_function_wrapper(_LLMS, "BaseLLM._agenerate_helper", _allm_scope)
         wrapt.wrap_function_wrapper(_TOOLS, "BaseTool.arun", _atool_scope)
+        if hasattr(importlib.import_module(_TOOLS), "set_config_context"):
+            wrapt.wrap_function_wrapper(_TOOLS, "set_config_context", _tool_context)
         wrapt.wrap_function_wrapper(_MANAGER, "AsyncCallbackManager.on_tool_start", _note_tool_run)
         for module, cls in ((_CHAT, "BaseChatModel"), (_LLMS, "BaseLLM")):
             wrapt.wrap_function_wrapper(module, f"{cls}.stream", _patch_stream_method)
@@ -110,6 +113,7 @@ class LangChainInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for name in ("_generate_helper", "_agenerate_helper", "stream", "astream", "generate", "agenerate"):
             _unwrap(llms.BaseLLM, name)
         _unwrap(tools_base.BaseTool, "arun")
+        _unwrap(tools_base, "set_config_context")
         _unwrap(callbacks_manager.AsyncCallbackManager, "on_tool_start")
         _unwrap(llms, "get_prompts")
         _unwrap(llms, "aget_prompts")
@@ -286,6 +290,47 @@ async def _atool_scope(wrapped: Callable[..., Any], instance: Any, args: Any, kw
         raise
     finally:
         _forget_tool_runs(token)
+
+
+class _ToolContext:
+    """``set_config_context`` of a tool's run (``BaseTool.run`` / ``arun`` run the tool's own code
+    in the copied context it yields), with the tool's span made current in that copy: spans the
+    tool's code starts (HTTP and database clients, the user's own) nest under ``execute_tool``.
+    The copy is the tool's alone and is dropped after it, so nothing is detached."""
+
+    def __init__(self, scope: Any, config: Any) -> None:
+        self._scope = scope
+        self._config = config
+
+    def __enter__(self) -> Any:
+        context = self._scope.__enter__()
+        try:
+            _make_tool_span_current(context, self._config)
+        except Exception as exc:
+            report_internal_error(f"{__name__}.tool_context", exc)
+        return context
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._scope.__exit__(*exc_info)
+
+
+def _tool_context(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+    return _ToolContext(wrapped(*args, **kwargs), args[0] if args else kwargs.get("config"))
+
+
+def _make_tool_span_current(context: Any, config: Any) -> None:
+    """In ``context`` (a ``contextvars.Context``), attach the span the tool run's children hang
+    under: the child callback manager in ``config`` names the tool's run as its parent."""
+    manager = config.get("callbacks") if isinstance(config, dict) else None
+    run_id = getattr(manager, "parent_run_id", None)
+    if manager is None or run_id is None:
+        return
+    for handler in manager.handlers:
+        if isinstance(handler, LLMTraceCallbackHandler):
+            invocation = handler.child_parent(run_id)
+            if invocation is not None:
+                context.run(otel_context.attach, invocation.context)
+            return
 
 
 def _forget_tool_runs(token: Any) -> None:
