@@ -17,6 +17,9 @@
 - ``BaseTool.arun`` and ``AsyncCallbackManager.on_tool_start``: a tool call whose task is cancelled
   (a timeout around ``await tool.ainvoke(...)``) ends as cancelled; LangChain reports no error for
   it (``arun`` catches ``Exception`` only), so only a cancelled chain around it would.
+- ``langchain_core.tools.base.set_config_context``: the copied context a tool's own code runs in
+  (``BaseTool.run`` / ``arun``) gets the tool's span as current, so spans the tool starts nest under
+  ``execute_tool`` (nothing to detach: the copy is the tool's alone).
 - the ``embed_*`` / ``aembed_*`` methods of every ``Embeddings`` class and the
   ``_get_relevant_documents`` / ``_aget_relevant_documents`` of every retriever class, present and
   future: embeddings spans (embedding models fire no callbacks) and the retrieval call scope they
