@@ -174,7 +174,7 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
         service="Only traces of this service.name.",
         model="Only traces with a call to this model (request or response model).",
         provider="Only traces with a call to this provider (openai, anthropic, ...).",
-        status="Only ok or failed traces.",
+        status="Only ok traces, or failed ones (error: any span failed, a recovered fallback or retry too).",
         since="Traces that start at or after: ISO time (UTC if no offset) or an age (30m, 1h, 2d).",
         until="Traces that start before: ISO time or an age.",
         min_cost="Minimum cost of a trace (USD).",
