@@ -729,7 +729,8 @@ def prune(
     whose root span is not stored (still running, or its root is in another service) goes once it
     has also been quiet for a day, so a trace being written is never cut in half. Usage records of
     calls whose trace is not stored (sampled out) go when the call started before the cutoff and a
-    day ago. Deletion runs in short batches, so programs writing to the store keep going.
+    day ago, and so do evaluations whose trace is not stored. Deletion runs in short batches, so
+    programs writing to the store keep going.
     """
     now = dt.datetime.now(dt.timezone.utc)
     cutoffs: list[int] = []
