@@ -229,6 +229,15 @@ def _category_for_body(exc: BaseException) -> str | None:
     return None
 
 
+def provider_error_type(value: object) -> str | None:
+    """The category of an error type or code a provider names outside any exception (an OpenAI
+    Responses stream's ``error`` event, a failed response's ``error.code``), as for an error body's;
+    None if it names no known one."""
+    if type(value) is str and len(value) <= _MAX_PROVIDER_TYPE_LENGTH:
+        return _CATEGORY_BY_PROVIDER_TYPE.get(value.lower())
+    return None
+
+
 def _safe_getattr(obj: object, name: str) -> object:
     try:
         return getattr(obj, name, None)

@@ -13,7 +13,9 @@ documented SSE events (``response.created`` ... ``response.completed``); a reply
 ``response.incomplete``), ``summary`` (the deltas of a reasoning summary, streamed before the
 answer), ``tool_calls`` (function calls instead of a message, their arguments streamed in two
 deltas) and ``pause`` (seconds the server waits, when streaming, before the first event that
-carries part of the answer).
+carries part of the answer). ``failed`` (an error code) makes the response fail: its status is
+``failed`` with that ``error.code``, its last event ``response.failed``; ``error_event`` (an error
+code) ends the stream after its first delta with an ``error`` event instead.
 """
 
 from __future__ import annotations
@@ -208,6 +210,8 @@ def _output(reply: dict[str, Any], status: str) -> list[dict[str, Any]]:
 def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
     """A Responses API ``response`` object: finished (with its output and usage) or just created."""
     incomplete = reply.get("incomplete")
+    failed = reply.get("failed")
+    status = "failed" if failed else "incomplete" if incomplete else "completed"
     usage = {
         "input_tokens": reply.get("prompt_tokens", 12),
         "input_tokens_details": {"cached_tokens": reply.get("cached", 0), **_cache_write(reply)},
@@ -219,8 +223,8 @@ def _response(reply: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
         "id": reply.get("id", "resp_1"),
         "object": "response",
         "created_at": 1700000000,
-        "status": ("incomplete" if incomplete else "completed") if done else "in_progress",
-        "error": None,
+        "status": status if done else "in_progress",
+        "error": {"code": failed, "message": "scripted failure"} if failed and done else None,
         "incomplete_details": {"reason": incomplete} if incomplete and done else None,
         "instructions": None,
         "max_output_tokens": None,
@@ -324,6 +328,10 @@ def _response_sse(reply: dict[str, Any]) -> tuple[bytes, bytes]:
         else:
             events += _message_events(reply, item, index)
     events.append({"type": f"response.{final['status']}", "response": final})
+    if reply.get("error_event"):  # the stream ends after its first delta, with an error event
+        first_delta = next(i for i, event in enumerate(events) if event["type"].endswith(".delta"))
+        error = {"type": "error", "code": reply["error_event"], "message": "scripted error", "param": None}
+        events = [*events[: first_delta + 1], error]
     lines = []
     first = None
     for number, event in enumerate(events):

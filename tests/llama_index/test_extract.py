@@ -1,20 +1,17 @@
-"""Request parameters of a LlamaIndex model call: call kwargs, then additional_kwargs, then fields."""
+"""Request parameters of a LlamaIndex model call: as the LLM builds them if it says how, else call
+kwargs, then additional_kwargs, then fields."""
 
 from __future__ import annotations
 
 from llama_index.core.llms import MockLLM
-from llama_index.llms.openai import OpenAI
+from llama_index.llms.openai import OpenAI, OpenAIResponses
 from llmtrace_llama_index import _extract
 
 
 def test_request_params_priority_call_kwargs_then_additional_kwargs_then_fields() -> None:
-    llm = OpenAI(
-        model="gpt-4o-mini",
-        api_key="test",
-        temperature=0.2,
-        max_tokens=50,
-        additional_kwargs={"top_p": 0.9, "seed": 7, "stop": ["END"], "temperature": 0.3},
-    )
+    """An LLM that does not say how it builds its request (its fields as a mapping)."""
+    extra = {"top_p": 0.9, "seed": 7, "stop": ["END"], "temperature": 0.3}
+    llm = {"temperature": 0.2, "max_tokens": 50, "additional_kwargs": extra}
     params = _extract.request_params(llm, {"temperature": 0.5, "max_completion_tokens": 9, "formatted": True})
     assert params.temperature == 0.5  # the call's own value wins
     assert params.max_tokens == 9  # the call's value wins over the field, whatever its name
@@ -25,6 +22,45 @@ def test_request_params_priority_call_kwargs_then_additional_kwargs_then_fields(
 
     fields_only = _extract.request_params(llm, None)
     assert (fields_only.temperature, fields_only.max_tokens) == (0.3, 50)  # additional_kwargs over fields
+
+
+def test_request_params_of_openai_are_the_ones_it_sends() -> None:
+    """llama-index-llms-openai's ``OpenAI`` builds its request itself: ``additional_kwargs`` win over
+    the call's kwargs, and so does its ``max_tokens`` field; its ``reasoning_effort`` goes to reasoning
+    models only."""
+    llm = OpenAI(
+        model="gpt-4o-mini",
+        api_key="test",
+        temperature=0.2,
+        max_tokens=50,
+        reasoning_effort="low",
+        additional_kwargs={"top_p": 0.9, "seed": 7, "stop": ["END"], "temperature": 0.3},
+    )
+    params = _extract.request_params(llm, {"temperature": 0.5, "max_tokens": 9, "formatted": True})
+    assert (params.temperature, params.max_tokens, params.top_p, params.seed) == (0.3, 50, 0.9, 7)
+    assert params.stop_sequences == ["END"]
+    assert params.reasoning_level is None  # not sent to gpt-4o-mini
+    assert _extract.request_params(llm, {"max_tokens": 9}).max_tokens == 50
+    assert _extract.request_params(OpenAI(api_key="t"), {"temperature": 0.5}).temperature == 0.5
+
+    reasoning = OpenAI(model="o3-mini", api_key="test", reasoning_effort="high", max_tokens=64)
+    params = _extract.request_params(reasoning, None)
+    assert (params.reasoning_level, params.max_tokens) == ("high", 64)  # sent as max_completion_tokens
+
+
+def test_request_params_of_openai_responses_are_the_ones_it_sends() -> None:
+    llm = OpenAIResponses(
+        model="o4-mini", api_key="test", max_output_tokens=100, reasoning_options={"effort": "high"}
+    )
+    params = _extract.request_params(llm, None)
+    assert (params.max_tokens, params.reasoning_level) == (100, "high")
+    sent = llm._get_model_kwargs()  # recent releases send no sampling parameters with reasoning options
+    assert (params.temperature, params.top_p) == (sent.get("temperature"), sent.get("top_p"))
+    plain = OpenAIResponses(model="gpt-4.1-mini", api_key="test", temperature=0.4, instructions="Be brief.")
+    params = _extract.request_params(plain, {"temperature": 0.7})
+    assert (params.temperature, params.top_p, params.instructions) == (0.7, 1.0, "Be brief.")
+    json_format = {"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}
+    assert _extract.request_params(plain, json_format).output_type == "json"
 
 
 def test_request_params_of_odd_inputs_are_empty_not_errors() -> None:

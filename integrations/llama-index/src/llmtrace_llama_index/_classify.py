@@ -41,6 +41,9 @@ class Kind(enum.Enum):
     """``structured_predict`` and the pydantic programs behind it: plumbing, and the tool calls
     made inside are response parsing (``FunctionCallingProgram`` turns the output class into a
     tool), not tool executions."""
+    PARSE = "parse"
+    """``structured_predict`` of an LLM that calls its provider's parse API itself, not ``chat``
+    (``OpenAIResponses``: ``responses.parse``): the model call (see ``_parse``)."""
     PREDICT_AND_CALL = "predict_and_call"
     """``predict_and_call``: ``invoke_workflow predict_and_call`` outside any traced operation
     (a model call and the tools it chose, in one trace), plumbing inside one."""
@@ -113,7 +116,7 @@ def _classify(instance: Any, method: str) -> Kind:
         if method in COMPLETION_METHODS:
             return Kind.COMPLETION
         if method in STRUCTURED_METHODS:
-            return Kind.STRUCTURED
+            return Kind.PARSE if _parses(instance, method) else Kind.STRUCTURED
         if method in PREDICT_AND_CALL_METHODS:
             return Kind.PREDICT_AND_CALL
         return Kind.OTHER
@@ -136,6 +139,23 @@ def _classify(instance: Any, method: str) -> Kind:
             return Kind.AGENT_RUN
         return Kind.WORKFLOW_RUN
     return Kind.OTHER
+
+
+_PARSING_METHODS = frozenset({"OpenAIResponses.structured_predict", "OpenAIResponses.astructured_predict"})
+"""llama-index-llms-openai's ``OpenAIResponses`` methods that call ``responses.parse`` themselves
+(its ``stream_structured_predict`` goes through ``stream_chat``)."""
+
+
+def _parses(instance: Any, method: str) -> bool:
+    """Whether ``method`` of ``instance`` (a structured-output method) is one of ``_PARSING_METHODS``,
+    inherited or not (a subclass that overrides it is not known to call the parse API)."""
+    function = getattr(type(instance), method, None)
+    module = getattr(function, "__module__", None)
+    return (
+        getattr(function, "__qualname__", None) in _PARSING_METHODS
+        and isinstance(module, str)
+        and module.startswith("llama_index.llms.")
+    )
 
 
 def is_multi_agent(instance: Any) -> bool:

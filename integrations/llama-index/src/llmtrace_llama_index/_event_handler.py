@@ -26,7 +26,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index_instrumentation.event_handlers.base import BaseEventHandler
 from pydantic import Field
 
-from llmtrace import ModelInvocation
+from llmtrace import ModelInvocation, _parts
 from llmtrace._safety import never_raise
 from llmtrace_llama_index import _extract
 from llmtrace_llama_index._classify import Kind
@@ -115,48 +115,103 @@ class LlamaIndexEventHandler(BaseEventHandler):
             self.runs.attach(node, rerank)
 
     # ---- model events -------------------------------------------------------------------
+    # A model call merged into another one that returned a stream (``OpenAILike.stream_chat`` ->
+    # ``OpenAI.stream_chat``, ``Runs.feed``) feeds the outer call's span with its stream's events:
+    # its chunks count until the outer call reports chunks of its own (then those count), its end
+    # or error ends the outer call's stream unless the outer call reports its own; its usage,
+    # response id and finish reasons always count (a wrapper's own events may report none).
     def _chunk(self, node: Node, response: Any) -> None:
         invocation = node.invocation
-        if not isinstance(invocation, ModelInvocation):
-            return  # merged inner call: the outer call counts the chunks
+        if invocation is None and node.merged and node.exited:
+            owner = self.runs.feeding(node)
+            if owner is None or not isinstance(owner.invocation, ModelInvocation):
+                return
+            invocation = owner.invocation
+            if owner.reporting or not owner.exited:
+                _apply_response(owner, invocation, response, content=False)
+                return
+            node, owner.fed = owner, True
+        elif not isinstance(invocation, ModelInvocation):
+            return  # merged inner call still in its dispatcher span: the outer call counts the chunks
+        elif not node.reporting:
+            node.reporting = True
+            if node.fed:  # a merged call's stream counted the chunks so far: this call's own count
+                node.fed = False
+                invocation.chunk_count = 0
         if node.pending is not None:  # its generator yielded: calls it makes from now on are its own
             self.runs.forget_pending(node)
         self.runs.touch_stream_host(node)
         if _extract.counts_as_chunk(response):  # not the events that only frame the answer
             invocation.chunk()
-        _apply_response(invocation, response, content=False)
+        _apply_response(node, invocation, response, content=False)
 
     def _end(self, span_id: str, node: Node, response: Any) -> None:
         invocation = node.effective
         if not isinstance(invocation, ModelInvocation):
             return
         owned = node.invocation is invocation
-        _apply_response(invocation, response, content=owned and capture_content())
+        if owned:
+            node.reporting = True
+        elif node.merged:
+            owner = self.runs.feeding(node)
+            if owner is not None and owner.invocation is not invocation:
+                owner = None
+            owner_id = node.host_id
+            if node.exited:  # a merged call's stream ended
+                self.runs.nodes.pop(span_id)
+                if owner is not None and owner_id is not None and owner.exited and not owner.reporting:
+                    _apply_response(owner, invocation, response, content=capture_content())
+                    self._end_stream(owner_id, owner, invocation, "stop")  # so does the outer call's
+                    return
+            # the outer call's output, unless the outer call reports its own end (which then wins)
+            content = owner is not None and not owner.reporting and capture_content()
+            _apply_response(owner, invocation, response, content=content)
+            return
+        _apply_response(node if owned else None, invocation, response, content=owned and capture_content())
         if owned and node.exited:  # the end of a stream that outlived its dispatcher span
-            self.runs.nodes.pop(span_id)
-            self.runs.forget_pending(node)
-            invocation.stop()
-            end_stream_host(self.runs, node, "stop")
+            self._end_stream(span_id, node, invocation, "stop")
 
     def _stream_error(self, span_id: str, node: Node, exception: BaseException) -> None:
         invocation = node.invocation
+        if invocation is None and node.merged and node.exited:  # a merged call's stream failed
+            self.runs.nodes.pop(span_id)
+            owner = self.runs.feeding(node)
+            if owner is None or node.host_id is None or not owner.exited or owner.reporting:
+                return  # the outer call reports its own error, or ends through its span
+            span_id, node, invocation = node.host_id, owner, owner.invocation
         if not isinstance(invocation, ModelInvocation) or not node.exited:
             return  # errors inside the dispatcher span end it through span drop
+        if isinstance(exception, GeneratorExit):  # the consumer closed the stream early
+            self._end_stream(span_id, node, invocation, "cancel")
+        elif is_control_flow(exception):
+            self._end_stream(span_id, node, invocation, "stop")
+        else:
+            self._end_stream(span_id, node, invocation, exception)
+
+    def _end_stream(
+        self, span_id: str, node: Node, invocation: ModelInvocation, how: str | BaseException
+    ) -> None:
+        """End a model stream that outlived its dispatcher span (``how``: ``"stop"``, ``"cancel"`` or
+        the exception), and the engine waiting for it."""
         self.runs.nodes.pop(span_id)
         self.runs.forget_pending(node)
-        if isinstance(exception, GeneratorExit):  # the consumer closed the stream early
+        if node.feeders:
+            self.runs.drop_feeders(node)
+        if isinstance(how, BaseException):
+            invocation.fail(how)
+        elif node.failure is not None:  # the response reported a failure (the caller got no error)
+            invocation.fail(node.failure)
+        elif how == "cancel":
             invocation.cancel()
-            end_stream_host(self.runs, node, "cancel")
-        elif is_control_flow(exception):
-            invocation.stop()
-            end_stream_host(self.runs, node, "stop")
         else:
-            invocation.fail(exception)
-            end_stream_host(self.runs, node, exception)
+            invocation.stop()
+        end_stream_host(self.runs, node, how)
 
 
-def _apply_response(invocation: ModelInvocation, response: Any, *, content: bool) -> None:
-    """Usage, response id/model and finish reasons of a (possibly partial) response.
+def _apply_response(node: Node | None, invocation: ModelInvocation, response: Any, *, content: bool) -> None:
+    """Usage, response id/model and finish reasons of a (possibly partial) response; a failure it
+    reports (``_extract.response_error``) is kept on ``node``, the model call's (finish reason
+    ``error``), which then ends with it.
 
     Only values the response reports overwrite earlier ones, so a stream keeps the finish
     reason of its penultimate chunk and the usage of its last one.
@@ -179,5 +234,10 @@ def _apply_response(invocation: ModelInvocation, response: Any, *, content: bool
         invocation.response_model = info.response_model
     if info.finish_reasons is not None:
         invocation.finish_reasons = info.finish_reasons
+    failure = _extract.response_error(response)
+    if failure is not None:
+        invocation.finish_reasons = [_parts.ERROR]
+        if node is not None:
+            node.failure = failure
     if content:
         invocation.output_messages = _extract.output_messages(response, invocation.finish_reasons)

@@ -16,6 +16,7 @@ from typing import Any
 
 from llmtrace import _parts, semconv
 from llmtrace._content import MAX_ITEMS
+from llmtrace._errors import provider_error_type
 from llmtrace._formats import output_type
 from llmtrace._objects import BoundedCache, attribute, attributes, url_host_port
 from llmtrace._usage import cache_writes, coerce_service_tier
@@ -168,6 +169,10 @@ class RequestParams:
     presence_penalty: float | None = None
     stop_sequences: list[str] | None = None
     output_type: str | None = None
+    reasoning_level: str | None = None
+    previous_response_id: str | None = None
+    instructions: str | None = None
+    """Instructions sent apart from the messages (the Responses API's ``instructions``)."""
 
 
 def _number(value: Any) -> float | None:
@@ -183,10 +188,16 @@ def _integer(value: Any) -> int | None:
 
 
 _PARAM_NAMES = (
-    "temperature", "max_tokens", "max_completion_tokens", "max_new_tokens", "top_p", "top_k", "seed",
-    "frequency_penalty", "presence_penalty", "stop", "stop_sequences",
-    "response_format", "format", "response_mime_type", "json_mode",
+    "temperature", "max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "top_p",
+    "top_k", "seed", "frequency_penalty", "presence_penalty", "stop", "stop_sequences",
+    "response_format", "format", "response_mime_type", "json_mode", "text",
+    "reasoning_effort", "reasoning", "previous_response_id", "instructions",
 )  # fmt: skip
+PARAM_NAMES = frozenset(_PARAM_NAMES)
+_WIRE_MODULES = ("llama_index.llms.openai.", "llama_index.llms.azure_openai.")
+"""Modules whose LLM classes build a call's request parameters with ``_get_model_kwargs(**kwargs)``
+(llama-index-llms-openai's ``OpenAI`` and ``OpenAIResponses``, and Azure's subclasses of them)."""
+_wire_builders: BoundedCache[type, bool] = BoundedCache(_MAX_CACHED_CLASSES)
 
 
 def _known(source: Any) -> dict[str, Any]:
@@ -199,10 +210,35 @@ def _known(source: Any) -> dict[str, Any]:
         return {}
 
 
+def _wire_params(llm: Any, kwargs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The request parameters ``llm`` sends for a call with ``kwargs``, as it builds them itself: the
+    LLM classes of llama-index-llms-openai (and their subclasses that keep that method) merge their
+    fields, ``additional_kwargs`` and the call's kwargs in an order of their own, and leave some out
+    (``OpenAIResponses`` sends no temperature to a reasoning model, ``OpenAI`` sends its
+    ``reasoning_effort`` to reasoning models only). None for other classes, or if building fails."""
+    cls = type(llm)
+    known = _wire_builders.get(cls)
+    if known is None:
+        module = getattr(getattr(cls, "_get_model_kwargs", None), "__module__", None)
+        known = _wire_builders.remember(cls, isinstance(module, str) and module.startswith(_WIRE_MODULES))
+    if not known:
+        return None
+    try:
+        built = llm._get_model_kwargs(**(kwargs or {}))  # a dict of its own: nothing of ours kept
+    except Exception:  # an odd call: read as any other LLM's
+        return None
+    return _known(built) if isinstance(built, Mapping) else None
+
+
 def request_params(llm: Any, kwargs: Mapping[str, Any] | None) -> RequestParams:
-    """Request parameters from the call's kwargs, the LLM's ``additional_kwargs`` and its fields."""
-    sources = [_known(kwargs), _known(get(llm, "additional_kwargs"))]  # plain dicts, in priority order
-    sources.append(_known(llm) if isinstance(llm, Mapping) else attributes(llm, _PARAM_NAMES))
+    """Request parameters of a call: the ones the LLM sends (``_wire_params``) if it says so, else
+    from the call's kwargs, the LLM's ``additional_kwargs`` and its fields, in that priority order."""
+    wire = _wire_params(llm, kwargs)
+    if wire is not None:
+        sources = [wire]
+    else:
+        sources = [_known(kwargs), _known(get(llm, "additional_kwargs"))]  # plain dicts
+        sources.append(_known(llm) if isinstance(llm, Mapping) else attributes(llm, _PARAM_NAMES))
 
     def first(*names: str) -> Any:
         for source in sources:
@@ -214,7 +250,9 @@ def request_params(llm: Any, kwargs: Mapping[str, Any] | None) -> RequestParams:
 
     params = RequestParams(
         temperature=_number(first("temperature")),
-        max_tokens=_integer(first("max_tokens", "max_completion_tokens", "max_new_tokens")),
+        max_tokens=_integer(
+            first("max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens")
+        ),
         top_p=_number(first("top_p")),
         top_k=_integer(first("top_k")),
         seed=_integer(first("seed")),
@@ -227,9 +265,20 @@ def request_params(llm: Any, kwargs: Mapping[str, Any] | None) -> RequestParams:
     elif isinstance(stop, Sequence) and all(isinstance(s, str) for s in stop):
         params.stop_sequences = list(stop)
     json_mode = first("json_mode") is True  # Ollama's switch for JSON output
+    response_format = first("response_format")
+    if response_format is None:  # the Responses API's ``text={"format": {...}}``
+        response_format = get(first("text"), "format") if isinstance(first("text"), Mapping) else None
     params.output_type = output_type(
-        first("response_format"), "json" if json_mode else first("format"), first("response_mime_type")
+        response_format, "json" if json_mode else first("format"), first("response_mime_type")
     )
+    effort = first("reasoning_effort")  # Chat Completions; the Responses API's ``reasoning.effort``
+    if effort is None and isinstance(first("reasoning"), Mapping):
+        effort = get(first("reasoning"), "effort")
+    params.reasoning_level = effort if isinstance(effort, str) and effort else None
+    previous = first("previous_response_id")
+    params.previous_response_id = previous if isinstance(previous, str) and previous else None
+    instructions = first("instructions")
+    params.instructions = instructions if isinstance(instructions, str) and instructions else None
     return params
 
 
@@ -275,12 +324,14 @@ def counts_as_chunk(response: Any) -> bool:
     audio...), a partial image, the start of a tool call (its name and call id) and the final event
     (usage, finish reason) count; the events that only frame them (``response.created``,
     ``in_progress``, ``output_item.added`` of a message, ``content_part.added``, the ``*.done``
-    ones...) do not.
+    ones...) do not, nor does an ``error`` event.
     """
     raw = get(response, "raw")
     kind = get(raw, "type")
-    if not isinstance(kind, str) or not kind.startswith("response."):
+    if not isinstance(kind, str):
         return True
+    if not kind.startswith("response."):
+        return kind != "error"  # a Responses stream's error event carries no answer
     if kind.endswith(".delta"):
         delta = get(raw, "delta")
         return not isinstance(delta, str) or bool(delta)
@@ -469,6 +520,33 @@ def response_info(response: Any) -> ResponseInfo:
     if reasons:
         info.finish_reasons = reasons
     return info
+
+
+_ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def response_error(response: Any) -> str | None:
+    """The ``error.type`` of a response that reports a failure instead of raising: an OpenAI
+    Responses stream's ``error`` event or ``response.failed`` event, a response whose ``status`` is
+    ``failed`` (llama-index-llms-openai's ``OpenAIResponses`` yields them as chunks, or returns it).
+    The category of the provider's error code (``server_error``, ``rate_limit``...), else the code
+    itself if it is a plain identifier, else ``_OTHER``; None if the response reports no failure."""
+    raw = get(response, "raw")
+    kind = get(raw, "type")
+    if kind == "error":  # {"type": "error", "code": ..., "message": ...}
+        code = get(raw, "code")
+    else:
+        if kind == "response.failed":
+            raw = get(raw, "response")
+        elif get(raw, "object") != "response" or get(raw, "status") != "failed":
+            return None
+        code = get(get(raw, "error"), "code")
+    known = provider_error_type(code)
+    if known is not None:
+        return known
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return code
+    return _parts.OTHER
 
 
 def _other_finish_reasons(raw: Any, reasons: list[str]) -> None:

@@ -9,6 +9,7 @@ from llama_index_instrumentation import get_dispatcher
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from llmtrace import TelemetryHandler, _fork, semconv
+from llmtrace_llama_index import _parse
 from llmtrace_llama_index._classify import clear_cache
 from llmtrace_llama_index._event_handler import LlamaIndexEventHandler
 from llmtrace_llama_index._runs import Runs
@@ -39,6 +40,7 @@ class LlamaIndexInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             framework=FRAMEWORK,
         )
         runs = Runs(handler)
+        runs.on_parse = lambda: _parse.install(runs)
         clear_cache()
         dispatcher = get_dispatcher()
         with self._lock:
@@ -49,6 +51,7 @@ class LlamaIndexInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         with self._lock:
             runs = _remove_handlers(get_dispatcher())
+        _parse.uninstall()
         for each in runs:
             each.clear(semconv.EVICTED_SHUTDOWN)
 

@@ -170,6 +170,18 @@ class Node:
     parsing: bool = False
     """Inside ``structured_predict`` or a pydantic program: a tool called here builds the output
     object (response parsing), it is not a tool execution."""
+    feeders: list[str] | None = None
+    """Model call nodes: span ids of the model calls merged into this one that returned a stream
+    (see ``Runs.feed``), at most ``_MAX_FEEDERS``."""
+    reporting: bool = False
+    """Model call nodes: LlamaIndex reported an event of this call's own (its method reports its
+    stream; the events of a merged call's stream then only add usage)."""
+    failure: str | None = None
+    """Model call nodes: the ``error.type`` of a failure the response reported instead of raising (an
+    OpenAI Responses ``error`` or ``response.failed`` event): the call ends with it."""
+    fed: bool = False
+    """Model stream nodes: chunks counted from a merged call's stream events, until this call
+    reports its own (which then count instead)."""
 
     @property
     def effective(self) -> Invocation | None:
@@ -227,6 +239,10 @@ class Node:
 _current_rerank: ContextVar[RerankInvocation | None] = ContextVar("llmtrace_llama_index_rerank", default=None)
 
 
+_MAX_FEEDERS = 8
+"""Merged model calls whose streams one model call keeps in the map (``Runs.feed``): an
+``OpenAILike`` stream has one (two for a completion model's ``stream_chat``)."""
+
 _MAX_NESTING = 8
 """Engines returning an inner engine's stream: at most this many refreshed per stream chunk."""
 
@@ -254,6 +270,8 @@ class Runs:
         """Generators returned by model stream calls that have not yielded a chunk yet, keyed by
         frame (see ``pending_stream``)."""
         self.lazy = LazyStreams()
+        self.on_parse: Callable[[], None] | None = None
+        """Called when a ``structured_predict`` that calls its provider's parse API starts (``_parse``)."""
 
     # ---- a model call made by the stream of another one -----------------------------------
     # Some LLMs (LlamaIndex ``CustomLLM``) implement ``astream_*`` with a generator that calls
@@ -268,16 +286,53 @@ class Runs:
         if key is not None:
             node.pending = (key, span_id)
 
-    def pending_stream(self) -> Node | None:
-        """The model stream whose not-yet-yielded generator is running in the caller's stack, if any.
+    def pending_stream(self) -> tuple[str, Node] | None:
+        """The model stream whose not-yet-yielded generator is running in the caller's stack, if any
+        (its span id and node).
 
         Walks at most ``_lazy.MAX_DEPTH`` frames; called only while such a stream exists.
         """
         span_id = self.streams.find()
         node = self.nodes.peek(span_id) if span_id is not None else None
-        if node is None or node.invocation is None or node.invocation.ended:
+        if span_id is None or node is None or node.invocation is None or node.invocation.ended:
             return None
-        return node
+        return span_id, node
+
+    # ---- a model call whose stream another model call made ----------------------------------
+    # ``OpenAILike.stream_chat`` (and every subclass of a provider's class that overrides a stream
+    # method and calls ``super()``) is a dispatcher span around the provider's: LlamaIndex reports the
+    # stream's events (chunks, end, error) under the inner span's id only, since the inner method's
+    # callback sends them, while the outer call owns the model span. The inner node stays in the map
+    # after its dispatcher span returns, so that its stream's events reach the outer call.
+    def feed(self, span_id: str, node: Node) -> bool:
+        """A model call merged into another one (``node``) returned a stream: True if ``node`` stays
+        in the map for its stream's events (it then feeds the call that owns the model span)."""
+        owner = self.nodes.peek(node.host_id) if node.host_id is not None else None
+        invocation = owner.invocation if owner is not None else None
+        if owner is None or invocation is None or invocation is not node.parent or invocation.ended:
+            return False
+        feeders = owner.feeders
+        if feeders is None:
+            owner.feeders = [span_id]
+        elif len(feeders) < _MAX_FEEDERS:
+            feeders.append(span_id)
+        else:
+            return False
+        return True
+
+    def feeding(self, node: Node) -> Node | None:
+        """The node of the model call a merged call's stream feeds (``node``: a merged model call
+        that returned a stream), if it is still open; refreshes its expiry (the stream is alive)."""
+        owner = self.nodes.get(node.host_id) if node.host_id is not None else None
+        if owner is None or owner.invocation is None or owner.invocation.ended:
+            return None
+        return owner
+
+    def drop_feeders(self, node: Node) -> None:
+        """A model call ended: the merged calls whose streams fed it leave the map."""
+        feeders, node.feeders = node.feeders, None
+        for span_id in feeders or ():
+            self.nodes.pop(span_id)
 
     def forget_pending(self, node: Node) -> None:
         """A model stream yielded, ended or was evicted: calls made by its generator are its own."""
@@ -443,6 +498,8 @@ class Runs:
 
     def _evict(self, node: Node, reason: str) -> None:
         self.forget_pending(node)
+        if node.feeders:
+            self.drop_feeders(node)
         for rerank in node.pop_reranks():
             rerank.evict(reason)
         invocation = node.invocation

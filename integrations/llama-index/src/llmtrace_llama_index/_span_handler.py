@@ -4,13 +4,17 @@ What becomes which span (see ``_classify``):
 
 - ``LLM.chat/achat/stream_chat/astream_chat`` -> ``chat {model}``; ``complete`` family ->
   ``text_completion {model}``. ``predict``, ``structured_predict`` and the other wrappers get
-  no span: the model call they make is the one model span. The tool call a pydantic program
-  makes with its output class (``FunctionCallingProgram``) is response parsing: no span.
+  no span: the model call they make is the one model span (``OpenAIResponses.structured_predict``,
+  which calls the Responses API's ``parse`` itself, is that model call: see ``_parse``). The tool
+  call a pydantic program makes with its output class (``FunctionCallingProgram``) is response
+  parsing: no span.
   ``predict_and_call`` outside any traced operation -> ``invoke_workflow predict_and_call`` over
   its model call and the tools it runs (plumbing inside one). A model call made inside another
   one (``MockLLM.chat`` -> ``complete``, ``StructuredLLM.chat`` -> inner LLM, a ``CustomLLM``'s
-  ``astream_*`` -> its sync ``stream_*`` made by the returned generator, see ``Runs.pending_stream``)
-  is merged into the outer span: one span, one usage record.
+  ``astream_*`` -> its sync ``stream_*`` made by the returned generator, see ``Runs.pending_stream``;
+  ``OpenAILike.stream_chat`` -> ``OpenAI.stream_chat``, whose stream's events feed the outer call,
+  see ``Runs.feed``) is merged into the outer span: one span, one usage record, the request
+  parameters of the inner call (what was sent).
 - embedding methods -> ``embeddings {model}``; ``retrieve`` -> ``retrieval {data source}``.
 - query and chat engines, ``Workflow.run`` -> ``invoke_workflow {class}``.
 - agents (``FunctionAgent``, ``ReActAgent``...) ``run`` -> ``invoke_agent {name}``; in an
@@ -187,10 +191,13 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
 
         lazy_host = _lazy_host(parent_id, parent_node)
         model_call = kind is Kind.CHAT or kind is Kind.COMPLETION
+        if kind is Kind.PARSE and runs.on_parse is not None:
+            runs.on_parse()  # its parse call reports the request sent and the response (``_parse``)
         if model_call and len(runs.streams) and not isinstance(parent, ModelInvocation):
             # maybe made by the generator of another model call's stream (``Runs.pending_stream``)
-            outer = runs.pending_stream()
-            if outer is not None:
+            pending = runs.pending_stream()
+            if pending is not None:
+                host_id, outer = pending  # its stream's events feed that call (``Runs.feed``)
                 parent_node, parent, run, lazy_host = outer, outer.invocation, outer.run, outer.lazy_host
         if len(runs.lazy) and not isinstance(parent, ModelInvocation):
             # maybe a call made by a stream that an engine returned before iterating it (``_lazy``)
@@ -206,6 +213,9 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if kind in (Kind.CHAT, Kind.COMPLETION, Kind.EMBEDDING) and isinstance(parent, ModelInvocation):
             # a model call inside another one: one span, one usage record
             node = Node(kind, None, parent, instance_id, run, merged=True)
+            if model_call and not parent.ended:
+                owner_id = parent_node.owner_id if parent_node is not None else None
+                self._describe_inner(parent, bound_args, instance, owner_id != instance_id)
         elif kind is Kind.POSTPROCESSOR:
             # plumbing until it reports a rerank; kept even outside any operation for that
             node = Node(kind, None, parent, instance_id, run, component=instance)
@@ -226,8 +236,9 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             if parent is None and run is None:
                 return  # plumbing outside any operation: nothing to parent
             node = Node(kind, None, parent, parent_node.owner_id if parent_node else None, run)
-        elif kind is Kind.STRUCTURED:
-            # plumbing, kept even outside any operation: its tool calls are response parsing
+        elif kind is Kind.STRUCTURED or (kind is Kind.PARSE and isinstance(parent, ModelInvocation)):
+            # plumbing, kept even outside any operation: its tool calls are response parsing (a parse
+            # call made inside a model call, ``StructuredLLM.chat``'s, is that call's: see ``_parse``)
             node = Node(kind, None, parent, parent_node.owner_id if parent_node else None, run)
             node.parsing = True
         elif kind is Kind.PREDICT_AND_CALL and (
@@ -297,7 +308,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
     ) -> tuple[Invocation, RunState | None]:
         handler = self.runs.handler
         capture = capture_content()
-        if kind in (Kind.CHAT, Kind.COMPLETION):
+        if kind in (Kind.CHAT, Kind.COMPLETION, Kind.PARSE):
             return self._start_model(kind, id_, bound_args, instance, parent, capture), run
         if kind is Kind.EMBEDDING:
             host, port = _extract.server_address(instance)
@@ -376,7 +387,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         handler = self.runs.handler
         llm = _extract.unwrap_llm(instance)
         host, port = _extract.server_address(llm)
-        start = handler.start_chat if kind is Kind.CHAT else handler.start_text_completion
+        start = handler.start_text_completion if kind is Kind.COMPLETION else handler.start_chat
         call_kwargs = _argument(bound_args, "kwargs")
         if not isinstance(call_kwargs, dict):
             call_kwargs = None
@@ -391,7 +402,13 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             server_port=port,
         )
         try:
-            self._describe_model(invocation, llm, call_kwargs)
+            if kind is Kind.PARSE:  # it sends its ``llm_kwargs`` only (with a JSON schema)
+                llm_kwargs = _argument(bound_args, "llm_kwargs")
+                sent = dict(llm_kwargs) if isinstance(llm_kwargs, Mapping) else {}
+                self._describe_model(invocation, sent, None, capture)
+                invocation.output_type = semconv.OUTPUT_TYPE_JSON
+            else:
+                self._describe_model(invocation, llm, call_kwargs, capture)
             if content is not None:
                 messages, dropped, invocation.tool_definitions = content
                 invocation.input_messages = messages
@@ -401,8 +418,27 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
             report_internal_error(f"{__name__}.LlamaIndexSpanHandler._describe_model", exc)
         return invocation
 
+    def _describe_inner(
+        self, invocation: ModelInvocation, bound_args: inspect.BoundArguments, instance: Any, other: bool
+    ) -> None:
+        """A model call made inside another one is what goes to the provider (``StructuredLLM.chat``
+        -> the LLM's ``chat(response_format=...)``): its request parameters are the span's, when it is
+        another component's call (``other``) or is given parameters (else they are the outer call's)."""
+        call_kwargs = _argument(bound_args, "kwargs")
+        if not isinstance(call_kwargs, dict):
+            call_kwargs = None
+        if other or (call_kwargs and not _extract.PARAM_NAMES.isdisjoint(call_kwargs)):
+            try:
+                llm = _extract.unwrap_llm(instance)
+                self._describe_model(invocation, llm, call_kwargs, capture_content())
+            except Exception as exc:  # the outer call's parameters stand
+                report_internal_error(f"{__name__}.LlamaIndexSpanHandler._describe_inner", exc)
+
     @staticmethod
-    def _describe_model(invocation: ModelInvocation, llm: Any, call_kwargs: dict[str, Any] | None) -> None:
+    def _describe_model(
+        invocation: ModelInvocation, llm: Any, call_kwargs: dict[str, Any] | None, capture: bool
+    ) -> None:
+        """The request parameters of a model call (and its instructions, content capture only)."""
         params = _extract.request_params(llm, call_kwargs)
         invocation.temperature = params.temperature
         invocation.max_tokens = params.max_tokens
@@ -413,6 +449,13 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         invocation.presence_penalty = params.presence_penalty
         invocation.stop_sequences = params.stop_sequences
         invocation.output_type = params.output_type
+        invocation.reasoning_level = params.reasoning_level
+        invocation.previous_response_id = params.previous_response_id
+        if capture:
+            instructions = params.instructions
+            invocation.system_instructions = (
+                [{"type": "text", "content": instructions}] if instructions is not None else None
+            )
 
     def _enter_step(
         self, id_: str, bound_args: inspect.BoundArguments, parent: Invocation | None, run: RunState | None
@@ -491,6 +534,12 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         if invocation is None:
             if node.kind is Kind.STEP and node.run is not None:
                 _record_step(node.run, method_name(id_), result)
+            elif (
+                node.merged
+                and (inspect.isgenerator(result) or inspect.isasyncgen(result))
+                and self.runs.feed(id_, node)
+            ):
+                return  # LlamaIndex reports its stream's events under this span id: kept for them
             nodes.pop(id_)
             return
         streaming = inspect.isgenerator(result) or inspect.isasyncgen(result)
@@ -521,6 +570,8 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
         else:
             _finish(node, invocation, result)
         nodes.pop(id_)
+        if node.feeders:
+            self.runs.drop_feeders(node)
         self.runs.forget_lazy(node)
         if node.stream_host is not None:  # a model call made by an engine's lazy stream
             end_stream_host(self.runs, node, "cancel" if node.cancelled else "stop")
@@ -574,6 +625,8 @@ class LlamaIndexSpanHandler(BaseSpanHandler[BaseSpan]):
                     end_run_children(run, lambda child: child.fail(err))
                 invocation.fail(err)
         nodes.pop(id_)
+        if node.feeders:
+            self.runs.drop_feeders(node)
         self.runs.forget_lazy(node)
         if node.stream_host is not None:  # a model call made by an engine's lazy stream
             end_stream_host(self.runs, node, "stop" if err is None or is_control_flow(err) else err)
@@ -708,6 +761,12 @@ def _model_content(
             prompt = _prompt(bound_args)
             if isinstance(prompt, str):
                 converted = _extract.prompt_messages(prompt)
+        elif kind is Kind.PARSE:  # the messages its prompt template makes, as the call makes them
+            prompt_args = _argument(bound_args, "prompt_args")
+            formatted = _argument(bound_args, "prompt").format_messages(
+                **(prompt_args if isinstance(prompt_args, dict) else {})
+            )
+            converted, dropped = _extract.input_messages(formatted)
         tools = _extract.tool_definitions(call_kwargs.get("tools")) if call_kwargs else None
     except Exception as exc:
         report_internal_error(f"{__name__}._model_content", exc)
@@ -867,6 +926,9 @@ def _finish(node: Node, invocation: Invocation, result: Any) -> None:
             _set_output(invocation, final if final is not None else result)
     elif node.kind in _OUTPUT_KINDS and capture:
         _set_output(invocation, result)
+    elif node.failure is not None:  # a model call whose response reported a failure
+        invocation.fail(node.failure)
+        return
     invocation.stop()
 
 
