@@ -6,12 +6,13 @@ know (missing keys, other types) by returning None rather than raising.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 from llmtrace import _parts, semconv
-from llmtrace._content import MAX_ITEMS
+from llmtrace._content import MAX_ITEMS, to_jsonable
 from llmtrace._formats import output_type
 from llmtrace._invocation import MAX_NAME_LENGTH, ModelInvocation
 from llmtrace._objects import attribute, host_port, url_host_port
@@ -582,6 +583,49 @@ def tool_calls(gens: Sequence[Any]) -> list[tuple[str | None, str | None]]:
     return calls
 
 
+def answer_message(gens: Sequence[Any]) -> Any:
+    """The message a chat call answers (its first generation's, the one ``invoke`` returns), if any."""
+    return getattr(gens[0], "message", None) if gens else None
+
+
+def node_output(outputs: Any) -> tuple[list[Any], frozenset[str]] | None:
+    """The messages a LangGraph node adds to the state (its ``{"messages": ...}`` update, or the
+    updates of the ``Command`` objects it returns: ``create_agent``'s model node), and the ids of the
+    tool calls its tool messages answer; None if it adds none."""
+    updates = outputs if isinstance(outputs, (list, tuple)) else (outputs,)
+    messages: list[Any] = []
+    for update in updates:
+        if not isinstance(update, Mapping):
+            update = getattr(update, "update", None)  # a Command
+            if not isinstance(update, Mapping):
+                continue
+        found = update.get("messages")
+        if isinstance(found, (list, tuple)):
+            messages.extend(found)
+        elif found is not None:
+            messages.append(found)
+    if not messages:
+        return None
+    answered = frozenset(
+        call_id
+        for m in messages
+        if getattr(m, "type", None) == "tool" and isinstance(call_id := getattr(m, "tool_call_id", None), str)
+    )
+    return messages, answered
+
+
+def is_among(message: Any, messages: Sequence[Any]) -> bool:
+    """Whether ``message`` is one of ``messages``, or a copy of one (the same id: a middleware that
+    edits the model's answer copies it)."""
+    if message is None:
+        return False
+    message_id = getattr(message, "id", None)
+    for sent in messages:
+        if sent is message or (message_id is not None and getattr(sent, "id", None) == message_id):
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------------------
 # Messages in the conventions' JSON shapes (only built when content is captured)
 # --------------------------------------------------------------------------------------
@@ -868,8 +912,13 @@ def output_messages(gens: Sequence[Any]) -> list[dict[str, Any]]:
     return result
 
 
-def agent_output_message(message: Any) -> dict[str, Any]:
-    """An agent's answer (the last message of its state) as an output message, with a finish reason."""
+def agent_output_message(message: Any, structured: Any = None) -> dict[str, Any]:
+    """An agent's answer as an output message, with a finish reason: its ``structured`` response if it
+    has one (as JSON text: ``create_agent`` given a ``response_format``), else the last message of its
+    state (``message``)."""
+    if structured is not None:
+        text = json.dumps(to_jsonable(structured), ensure_ascii=False, separators=(",", ":"))
+        return {"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": "stop"}
     item = message_to_json(message)
     meta = getattr(message, "response_metadata", None)
     reported = _finish_reason(message, meta, None) if isinstance(meta, Mapping) else None

@@ -53,10 +53,27 @@ if TYPE_CHECKING:
     from langchain_core.outputs import LLMResult
     from tenacity import RetryCallState
 
+try:  # LangChain's markers of the callback handlers that make a chat model stream (private)
+    from langchain_core.tracers._streaming import _StreamingCallbackHandler
+
+    _STREAMING_HANDLERS: tuple[type, ...] = (_StreamingCallbackHandler,)
+except ImportError:  # moved or removed: a call streamed only this way is flagged from its first chunk
+    _STREAMING_HANDLERS = ()
+try:
+    from langchain_core.tracers._streaming import _V2StreamingCallbackHandler
+
+    _STREAMING_HANDLERS += (_V2StreamingCallbackHandler,)
+except ImportError:  # an older langchain-core (no stream_events v3)
+    pass
+
 FRAMEWORK = "langchain"
 LEGACY_AGENT_NAMES = frozenset({"AgentExecutor"})
 MODEL_NODE = "model"
-"""The node of a ``create_agent`` graph that calls the model, with the agent's system prompt first."""
+"""The node of a ``create_agent`` graph that calls the model, with the agent's system prompt first.
+Middleware may call models of their own in it (a guardrail, a router, a tool selector): the agent's
+own call is the one whose answer the node puts into the state (see ``_settle``)."""
+_MAX_ANSWERS = 32
+"""Model calls of one model node kept until the node ends (``_Run.answers``; the oldest are dropped)."""
 _NOT_ERRORS = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
 """LangGraph control flow raised as exceptions: an interrupt or a command is not a failure."""
 _INTERRUPTS = frozenset({"GraphInterrupt", "NodeInterrupt"})
@@ -119,6 +136,7 @@ class _Run:
 
     __slots__ = (
         "agent",
+        "answers",
         "caller",
         "children",
         "done_calls",
@@ -136,13 +154,18 @@ class _Run:
         "root",
         "start_ns",
         "state",
+        "system",
         "tools",
         "up",
     )
+    system: Any
+    """The system prompt a model call under a model node was sent, as the parts of
+    ``gen_ai.system_instructions`` (content capture only, read with getattr; see ``_note_system_prompt``)."""
     node_messages: Any
     """The state messages of a ``create_agent`` model node, kept (content capture only, read with
-    getattr) until its model call starts: a system message that call starts with and that is not the
-    state's first message was added by the agent, its system prompt (see ``_note_system_prompt``)."""
+    getattr) until it ends: a system message a model call in it starts with and that is not the
+    state's first message was added by the agent (its system prompt) or by a middleware (see
+    ``_note_system_prompt``)."""
     ns: Any
     """A chain's LangGraph checkpoint namespace (``langgraph_checkpoint_ns``; set on chains only, read
     with getattr): a graph's run shares the namespace of the node or tool that runs it, its nodes
@@ -182,6 +205,10 @@ class _Run:
         """A pending chain's inputs, kept only while content is captured (for the span it may get)."""
         self.children: list[RunKey] | None = None
         """Keys of the runs started under this one (those that ended are pruned now and then)."""
+        self.answers: list[Any] | None = None
+        """A ``create_agent`` model node's model calls that answered (a list on model nodes only), as
+        (answer message, tool calls, bound tools, system prompt): as the node ends, those of the call
+        whose answer it puts into the state are the agent's (see ``_settle``)."""
 
     @property
     def span_parent(self) -> Invocation | None:
@@ -450,7 +477,13 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             run.start_ns = time.time_ns()
             if _capturing():
                 run.inputs = inputs
-        if agent_run is not None and md.get("langgraph_node") == MODEL_NODE and run.agent is not run:
+        if (
+            parent_run is not None
+            and parent_run is agent_run
+            and run.agent is not run
+            and md.get("langgraph_node") == MODEL_NODE
+        ):  # the agent's model node (the chains run in it inherit its metadata)
+            run.answers = []
             _keep_node_messages(run, agent_run, inputs)
         run.key = key
         self._runs.put(key, run)  # first: whatever fails below, the run's span still gets ended
@@ -466,13 +499,22 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             return
         if run.state == _PENDING:
             self._decide(run, None)
+        answers = run.answers  # a model node's model calls
         invocation = run.invocation
         if invocation is None:
+            if answers:
+                _settle(run, answers, outputs)
             return
         try:
-            if isinstance(invocation, AgentInvocation) and not run.final:
-                run.final = True
-                invocation.step(semconv.STEP_FINAL)
+            if answers:  # a model node with a span (keep_chain_spans)
+                _settle(run, answers, outputs)
+            if isinstance(invocation, AgentInvocation):
+                if not run.final:
+                    run.final = True
+                    invocation.step(semconv.STEP_FINAL)
+                if isinstance(outputs, Mapping) and _STRUCTURED_RESPONSE in outputs:
+                    # the agent was given a response_format (create_agent): it answers a JSON object
+                    invocation.set_attribute(semconv.GEN_AI_OUTPUT_TYPE, semconv.OUTPUT_TYPE_JSON)
             if _capturing():
                 _set_output(invocation, outputs)
         finally:  # the span ends even if reading the outputs failed
@@ -545,7 +587,7 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             if dropped:
                 invocation.mark_truncated(semconv.GEN_AI_INPUT_MESSAGES)
             if parent_run_id is not None:
-                self._note_system_prompt(parent_run_id, messages)
+                self._note_system_prompt(parent_run_id, run_id, messages)
 
     @never_raise
     def on_llm_start(
@@ -574,20 +616,25 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
         if invocation is not None and content is not None:
             invocation.input_messages = content
 
-    def _note_system_prompt(self, parent_run_id: UUID, messages: Sequence[Sequence[Any]]) -> None:
-        """The system prompt of a ``create_agent`` agent, from its model node's first model call: the
-        system message the call starts with, if the node's state does not (the agent adds it to
-        every call; a system message of the conversation is in the state, and stays a message)."""
+    def _note_system_prompt(
+        self, parent_run_id: UUID, run_id: UUID, messages: Sequence[Sequence[Any]]
+    ) -> None:
+        """The system prompt a model call of a ``create_agent`` model node was sent: the system message
+        the call starts with, if the node's state does not (the agent adds its prompt to its calls; a
+        system message of the conversation is in the state, and stays a message). Kept on the call's
+        run: it is the agent's if the call is the agent's own (``_settle``), not a middleware's."""
         node = self._runs.peek(_key(parent_run_id))
         state = getattr(node, "node_messages", None)
         if node is None or state is None:
             return
-        node.node_messages = None
         agent_run = node.agent
         agent = agent_run.invocation if agent_run is not None else None
         if not isinstance(agent, AgentInvocation) or agent.system_instructions is not None:
             return
-        agent.system_instructions = _extract.agent_system_prompt(messages[0] if messages else (), state)
+        prompt = _extract.agent_system_prompt(messages[0] if messages else (), state)
+        run = self._runs.peek(_key(run_id)) if prompt is not None else None
+        if run is not None:
+            run.system = prompt
 
     def _start_model(
         self,
@@ -679,17 +726,16 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
             agent_run = run.agent
             if agent_run is not None and isinstance(agent_run.invocation, AgentInvocation):
                 calls = _extract.tool_calls(gens)
-                # the names of the tools bound to the call, when known (once per call, if it calls any):
-                # a name that is none of them is the model's own text, recorded as a fixed value
-                declared = _extract.declared_tool_names(getattr(run, "tools", None)) if calls else None
-                for tool_name, call_id in calls:
-                    if declared is not None and tool_name not in declared:
-                        tool_name = _parts.OTHER
-                    agent_run.invocation.step(semconv.STEP_ACTION, tool_name=tool_name, tool_call_id=call_id)
-                    if call_id:
-                        if agent_run.done_calls is None:
-                            agent_run.done_calls = set()
-                        agent_run.done_calls.add(call_id)
+                system = getattr(run, "system", None) if _capturing() else None
+                node = _model_node(run, agent_run) if calls or system is not None else None
+                answers = node.answers if node is not None else None
+                if answers is not None:  # the agent's call or a middleware's: known as the node ends
+                    if len(answers) >= _MAX_ANSWERS:
+                        del answers[0]
+                    tools = getattr(run, "tools", None)
+                    answers.append((_extract.answer_message(gens), calls, tools, system))
+                elif calls:
+                    _actions(agent_run, calls, getattr(run, "tools", None), None)
             if _capturing():
                 invocation.output_messages = _extract.output_messages(gens)
         finally:  # the span ends even if reading the response failed
@@ -698,7 +744,19 @@ class LLMTraceCallbackHandler(BaseCallbackHandler):
     @never_raise
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._end_run(run_id, ModelInvocation)
-        if run is not None:
+        if run is None:
+            return
+        invocation = run.invocation
+        try:
+            if (
+                isinstance(invocation, ModelInvocation)
+                and not invocation.stream
+                and invocation.operation == semconv.OP_CHAT
+                and _streamed_by_callback()
+            ):  # failed before its first chunk, in a stream no parameter asked for (LangGraph's)
+                invocation.stream = True
+                invocation.set_attribute(semconv.GEN_AI_REQUEST_STREAM, True)
+        finally:  # the span ends even if that failed
             self._end_failed(run, error)
 
     # ---- tools --------------------------------------------------------------------------------------
@@ -867,6 +925,74 @@ def current_run_id() -> Any:
     return getattr(callbacks, "parent_run_id", None)
 
 
+def _streamed_by_callback() -> bool:
+    """Whether LangChain streams a chat call made here that no parameter asked to stream: a streaming
+    callback handler is attached to it (LangGraph's ``stream_mode="messages"``, ``astream_events``),
+    as ``BaseChatModel`` decides (``_should_stream``; a model that cannot stream is not told apart).
+    The call's handlers are those of the config current where it runs."""
+    config = var_child_runnable_config.get()
+    callbacks = config.get("callbacks") if isinstance(config, dict) else None
+    handlers = getattr(callbacks, "handlers", None)
+    if not isinstance(handlers, list) or not _STREAMING_HANDLERS:
+        return False
+    return any(isinstance(handler, _STREAMING_HANDLERS) for handler in handlers)
+
+
+def _model_node(run: _Run, agent_run: _Run) -> _Run | None:
+    """The ``create_agent`` model node a model call runs in, directly or in a chain a middleware runs
+    there (``with_structured_output``), if any: the nearest run above it that is one, below its agent."""
+    up = run.up
+    while up is not None and up is not agent_run:
+        if up.answers is not None:
+            return up
+        up = up.up
+    return None
+
+
+def _settle(node: _Run, answers: list[Any], outputs: Any) -> None:
+    """A model node ended with ``outputs``: the model calls whose answer it puts into the state are
+    the agent's own. Their system prompt is the agent's, their tool calls its actions (but those the
+    node answers itself: ``ToolStrategy``'s structured response). The calls of middleware (a
+    guardrail, a router, a tool selector: their answers stay in the middleware) add nothing. Output
+    of a shape not known (no messages in it): every call counts."""
+    node.answers = None
+    agent_run = node.agent
+    agent = agent_run.invocation if agent_run is not None else None
+    if agent_run is None or not isinstance(agent, AgentInvocation):
+        return
+    found = _extract.node_output(outputs)
+    for message, calls, tools, system in answers:
+        if found is not None and not _extract.is_among(message, found[0]):
+            continue
+        if system is not None and agent.system_instructions is None:
+            agent.system_instructions = system
+        if calls:
+            _actions(agent_run, calls, tools, found[1] if found is not None else None)
+
+
+def _actions(
+    agent_run: _Run, calls: list[tuple[str | None, str | None]], tools: Any, answered: frozenset[str] | None
+) -> None:
+    """The agent's ``action`` steps for the tool calls of its model call (bound to ``tools``), but
+    those ``answered`` already."""
+    agent = agent_run.invocation
+    if not isinstance(agent, AgentInvocation):
+        return
+    # the names of the tools bound to the call, when known (once per call): a name that is none of
+    # them is the model's own text, recorded as a fixed value
+    declared = _extract.declared_tool_names(tools)
+    for tool_name, call_id in calls:
+        if answered and call_id in answered:
+            continue
+        if declared is not None and tool_name not in declared:
+            tool_name = _parts.OTHER
+        agent.step(semconv.STEP_ACTION, tool_name=tool_name, tool_call_id=call_id)
+        if call_id:
+            if agent_run.done_calls is None:
+                agent_run.done_calls = set()
+            agent_run.done_calls.add(call_id)
+
+
 def _starts_graph(run: _Run, own: Mapping[str, Any], child: Mapping[str, Any] | None) -> bool:
     """Whether a pending chain is a LangGraph graph, from the metadata of its first child: a node
     of a graph under no graph; under a graph's node (a subgraph added as a node, a graph a node, a
@@ -981,11 +1107,19 @@ def _set_input(invocation: Invocation, inputs: Any) -> None:
                 invocation.mark_truncated(semconv.GEN_AI_INPUT_MESSAGES)
 
 
+_STRUCTURED_RESPONSE = "structured_response"
+"""The state key of a ``create_agent`` agent's structured response (given a ``response_format``)."""
+
+
 def _set_output(invocation: Invocation, outputs: Any) -> None:
-    if isinstance(invocation, AgentInvocation):
-        messages = outputs.get("messages") if isinstance(outputs, Mapping) else None
+    if isinstance(invocation, AgentInvocation) and isinstance(outputs, Mapping):
+        messages = outputs.get("messages")
         if isinstance(messages, list) and messages:
-            invocation.output_messages = [_extract.agent_output_message(messages[-1])]
+            # its answer: the structured response if it was asked for one (its last message is then
+            # the tool message ToolStrategy adds, or the model's JSON text), else its last message
+            invocation.output_messages = [
+                _extract.agent_output_message(messages[-1], outputs.get(_STRUCTURED_RESPONSE))
+            ]
 
 
 def _evict(run: _Run, reason: str) -> None:
