@@ -914,7 +914,9 @@ def _finish(node: Node, invocation: Invocation, result: Any) -> None:
             )
         if _extract.get(output, "is_error") is True:
             exception = _extract.get(output, "exception")
-            invocation.fail(exception if isinstance(exception, BaseException) else "tool_error")
+            invocation.fail(
+                exception if isinstance(exception, BaseException) else semconv.ERROR_TYPE_TOOL_ERROR
+            )
             return
         if capture:
             result_value = _extract.tool_result(output)
